@@ -1,0 +1,279 @@
+"""Adaptive client-side token buckets, one per (account, region, action).
+
+EC2 throttles with a token bucket per account, region and action: it starts full (``burst``)
+and refills at ``rate_per_s`` up to ``burst``. :class:`AdaptiveTokenBucket` is our copy of it:
+
+* **Never faster than the server.** Tokens are refilled from the monotonic clock (never by
+  counting sleeps) and capped at ``burst``, so at most ``burst + ceiling * t`` requests pass in
+  any window of length ``t``. Alone in the account, we are never throttled.
+* **Never much slower.** A waiter sleeps exactly for the deficit ``(1 - tokens) / rate``; a
+  late wake-up loses nothing because the refill keeps running on the clock, so a lane running
+  flat out gets the server's rate minus scheduler noise.
+* **Adaptive.** Other tools drain the same server bucket. ``RequestLimitExceeded`` means the
+  server's bucket is empty: :meth:`~AdaptiveTokenBucket.on_throttle` empties ours and cuts the
+  rate multiplicatively (AIMD); :meth:`~AdaptiveTokenBucket.on_success` raises it back
+  additively, per second of successful traffic, up to the configured ceiling.
+
+Throttles from requests that were already in flight when the rate was cut say nothing new, so
+all throttles within a short window after a cut (or sent before it) count as one cut.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["AdaptiveTokenBucket", "Limiter", "UnlimitedBucket"]
+
+# Float slack when comparing token counts: refills are sums of float products, and a waiter
+# that wakes at exactly the computed instant must find its token rather than sleep ~0 s again.
+_EPS = 1e-9
+# Default floor, as a fraction of the ceiling: low enough to yield to a noisy neighbour,
+# high enough that a lane keeps moving (5/s CreateImage -> 0.5/s).
+DEFAULT_MIN_FRACTION = 0.1
+# Default additive recovery, as a fraction of the ceiling per second of successes: one 30 % cut
+# is undone in ~6 s, the floor is left in ~18 s. The slack a cut leaves in the server's bucket
+# (~ (0.3 * rate)^2 / (2 * recovery) tokens, ~4.5 for CreateImage) then absorbs network jitter.
+DEFAULT_RECOVERY_FRACTION_PER_S = 0.05
+# A success credits at most this much time toward recovery: recovery follows seconds of
+# successful traffic, not seconds of idleness between two sparse calls.
+_MAX_CREDIT_S = 1.0
+# Minimum coalescing window for throttles after a cut (seconds); see on_throttle.
+_MIN_COALESCE_S = 1.0
+
+
+class AdaptiveTokenBucket:
+    """An async token bucket whose rate adapts to throttling; FIFO-fair and cancellation-safe.
+
+    ``clock`` must be monotonic and in seconds; it is injectable so tests can drive the
+    accounting (:meth:`try_acquire`, :meth:`on_throttle`, :meth:`on_success`) with a fake
+    clock. :meth:`acquire` sleeps in real time, so use it with the real clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        burst: int,
+        rate_per_s: float,
+        min_rate_per_s: float | None = None,
+        decrease_factor: float = 0.7,
+        recovery_per_s: float | None = None,
+        coalesce_window_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst}")
+        if not (rate_per_s > 0 and math.isfinite(rate_per_s)):
+            raise ValueError(f"rate_per_s must be a finite number > 0, got {rate_per_s}")
+        if min_rate_per_s is None:
+            min_rate_per_s = rate_per_s * DEFAULT_MIN_FRACTION
+        if not 0 < min_rate_per_s <= rate_per_s:
+            raise ValueError(f"min_rate_per_s must be in (0, {rate_per_s}], got {min_rate_per_s}")
+        if not 0 < decrease_factor < 1:
+            raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
+        if recovery_per_s is None:
+            recovery_per_s = rate_per_s * DEFAULT_RECOVERY_FRACTION_PER_S
+        if recovery_per_s <= 0:
+            raise ValueError(f"recovery_per_s must be > 0, got {recovery_per_s}")
+        if coalesce_window_s is not None and coalesce_window_s < 0:
+            raise ValueError(f"coalesce_window_s must be >= 0, got {coalesce_window_s}")
+        self._burst = burst
+        self._ceiling = float(rate_per_s)
+        self._min_rate = float(min_rate_per_s)
+        self._factor = decrease_factor
+        self._recovery = float(recovery_per_s)
+        self._coalesce = coalesce_window_s
+        self._clock = clock
+        self._rate = self._ceiling
+        self._tokens = float(burst)  # AWS's bucket starts full, so ours does
+        self._stamp = clock()  # when _tokens was last brought up to date
+        self._last_cut: float | None = None
+        self._cut_window = 0.0
+        self._last_credit = self._stamp  # recovery is credited from here
+        self._lock = anyio.Lock()  # FIFO: waiters are served in arrival order
+
+    # --- read-only state ---------------------------------------------------------------
+
+    @property
+    def burst(self) -> int:
+        return self._burst
+
+    @property
+    def ceiling_per_s(self) -> float:
+        """The configured rate: the most the bucket ever allows."""
+        return self._ceiling
+
+    @property
+    def min_rate_per_s(self) -> float:
+        return self._min_rate
+
+    @property
+    def rate_per_s(self) -> float:
+        """The current (adapted) refill rate."""
+        return self._rate
+
+    @property
+    def tokens(self) -> float:
+        """Tokens available now (fractional)."""
+        self._refill(self._clock())
+        return self._tokens
+
+    def now(self) -> float:
+        """The bucket's clock; pass a value taken before sending as ``on_throttle(sent_at=)``."""
+        return self._clock()
+
+    # --- accounting (synchronous, clock-driven) ------------------------------------------
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:  # a clock that stands still or steps back adds nothing
+            self._tokens = min(float(self._burst), self._tokens + (now - self._stamp) * self._rate)
+            self._stamp = now
+
+    def _take(self, now: float) -> float:
+        """Take a token at ``now`` and return 0.0, or return the seconds until one is due."""
+        self._refill(now)
+        if self._tokens >= 1.0 - _EPS:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        self._refill(now)  # tokens earned so far were earned at the old rate
+        self._rate = min(self._ceiling, max(self._min_rate, rate))
+
+    # --- public API ----------------------------------------------------------------------
+
+    def try_acquire(self) -> bool:
+        """Take a token if one is available now and nobody is queued; never waits."""
+        if self._lock.locked():  # queued waiters come first (FIFO)
+            return False
+        return self._take(self._clock()) == 0.0
+
+    async def acquire(self) -> None:
+        """Wait for a token. FIFO across waiters; a cancelled waiter consumes nothing."""
+        async with self._lock:
+            while True:
+                # Recomputed after every sleep: a throttle may have emptied the bucket or cut
+                # the rate meanwhile, and an early wake-up just sleeps for the rest.
+                wait_s = self._take(self._clock())
+                if wait_s == 0.0:
+                    return
+                await anyio.sleep(wait_s)
+
+    def on_throttle(self, *, sent_at: float | None = None) -> float:
+        """The server answered RequestLimitExceeded: empty the bucket, cut the rate; return it.
+
+        Throttles within ``coalesce_window_s`` (default ``max(1 s, 1/rate)``) of the last cut,
+        or from requests sent before it (``sent_at``, from :meth:`now`), are the same event
+        seen by requests already in flight: they count as one cut, else a burst of concurrent
+        throttles would collapse the rate to the floor.
+        """
+        now = self._clock()
+        self._refill(now)
+        stale = sent_at is not None and self._last_cut is not None and sent_at < self._last_cut
+        if not stale:
+            # Fresh news: the server's bucket is empty now, so ours must be too.
+            self._tokens = min(self._tokens, 0.0)
+        recent = self._last_cut is not None and now - self._last_cut < self._cut_window
+        if not (stale or recent):
+            self._cut_window = (
+                self._coalesce
+                if self._coalesce is not None
+                else max(_MIN_COALESCE_S, 1.0 / self._rate)
+            )
+            self._set_rate(now, self._rate * self._factor)
+            self._last_cut = now
+            self._last_credit = now
+        return self._rate
+
+    def on_success(self) -> None:
+        """A request went through: move the rate toward the ceiling (additive increase)."""
+        now = self._clock()
+        if self._last_cut is not None and now - self._last_cut < self._cut_window:
+            # Successes right after a cut come from requests sent before it: no signal yet.
+            self._last_credit = now
+            return
+        credit = min(max(0.0, now - self._last_credit), _MAX_CREDIT_S)
+        self._last_credit = now
+        if self._rate < self._ceiling and credit > 0:
+            self._set_rate(now, self._rate + self._recovery * credit)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(burst={self._burst}, rate_per_s={self._rate:.3g}, "
+            f"ceiling_per_s={self._ceiling:.3g})"
+        )
+
+
+class UnlimitedBucket(AdaptiveTokenBucket):
+    """A bucket for actions with no known limit: every acquire succeeds at once."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(burst=1, rate_per_s=1.0, clock=clock)
+
+    @property
+    def rate_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def ceiling_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def min_rate_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def tokens(self) -> float:
+        return math.inf
+
+    def try_acquire(self) -> bool:
+        return True
+
+    async def acquire(self) -> None:
+        # Still a checkpoint, so a loop of acquires stays cancellable and yields to others.
+        await anyio.lowlevel.checkpoint()
+
+    def on_throttle(self, *, sent_at: float | None = None) -> float:
+        return math.inf
+
+    def on_success(self) -> None:
+        return None
+
+
+class Limiter:
+    """One lane's buckets: one per action; actions without limits get an unlimited bucket."""
+
+    def __init__(self, buckets: Mapping[str, AdaptiveTokenBucket]) -> None:
+        self._buckets: dict[str, AdaptiveTokenBucket] = dict(buckets)
+
+    @classmethod
+    def from_limits(cls, limits: Mapping[str, tuple[int, float]], **bucket_kwargs: Any) -> Limiter:
+        """Build from ``{action: (burst, rate_per_s)}`` (e.g. ``FleetConfig.limits_for``).
+
+        ``bucket_kwargs`` go to every :class:`AdaptiveTokenBucket` (``clock``,
+        ``decrease_factor``, ...); rate-valued defaults are relative to each action's rate.
+        """
+        return cls(
+            {
+                action: AdaptiveTokenBucket(burst=burst, rate_per_s=rate, **bucket_kwargs)
+                for action, (burst, rate) in limits.items()
+            }
+        )
+
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """Actions with a real (limited) bucket."""
+        return tuple(a for a, b in self._buckets.items() if not isinstance(b, UnlimitedBucket))
+
+    def bucket(self, action: str) -> AdaptiveTokenBucket:
+        try:
+            return self._buckets[action]
+        except KeyError:
+            bucket = self._buckets[action] = UnlimitedBucket()
+            return bucket
