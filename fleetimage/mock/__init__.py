@@ -1,0 +1,35 @@
+"""A mock EC2 + STS endpoint speaking the real Query protocol on loopback.
+
+The real aiobotocore/boto3 client talks to it unchanged through ``endpoint_url``::
+
+    from fleetimage.mock import MockConfig, MockEC2
+
+    async with MockEC2(MockConfig(regions=("us-east-1",), instances_per_region=50)) as mock:
+        session.create_client("ec2", region_name="us-east-1",
+                              endpoint_url=mock.endpoint_url, **mock.credentials())
+
+Region and service come from the SigV4 credential scope, the account from the access key id.
+It enforces AWS's per-action token buckets, moves images pending → available/failed over
+time, and injects faults (5xx, throttles, resets, slow and lost answers) reproducibly.
+"""
+
+from fleetimage.mock.buckets import load_default_limits
+from fleetimage.mock.config import DEFAULT_STATE_MIX, INSTANCE_STATES, FaultConfig, MockConfig
+from fleetimage.mock.fleet import Image, Instance, Snapshot, Volume
+from fleetimage.mock.runner import MockEC2Thread, serve
+from fleetimage.mock.server import MockEC2
+
+__all__ = [
+    "DEFAULT_STATE_MIX",
+    "INSTANCE_STATES",
+    "FaultConfig",
+    "Image",
+    "Instance",
+    "MockConfig",
+    "MockEC2",
+    "MockEC2Thread",
+    "Snapshot",
+    "Volume",
+    "load_default_limits",
+    "serve",
+]

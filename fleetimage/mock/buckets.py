@@ -1,0 +1,93 @@
+"""AWS's per-(account, region, action) token buckets, as the mock enforces them.
+
+A bucket holds at most ``burst`` tokens and refills at ``rate_per_s`` tokens per second. Under
+``time_scale`` the rate is multiplied (the burst is not); under ``neighbour_load`` another
+tool is assumed to drain that share of every refill, and the bucket starts short by the same
+share. A throttled request takes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from fleetimage.errors import MockError
+from fleetimage.mock.config import MockConfig
+
+__all__ = ["Buckets", "TokenBucket", "load_default_limits"]
+
+
+def load_default_limits() -> dict[str, tuple[float, float]]:
+    """``{action: (burst, rate_per_s)}`` from ``fleetimage/data/limits.yaml``."""
+    text = (Path(__file__).resolve().parent.parent / "data" / "limits.yaml").read_text("utf-8")
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise MockError("fleetimage/data/limits.yaml: expected a mapping of action -> limits")
+    limits: dict[str, tuple[float, float]] = {}
+    for action, entry in raw.items():
+        try:
+            limits[str(action)] = (float(entry["burst"]), float(entry["rate_per_s"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise MockError(f"fleetimage/data/limits.yaml: {action}: {exc}") from None
+    return limits
+
+
+class TokenBucket:
+    __slots__ = ("burst", "last", "rate", "tokens")
+
+    def __init__(self, burst: float, rate: float, tokens: float, now: float) -> None:
+        self.burst = burst
+        self.rate = rate
+        self.tokens = tokens
+        self.last = now
+
+    def try_take(self, now: float) -> bool:
+        """Take one token if there is one; refill lazily from the elapsed time."""
+        tokens = self.tokens + (now - self.last) * self.rate
+        if tokens > self.burst:
+            tokens = self.burst
+        self.last = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return True
+        self.tokens = tokens
+        return False
+
+
+class Buckets:
+    """One lazily-created :class:`TokenBucket` per (account, region, action)."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.enabled = config.throttling
+        limits: Mapping[str, tuple[float, float]] = (
+            config.limits if config.limits is not None else load_default_limits()
+        )
+        keep = 1.0 - config.neighbour_load
+        # action -> (burst, effective refill rate per wall second, initial tokens)
+        self._shape = {
+            action: (burst, rate * config.time_scale * keep, burst * keep)
+            for action, (burst, rate) in limits.items()
+        }
+        self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+
+    def limited(self, action: str) -> bool:
+        return self.enabled and action in self._shape
+
+    def try_take(self, account: str, region: str, action: str, now: float) -> bool:
+        """True when the request may proceed (unlimited actions always may)."""
+        if not self.enabled:
+            return True
+        key = (account, region, action)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            shape = self._shape.get(action)
+            if shape is None:
+                return True
+            burst, rate, initial = shape
+            bucket = self._buckets[key] = TokenBucket(burst, rate, initial, now)
+        return bucket.try_take(now)
+
+    def reset(self) -> None:
+        self._buckets.clear()

@@ -1,0 +1,241 @@
+"""The mock's world: instances, images and snapshots per (account, region).
+
+The synthetic fleet is generated lazily per (account, region) from a ``random.Random`` seeded
+with ``(seed, account, region)``, so ids and tags are stable whatever the order of access.
+Image state is computed from timestamps when asked (:meth:`Image.state`): no timer per image,
+so 50k pending images cost nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from fleetimage.mock.config import DEFAULT_STATE_MIX, MockConfig
+
+__all__ = ["Fleet", "Image", "Instance", "RegionState", "Snapshot", "Volume"]
+
+_ROLES = ("web", "api", "db", "worker", "cache", "batch", "queue", "search")
+_ENVS = ("prod", "staging", "dev")
+_ENV_WEIGHTS = (0.6, 0.25, 0.15)
+_TEAMS = ("platform", "payments", "search", "data", "identity", "growth")
+_TYPES = ("t3.micro", "t3.large", "m6i.large", "m6i.xlarge", "c6i.2xlarge", "r6i.large")
+_DEVICES = ("/dev/xvda", "/dev/sdf", "/dev/sdg", "/dev/sdh", "/dev/sdi", "/dev/sdj")
+STATE_CODES = {
+    "pending": 0,
+    "running": 16,
+    "shutting-down": 32,
+    "terminated": 48,
+    "stopping": 64,
+    "stopped": 80,
+}
+
+
+def hex_id(rng: random.Random, prefix: str) -> str:
+    return f"{prefix}-{rng.getrandbits(68):017x}"
+
+
+@dataclass(slots=True)
+class Volume:
+    device: str
+    volume_id: str
+    size_gib: int
+
+
+@dataclass(slots=True)
+class Instance:
+    instance_id: str
+    state: str
+    tags: dict[str, str]
+    volumes: list[Volume]
+    availability_zone: str
+    instance_type: str
+    launch_time: float
+    image_id: str
+    private_ip: str
+    reservation_id: str
+
+
+@dataclass(slots=True)
+class Image:
+    image_id: str
+    name: str
+    description: str
+    owner: str
+    region: str
+    source_instance_id: str
+    created_at: float  # wall clock (creationDate)
+    ready_at: float  # monotonic: pending until then
+    visible_at: float  # monotonic: invisible to DescribeImages until then
+    fails: bool
+    devices: list[tuple[str, str | None, int]]  # (device, snapshot id or None=NoDevice, size)
+    tags: dict[str, str]
+    root_device: str
+    no_reboot: bool
+    state_override: str | None = None
+    reason_override: tuple[str, str] | None = None
+    deregistered: bool = False
+
+    def state(self, now: float) -> str:
+        if self.deregistered:
+            return "deregistered"
+        if self.state_override is not None:
+            return self.state_override
+        if now < self.ready_at:
+            return "pending"
+        return "failed" if self.fails else "available"
+
+    def state_reason(self, now: float) -> tuple[str, str] | None:
+        if self.reason_override is not None:
+            return self.reason_override
+        if self.state(now) == "failed":
+            return ("Server.InternalError", "Internal error: snapshot creation failed")
+        return None
+
+    def snapshot_ids(self) -> list[str]:
+        return [snap for _, snap, _ in self.devices if snap is not None]
+
+
+@dataclass(slots=True)
+class Snapshot:
+    snapshot_id: str
+    volume_id: str
+    size_gib: int
+    owner: str
+    description: str
+    started_at: float  # wall clock
+    image: Image | None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def state(self, now: float) -> str:
+        if self.image is None or self.image.deregistered:
+            return "completed"
+        image_state = self.image.state(now)
+        if image_state == "pending":
+            return "pending"
+        return "error" if image_state == "failed" else "completed"
+
+
+@dataclass(slots=True)
+class RegionState:
+    """Everything one (account, region) holds. Lists keep creation order for pagination."""
+
+    account: str
+    region: str
+    rng: random.Random
+    instances: dict[str, Instance] = field(default_factory=dict)
+    instance_list: list[Instance] = field(default_factory=list)
+    images: dict[str, Image] = field(default_factory=dict)
+    image_list: list[Image] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # name -> image id (not deregistered)
+    snapshots: dict[str, Snapshot] = field(default_factory=dict)
+    snapshot_list: list[Snapshot] = field(default_factory=list)
+
+    def add_instance(self, instance: Instance) -> None:
+        self.instances[instance.instance_id] = instance
+        self.instance_list.append(instance)
+
+    def add_image(self, image: Image) -> None:
+        self.images[image.image_id] = image
+        self.image_list.append(image)
+        self.names[image.name] = image.image_id
+
+    def add_snapshot(self, snapshot: Snapshot) -> None:
+        self.snapshots[snapshot.snapshot_id] = snapshot
+        self.snapshot_list.append(snapshot)
+
+    def deregister(self, image: Image) -> None:
+        image.deregistered = True
+        if self.names.get(image.name) == image.image_id:
+            del self.names[image.name]
+
+    def new_instance(
+        self,
+        *,
+        instance_id: str | None = None,
+        state: str = "running",
+        tags: dict[str, str] | None = None,
+        volumes: int = 2,
+        instance_type: str | None = None,
+    ) -> Instance:
+        rng = self.rng
+        iid = instance_id or hex_id(rng, "i")
+        devices = _DEVICES[: max(0, volumes)]
+        vols = [
+            Volume(dev, hex_id(rng, "vol"), 8 if i == 0 else rng.choice((20, 50, 100, 200)))
+            for i, dev in enumerate(devices)
+        ]
+        return Instance(
+            instance_id=iid,
+            state=state,
+            tags=dict(tags or {}),
+            volumes=vols,
+            availability_zone=self.region + "abc"[rng.randrange(3)],
+            instance_type=instance_type or rng.choice(_TYPES),
+            launch_time=time.time() - rng.uniform(3600, 3600 * 24 * 400),
+            image_id=hex_id(rng, "ami"),
+            private_ip=f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+            reservation_id=hex_id(rng, "r"),
+        )
+
+
+class Fleet:
+    """All (account, region) states plus the run-wide RNG for image fates."""
+
+    def __init__(self, config: MockConfig) -> None:
+        self.config = config
+        self._states: dict[tuple[str, str], RegionState] = {}
+        self.rng = random.Random(f"{config.seed}:images")
+        self.images_created: Counter[tuple[str, str, str]] = Counter()
+
+    def state(self, account: str, region: str) -> RegionState:
+        key = (account, region)
+        st = self._states.get(key)
+        if st is None:
+            st = RegionState(account, region, random.Random(f"{self.config.seed}:{key}"))
+            if account in self.config.accounts and region in self.config.regions:
+                self._populate(st)
+            self._states[key] = st
+        return st
+
+    def states(self) -> list[RegionState]:
+        return list(self._states.values())
+
+    def _populate(self, st: RegionState) -> None:
+        cfg = self.config
+        mix = cfg.state_mix if cfg.state_mix is not None else DEFAULT_STATE_MIX
+        states = list(mix)
+        weights = [mix[s] for s in states]
+        rng = st.rng
+        for n in range(1, cfg.instances_per_region + 1):
+            state = rng.choices(states, weights)[0]
+            role = _ROLES[n % len(_ROLES)]
+            tags = {
+                "Name": f"{role}-{n:03d}",
+                "Env": rng.choices(_ENVS, _ENV_WEIGHTS)[0],
+                "Team": rng.choice(_TEAMS),
+            }
+            volumes = 0 if state == "terminated" else rng.randint(1, cfg.max_volumes)
+            st.add_instance(st.new_instance(state=state, tags=tags, volumes=volumes))
+
+    def pending_delay(self) -> float:
+        """Wall seconds a new image stays pending (log-normal around pending_s if sigma>0)."""
+        cfg = self.config
+        aws_s = cfg.pending_s
+        if cfg.pending_sigma > 0 and aws_s > 0:
+            aws_s = self.rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
+        return cfg.scaled(aws_s)
+
+    def fails(self) -> bool:
+        rate = self.config.failure_rate
+        return rate > 0 and self.rng.random() < rate
+
+    def new_id(self, prefix: str) -> str:
+        return hex_id(self.rng, prefix)
+
+    def reset(self) -> None:
+        self._states.clear()
+        self.rng = random.Random(f"{self.config.seed}:images")
+        self.images_created.clear()
