@@ -1,0 +1,79 @@
+"""``fleetimage mock serve``: run the mock EC2/STS endpoint until Ctrl-C.
+
+Self-contained typer sub-app; ``fleetimage/cli.py`` mounts it as ``mock``.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fleetimage.errors import MockError
+from fleetimage.mock.config import FaultConfig, MockConfig
+from fleetimage.mock.runner import serve
+from fleetimage.mock.server import MockEC2
+
+__all__ = ["mock_app"]
+
+mock_app = typer.Typer(help="The mock EC2 endpoint (loopback only) for demos, tests, benchmarks.")
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def env_lines(mock: MockEC2) -> list[str]:
+    creds = mock.credentials()
+    return [
+        f"export AWS_ENDPOINT_URL_EC2={mock.endpoint_url}",
+        f"export AWS_ENDPOINT_URL_STS={mock.endpoint_url}",
+        f"export AWS_ACCESS_KEY_ID={creds['aws_access_key_id']}",
+        f"export AWS_SECRET_ACCESS_KEY={creds['aws_secret_access_key']}",
+        "export AWS_EC2_METADATA_DISABLED=true",
+    ]
+
+
+@mock_app.command("serve")
+def serve_command(
+    host: str = typer.Option("127.0.0.1", help="Loopback address to bind."),
+    port: int = typer.Option(0, help="Port (0: any free port)."),
+    regions: str = typer.Option("us-east-1", help="Comma-separated regions."),
+    accounts: str = typer.Option("123456789012", help="Comma-separated 12-digit accounts."),
+    instances_per_region: int = typer.Option(20, help="Synthetic instances per region."),
+    seed: int = typer.Option(0, help="Seed of the synthetic fleet and faults."),
+    time_scale: float = typer.Option(1.0, help="Speed-up: rates x, delays / this."),
+    pending_s: float = typer.Option(2.0, help="Median seconds an image stays pending."),
+    pending_sigma: float = typer.Option(0.0, help="Log-normal sigma of pending time."),
+    failure_rate: float = typer.Option(0.0, help="Share of images that end failed."),
+    visibility_lag_s: float = typer.Option(0.0, help="Seconds a new image is invisible."),
+    neighbour_load: float = typer.Option(0.0, help="Share of each bucket others drain."),
+    no_throttling: bool = typer.Option(False, "--no-throttling", help="Disable buckets."),
+    fault_rate: float = typer.Option(0.0, help="Rate of 500 InternalError answers."),
+    lost_answer_rate: float = typer.Option(0.0, help="Rate of applied-but-lost answers."),
+) -> None:
+    """Serve the mock until Ctrl-C; prints its URL and the env vars to use."""
+    try:
+        config = MockConfig(
+            regions=_split(regions),
+            accounts=_split(accounts),
+            instances_per_region=instances_per_region,
+            seed=seed,
+            time_scale=time_scale,
+            pending_s=pending_s,
+            pending_sigma=pending_sigma,
+            failure_rate=failure_rate,
+            visibility_lag_s=visibility_lag_s,
+            neighbour_load=neighbour_load,
+            throttling=not no_throttling,
+            faults=FaultConfig(internal_error_rate=fault_rate, lost_answer_rate=lost_answer_rate),
+        )
+
+        def ready(mock: MockEC2) -> None:
+            typer.echo(f"mock EC2 listening on {mock.endpoint_url}")
+            for line in env_lines(mock):
+                typer.echo(line)
+            typer.echo("Ctrl-C to stop.")
+
+        serve(config, host, port, ready=ready)
+    except MockError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
