@@ -15,7 +15,7 @@ time, and injects faults (5xx, throttles, resets, slow and lost answers) reprodu
 
 from fleetimage.mock.buckets import load_default_limits
 from fleetimage.mock.config import DEFAULT_STATE_MIX, INSTANCE_STATES, FaultConfig, MockConfig
-from fleetimage.mock.fleet import Image, Instance, Snapshot, Volume
+from fleetimage.mock.fleet import ImageRecord, InstanceRecord
 from fleetimage.mock.runner import MockEC2Thread, serve
 from fleetimage.mock.server import MockEC2
 
@@ -23,13 +23,11 @@ __all__ = [
     "DEFAULT_STATE_MIX",
     "INSTANCE_STATES",
     "FaultConfig",
-    "Image",
-    "Instance",
+    "ImageRecord",
+    "InstanceRecord",
     "MockConfig",
     "MockEC2",
     "MockEC2Thread",
-    "Snapshot",
-    "Volume",
     "load_default_limits",
     "serve",
 ]

@@ -64,7 +64,7 @@ def serve_command(
             visibility_lag_s=visibility_lag_s,
             neighbour_load=neighbour_load,
             throttling=not no_throttling,
-            faults=FaultConfig(internal_error_rate=fault_rate, lost_answer_rate=lost_answer_rate),
+            faults=FaultConfig(internal_error=fault_rate, lost_answer=lost_answer_rate),
         )
 
         def ready(mock: MockEC2) -> None:

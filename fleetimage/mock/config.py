@@ -44,40 +44,42 @@ def _check_non_negative(name: str, value: float) -> None:
 
 @dataclass(frozen=True, slots=True)
 class FaultConfig:
-    """Injected faults; each ``*_rate`` is a probability per request (0..1), drawn from a
+    """Injected faults. Each rate is a probability per request (0..1), drawn from a
     ``random.Random`` seeded by :attr:`MockConfig.seed`, so a run is reproducible.
 
-    ``internal_error_rate``  HTTP 500 ``InternalError``, nothing applied.
-    ``unavailable_rate``     HTTP 503 ``Unavailable``, nothing applied.
-    ``throttle_rate``        extra HTTP 503 ``RequestLimitExceeded``, nothing applied.
-    ``reset_rate``           the connection is closed without an answer, nothing applied.
-    ``lost_answer_rate``     the action IS applied, then the connection is closed without an
-                             answer (what makes naive CreateImage retries duplicate AMIs).
-    ``slow_rate``/``slow_s`` the answer is delayed by ``slow_s`` AWS seconds (/ time_scale).
-    ``actions``              restrict all faults to these actions (None: every action).
+    ``internal_error``   HTTP 500 ``InternalError``, nothing applied.
+    ``unavailable``      HTTP 503 ``Unavailable``, nothing applied.
+    ``throttle``         extra HTTP 503 ``RequestLimitExceeded``, nothing applied.
+    ``reset``            the connection is closed without an answer, nothing applied.
+    ``lost_answer``      the action IS applied, then the connection is closed without an
+                         answer (what makes naive CreateImage retries duplicate AMIs).
+    ``slow``/``slow_s``  the answer is delayed by ``slow_s`` AWS seconds (/ time_scale).
+    ``actions``          restrict all faults to these actions (None: every action).
+
+    The failing rates (all but ``slow``) are exclusive and must sum to <= 1.
     """
 
-    internal_error_rate: float = 0.0
-    unavailable_rate: float = 0.0
-    throttle_rate: float = 0.0
-    reset_rate: float = 0.0
-    lost_answer_rate: float = 0.0
-    slow_rate: float = 0.0
+    internal_error: float = 0.0
+    unavailable: float = 0.0
+    throttle: float = 0.0
+    reset: float = 0.0
+    lost_answer: float = 0.0
+    slow: float = 0.0
     slow_s: float = 1.0
     actions: frozenset[str] | None = None
 
     def __post_init__(self) -> None:
         for name in (
-            "internal_error_rate",
-            "unavailable_rate",
-            "throttle_rate",
-            "reset_rate",
-            "lost_answer_rate",
-            "slow_rate",
+            "internal_error",
+            "unavailable",
+            "throttle",
+            "reset",
+            "lost_answer",
+            "slow",
         ):
             _check_rate(f"FaultConfig.{name}", getattr(self, name))
         if self.failure_total > 1.0 + 1e-9:
-            raise MockError("FaultConfig: the failing rates (all but slow_rate) must sum to <= 1")
+            raise MockError("FaultConfig: the failing rates (all but slow) must sum to <= 1")
         _check_non_negative("FaultConfig.slow_s", self.slow_s)
         if self.actions is not None:
             acts: object = self.actions
@@ -89,16 +91,12 @@ class FaultConfig:
     def failure_total(self) -> float:
         """The probability that a request in scope fails (or loses its answer)."""
         return (
-            self.internal_error_rate
-            + self.unavailable_rate
-            + self.throttle_rate
-            + self.reset_rate
-            + self.lost_answer_rate
+            self.internal_error + self.unavailable + self.throttle + self.reset + self.lost_answer
         )
 
     @property
     def enabled(self) -> bool:
-        return self.failure_total > 0 or self.slow_rate > 0
+        return self.failure_total > 0 or self.slow > 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,11 +23,11 @@ class FaultInjector:
         self.config = config
         self.rng = random.Random(f"{seed}:faults")
         self._table = [
-            (config.internal_error_rate, Fault.INTERNAL_ERROR),
-            (config.unavailable_rate, Fault.UNAVAILABLE),
-            (config.throttle_rate, Fault.THROTTLE),
-            (config.reset_rate, Fault.RESET),
-            (config.lost_answer_rate, Fault.LOST_ANSWER),
+            (config.internal_error, Fault.INTERNAL_ERROR),
+            (config.unavailable, Fault.UNAVAILABLE),
+            (config.throttle, Fault.THROTTLE),
+            (config.reset, Fault.RESET),
+            (config.lost_answer, Fault.LOST_ANSWER),
         ]
         self.enabled = config.enabled
 
@@ -40,7 +40,7 @@ class FaultInjector:
         if not self.applies(action):
             return None, 0.0
         cfg = self.config
-        slow = cfg.slow_s if cfg.slow_rate > 0 and self.rng.random() < cfg.slow_rate else 0.0
+        slow = cfg.slow_s if cfg.slow > 0 and self.rng.random() < cfg.slow else 0.0
         if cfg.failure_total <= 0:
             return None, slow
         u = self.rng.random()

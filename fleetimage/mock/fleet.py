@@ -12,10 +12,20 @@ import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from fleetimage.mock.config import DEFAULT_STATE_MIX, MockConfig
 
-__all__ = ["Fleet", "Image", "Instance", "RegionState", "Snapshot", "Volume"]
+__all__ = [
+    "Fleet",
+    "Image",
+    "ImageRecord",
+    "Instance",
+    "InstanceRecord",
+    "RegionState",
+    "Snapshot",
+    "Volume",
+]
 
 _ROLES = ("web", "api", "db", "worker", "cache", "batch", "queue", "search")
 _ENVS = ("prod", "staging", "dev")
@@ -37,6 +47,36 @@ def hex_id(rng: random.Random, prefix: str) -> str:
     return f"{prefix}-{rng.getrandbits(68):017x}"
 
 
+class InstanceRecord(TypedDict):
+    """A copy of one instance, as :meth:`MockEC2.instances` returns it."""
+
+    instance_id: str
+    state: str
+    tags: dict[str, str]
+    volumes: list[dict[str, str | int]]  # {"device", "volume_id", "size_gib"}
+    availability_zone: str
+    instance_type: str
+
+
+class ImageRecord(TypedDict):
+    """A copy of one image (state computed now), as :meth:`MockEC2.images` returns it."""
+
+    image_id: str
+    name: str
+    description: str
+    state: str
+    state_reason: tuple[str, str] | None
+    owner: str
+    region: str
+    source_instance_id: str
+    created_at: float
+    no_reboot: bool
+    block_devices: list[tuple[str, str]]  # (device name, snapshot id)
+    snapshot_ids: list[str]
+    tags: dict[str, str]
+    deregistered: bool
+
+
 @dataclass(slots=True)
 class Volume:
     device: str
@@ -56,6 +96,19 @@ class Instance:
     image_id: str
     private_ip: str
     reservation_id: str
+
+    def record(self) -> InstanceRecord:
+        return InstanceRecord(
+            instance_id=self.instance_id,
+            state=self.state,
+            tags=dict(self.tags),
+            volumes=[
+                {"device": v.device, "volume_id": v.volume_id, "size_gib": v.size_gib}
+                for v in self.volumes
+            ],
+            availability_zone=self.availability_zone,
+            instance_type=self.instance_type,
+        )
 
 
 @dataclass(slots=True)
@@ -96,6 +149,24 @@ class Image:
 
     def snapshot_ids(self) -> list[str]:
         return [snap for _, snap, _ in self.devices if snap is not None]
+
+    def record(self, now: float) -> ImageRecord:
+        return ImageRecord(
+            image_id=self.image_id,
+            name=self.name,
+            description=self.description,
+            state=self.state(now),
+            state_reason=self.state_reason(now),
+            owner=self.owner,
+            region=self.region,
+            source_instance_id=self.source_instance_id,
+            created_at=self.created_at,
+            no_reboot=self.no_reboot,
+            block_devices=[(dev, snap) for dev, snap, _ in self.devices if snap is not None],
+            snapshot_ids=self.snapshot_ids(),
+            tags=dict(self.tags),
+            deregistered=self.deregistered,
+        )
 
 
 @dataclass(slots=True)

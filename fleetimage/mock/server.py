@@ -26,7 +26,7 @@ from fleetimage.mock import ec2, images
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.config import INSTANCE_STATES, MockConfig
 from fleetimage.mock.faults import Fault, FaultInjector
-from fleetimage.mock.fleet import Fleet, Image, Instance
+from fleetimage.mock.fleet import Fleet, Image, ImageRecord, InstanceRecord
 from fleetimage.mock.protocol import (
     ApiError,
     ec2_error,
@@ -158,13 +158,15 @@ class MockEC2:
         """The instances that got more than one image."""
         return {k: n for k, n in self.fleet.images_created.items() if n > 1}
 
-    def instances(self, account: str, region: str) -> list[Instance]:
-        """The live instance records of (account, region), in creation order."""
-        return list(self.fleet.state(account, region).instance_list)
+    def instances(self, account: str, region: str) -> list[InstanceRecord]:
+        """Copies of the instances of (account, region), in creation order."""
+        return [i.record() for i in self.fleet.state(account, region).instance_list]
 
-    def images(self, account: str, region: str) -> list[Image]:
-        """The live image records of (account, region), deregistered ones included."""
-        return list(self.fleet.state(account, region).image_list)
+    def images(self, account: str, region: str) -> list[ImageRecord]:
+        """Copies of the images of (account, region) in creation order, state computed now;
+        deregistered ones included (``deregistered=True``)."""
+        now = time.monotonic()
+        return [i.record(now) for i in self.fleet.state(account, region).image_list]
 
     def image_state(self, account: str, region: str, image_id: str) -> str:
         return self._image(account, region, image_id).state(time.monotonic())
@@ -297,7 +299,7 @@ class MockEC2:
                 render = sts_error if is_sts else _ec2_err
                 payload = render(err.code, err.message, rid, status)
             if fault is Fault.LOST_ANSWER:
-                self._bump(account, region, action, "lost")
+                self._bump(account, region, action, "lost_answer")
                 return _drop(request)
         self._bump(account, region, action, outcome)
         if slow_s:
