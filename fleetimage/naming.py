@@ -46,7 +46,9 @@ PLACEHOLDERS = ("instance_id", "region", "account", "run_id", "date", "time", "t
 _AMI_NAME_CHARS = frozenset(string.ascii_letters + string.digits + "()[] ./-'@_")
 _AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _FORBIDDEN_RUN_RE = re.compile(r"[^A-Za-z0-9()\[\] ./\-'@_]+")
-_DASHES_RE = re.compile(r"-{2,}")
+# A dash with any spaces/dashes around it is one dash ("web 01: x" -> "web 01- x" -> "web 01-x").
+_DASHES_RE = re.compile(r"[- ]*-[- ]*")
+_SPACES_RE = re.compile(r" {2,}")
 _SIMPLE_FIELDS = frozenset({"instance_id", "region", "account", "run_id", "date", "time"})
 # Parts that make a name unique; truncation never touches them.
 _PROTECTED_FIELDS = frozenset({"instance_id", "run_id"})
@@ -141,10 +143,12 @@ def sanitize_name_part(value: str) -> str:
     """Make a free-form value (a tag value) safe inside an AMI name.
 
     Unicode is folded to ASCII (NFKD, then non-ASCII dropped: "Zürich" -> "Zurich"); every run
-    of refused characters becomes one ``-``; dash runs collapse; edge dashes and spaces go.
+    of refused characters becomes one ``-``; runs of dashes (with spaces around them) and of
+    spaces collapse to one; edge dashes and spaces go.
     """
     ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
-    dashed = _DASHES_RE.sub("-", _FORBIDDEN_RUN_RE.sub("-", ascii_only))
+    spaced = _SPACES_RE.sub(" ", _FORBIDDEN_RUN_RE.sub("-", ascii_only))
+    dashed = _DASHES_RE.sub("-", spaced)
     return dashed.strip("- ")
 
 
