@@ -1,0 +1,680 @@
+"""The run journal: one SQLite row per (run, target), written before CreateImage is sent.
+
+The journal is what makes a crash harmless: the engine emits :class:`~fleetimage.models.Requested`
+and awaits the journal, which returns only once the ``requesting`` row is *committed*; only then
+is CreateImage sent. Resume looks every ``requesting`` target up by name before sending again.
+
+Threading. One dedicated writer thread owns the only connection; the event loop never touches
+SQLite. Calls are queued to it; the thread drains the queue into one transaction per batch
+(group commit). A batch holding something awaited (a ``Requested``, a read, ``flush()``) is
+committed at once; a batch of fire-and-forget events lingers up to ``_LINGER_S`` for company, so
+every event is committed within ~0.05 s. The thread settles the callers' asyncio futures after
+the commit, so the await returns only when the row is durable. (asyncio, not trio: aiobotocore
+ties the engine to asyncio anyway.)
+
+Durability. WAL mode with ``synchronous=NORMAL``: a commit is in the WAL file (the OS page
+cache) before it returns, so a SIGKILL of the process at any moment loses nothing committed and
+leaves a readable database; only an OS crash or power loss can drop the last transactions. That
+is acceptable because the image *name* is the real idempotency key (a re-sent CreateImage hits
+``InvalidAMIName.Duplicate`` and is adopted), the journal is the fast path, and FULL would put
+an fsync in front of every CreateImage.
+
+Locking. A writer holds ``fcntl.flock`` on ``<db>.lock`` (with its PID written in it) for its
+whole life, so a second live ``fleetimage run`` on the same journal fails at once with a
+:class:`~fleetimage.errors.JournalError` naming the holder; the kernel drops the lock when the
+process dies, so a SIGKILL never leaves a stale lock. Holding it also proves that any run still
+marked ``running`` is an orphan of a dead process: opening for writing marks those
+``interrupted``. ``Journal.open(path, read_only=True)`` takes no lock (WAL readers never block
+the writer), so ``fleetimage runs`` works while a run is live.
+
+Schema (``meta.schema_version`` = :data:`SCHEMA_VERSION`)::
+
+    runs(run_id PK, started_at, finished_at, status, config_json, notes)
+    targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
+            error_code, error_message, requested_at, completed_at, updated_at,
+            PRIMARY KEY (run_id, account, region, instance_id))
+
+Times are ISO 8601 text. Event → row (every write is an upsert, so resume is safe):
+
+- Discovered → ``planned``; on an existing row only if nothing was ever sent for it
+  (planned, not_started, skipped, dry_run): a resumed run never regresses requesting,
+  pending, available, failed or timed_out.
+- Requested → ``requesting``, ``attempts`` = max(attempts, attempt), first ``requested_at`` kept.
+- Created → ``pending`` + image_id.  Available → ``available`` + completed_at.
+- Failed → its outcome (failed / timed_out / not_started) + error; image_id kept if not given.
+- Skipped → ``skipped``, error_message = reason.  DryRunChecked → ``dry_run``; the error is
+  recorded only when the check did *not* pass, so "dry_run without error_code" means ok.
+- Retried / Throttled → nothing: ``Requested.attempt`` already counts CreateImage attempts.
+
+Two invariants hold across all of them: ``available`` is final, and a known image_id is never
+cleared — the journal can never forget an image it has seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import queue
+import re
+import sqlite3
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import platformdirs
+
+from fleetimage.errors import JournalError
+from fleetimage.models import (
+    Available,
+    Created,
+    Discovered,
+    DryRunChecked,
+    Event,
+    Failed,
+    JournalState,
+    Outcome,
+    Requested,
+    Skipped,
+    TargetRecord,
+)
+
+__all__ = ["RUN_STATUSES", "SCHEMA_VERSION", "Journal", "RunSummary", "default_journal_path"]
+
+SCHEMA_VERSION = 1
+RUN_STATUSES = frozenset({"running", "finished", "interrupted", "failed"})
+
+_LINGER_S = 0.05  # how long an un-awaited batch waits for company before committing
+_MAX_BATCH = 5000
+_BUSY_TIMEOUT_MS = 2000  # short: another *writer* means a misuse to report, not to wait out
+
+_T = TypeVar("_T")
+
+_SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+CREATE TABLE runs (
+    run_id TEXT PRIMARY KEY,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+    config_json TEXT NOT NULL DEFAULT '{{}}',
+    notes TEXT
+);
+CREATE TABLE targets (
+    run_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    image_name TEXT,
+    image_id TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error_code TEXT,
+    error_message TEXT,
+    requested_at TEXT,
+    completed_at TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, account, region, instance_id)
+) WITHOUT ROWID;
+"""
+
+# --- event → SQL ---------------------------------------------------------------------------
+
+_INSERT = """
+INSERT INTO targets (run_id, account, region, instance_id, state, image_name, image_id,
+    attempts, error_code, error_message, requested_at, completed_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, account, region, instance_id) DO UPDATE SET
+"""
+_NOT_FINAL = "WHERE targets.state <> 'available'"
+_SQL: dict[type[Event], str] = {
+    Discovered: _INSERT
+    + """state = 'planned', image_name = excluded.image_name, error_code = NULL,
+    error_message = NULL, completed_at = NULL, updated_at = excluded.updated_at
+    WHERE targets.state IN ('planned', 'not_started', 'skipped', 'dry_run')""",
+    Requested: _INSERT
+    + """state = 'requesting', image_name = excluded.image_name,
+    attempts = MAX(targets.attempts, excluded.attempts),
+    requested_at = COALESCE(targets.requested_at, excluded.requested_at),
+    error_code = NULL, error_message = NULL, completed_at = NULL,
+    updated_at = excluded.updated_at """
+    + _NOT_FINAL,
+    Created: _INSERT
+    + """state = 'pending', image_id = excluded.image_id, image_name = excluded.image_name,
+    error_code = NULL, error_message = NULL, updated_at = excluded.updated_at """
+    + _NOT_FINAL,
+    Available: _INSERT
+    + """state = 'available', image_id = excluded.image_id, error_code = NULL,
+    error_message = NULL, completed_at = excluded.completed_at,
+    updated_at = excluded.updated_at""",
+    Failed: _INSERT
+    + """state = excluded.state, image_id = COALESCE(excluded.image_id, targets.image_id),
+    error_code = excluded.error_code, error_message = excluded.error_message,
+    completed_at = excluded.completed_at, updated_at = excluded.updated_at """
+    + _NOT_FINAL,
+    Skipped: _INSERT
+    + """state = 'skipped', error_code = NULL, error_message = excluded.error_message,
+    completed_at = excluded.completed_at, updated_at = excluded.updated_at """
+    + _NOT_FINAL,
+    DryRunChecked: _INSERT
+    + """state = 'dry_run', error_code = excluded.error_code,
+    error_message = excluded.error_message, completed_at = excluded.completed_at,
+    updated_at = excluded.updated_at """
+    + _NOT_FINAL,
+}
+_FAILED_STATES = {
+    Outcome.FAILED: JournalState.FAILED,
+    Outcome.TIMED_OUT: JournalState.TIMED_OUT,
+    Outcome.NOT_STARTED: JournalState.NOT_STARTED,
+}
+
+
+def _ts(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt is not None else None
+
+
+def _event_row(event: Event) -> tuple[str, tuple[Any, ...]] | None:
+    """The upsert for ``event``, or None if the journal does not record it."""
+    sql = _SQL.get(type(event))
+    if sql is None or event.instance_id is None:
+        return None
+    # Columns: state, image_name, image_id, attempts, error_code, error_message,
+    # requested_at, completed_at.
+    at = _ts(event.at)
+    cols: tuple[Any, ...]
+    err: tuple[str | None, str | None]
+    match event:
+        case Discovered():
+            # "" means "no name" (e.g. a target discovered only to be skipped).
+            cols = ("planned", event.image_name or None, None, 0, None, None, None, None)
+        case Requested():
+            cols = ("requesting", event.image_name, None, event.attempt, None, None, at, None)
+        case Created():
+            cols = ("pending", event.image_name, event.image_id, 0, None, None, None, None)
+        case Available():
+            cols = ("available", None, event.image_id, 0, None, None, None, at)
+        case Failed():
+            state = _FAILED_STATES.get(event.outcome, JournalState.FAILED).value
+            err = (event.error_code, event.error_message)
+            cols = (state, None, event.image_id, 0, *err, None, at)
+        case Skipped():
+            cols = ("skipped", None, None, 0, None, event.reason, None, at)
+        case DryRunChecked():
+            err = (None, None) if event.ok else (event.error_code, event.error_message)
+            cols = ("dry_run", None, None, 0, *err, None, at)
+        case _:  # pragma: no cover - _SQL and this match list the same types
+            return None
+    key = (event.run_id, event.account, event.region, event.instance_id)
+    return sql, (*key, *cols, at)
+
+
+# --- secrets -------------------------------------------------------------------------------
+
+_SECRET_WORDS = frozenset(
+    {"secret", "token", "password", "passwd", "pwd", "passphrase", "credential", "credentials"}
+)
+_SECRET_PAIRS = frozenset({("private", "key"), ("access", "key"), ("api", "key")})
+
+
+def _is_secret_key(key: str) -> bool:
+    # Whole words, so a limiter's "burst_tokens" survives while "session_token" does not.
+    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()
+    parts = [p for p in re.split(r"[^a-z0-9]+", words) if p]
+    if "secret" in words or "password" in words or _SECRET_WORDS.intersection(parts):
+        return True
+    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {
+            str(k): "<redacted>" if _is_secret_key(str(k)) else _redact(v) for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+# --- the writer thread ---------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Op:
+    fn: Callable[[sqlite3.Connection], object]
+    fut: asyncio.Future[Any] | None  # None: fire and forget (committed by the next batch)
+
+
+def _settle(fut: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    if fut.done():  # the caller was cancelled; nobody is listening
+        return
+    if exc is not None:
+        fut.set_exception(exc)
+    else:
+        fut.set_result(result)
+
+
+def _deliver(fut: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    with contextlib.suppress(RuntimeError):  # loop already closed: nobody is listening
+        fut.get_loop().call_soon_threadsafe(_settle, fut, result, exc)
+
+
+class _FileLock:
+    """An exclusive advisory lock on ``<db>.lock`` holding the owner's PID (POSIX only)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = db_path
+        self._path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if sys.platform == "win32":  # no flock: SQLite's own BEGIN IMMEDIATE lock still applies
+            return
+        import fcntl
+
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"pid {holder}" if holder.isdigit() else "pid unknown"
+            raise JournalError(
+                f"journal {self._db_path} is in use by another fleetimage process ({who}); "
+                "wait for it to finish or pass another --journal path"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+class _Writer(threading.Thread):
+    """Owns the connection; runs queued ops in group-committed transactions."""
+
+    def __init__(self, path: Path, *, read_only: bool, ready: asyncio.Future[None]) -> None:
+        super().__init__(name=f"fleetimage-journal:{path.name}", daemon=True)
+        self.path = path
+        self.read_only = read_only
+        self.failure: BaseException | None = None  # sticky: a lost commit poisons the journal
+        self._ready = ready
+        self._queue: queue.SimpleQueue[_Op | asyncio.Future[None]] = queue.SimpleQueue()
+        self._lock = _FileLock(path)
+
+    def put(self, item: _Op | asyncio.Future[None]) -> None:
+        """Queue an op; a bare future is the stop request, settled once the thread is done."""
+        self._queue.put(item)
+
+    def run(self) -> None:
+        try:
+            conn = self._connect()
+        except BaseException as exc:
+            self._lock.release()
+            _deliver(self._ready, None, exc)
+            return
+        _deliver(self._ready, None, None)
+        stop: asyncio.Future[None] | None = None
+        try:
+            while stop is None:
+                batch, stop = self._next_batch()
+                if batch:
+                    self._run_batch(conn, batch)
+        except BaseException as exc:  # a bug, not an SQLite error: never leave callers hanging
+            self.failure = self.failure or JournalError(f"journal {self.path}: writer died: {exc}")
+            raise
+        finally:
+            conn.close()
+            self._lock.release()
+            self._release_waiters(stop)
+
+    def _release_waiters(self, stop: asyncio.Future[None] | None) -> None:
+        gone = self.failure or JournalError(f"journal {self.path} is closed")
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Op):
+                if item.fut is not None:
+                    _deliver(item.fut, None, gone)
+            else:
+                _deliver(item, None, None)
+        if stop is not None:
+            _deliver(stop, None, None)
+
+    def _next_batch(self) -> tuple[list[_Op], asyncio.Future[None] | None]:
+        first = self._queue.get()
+        if not isinstance(first, _Op):
+            return [], first
+        batch = [first]
+        urgent = first.fut is not None
+        deadline = time.monotonic() + _LINGER_S
+        while len(batch) < _MAX_BATCH:
+            try:
+                if urgent:  # someone waits: take what is queued now, no lingering
+                    item = self._queue.get_nowait()
+                else:
+                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if not isinstance(item, _Op):
+                return batch, item
+            batch.append(item)
+            urgent = urgent or item.fut is not None
+        return batch, None
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
+        outcomes: list[tuple[object, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
+            for op in batch:
+                try:
+                    outcomes.append((op.fn(conn), None))
+                except Exception as exc:  # one bad op must not lose the batch
+                    err = _journal_error(self.path, exc)
+                    if op.fut is None and self.failure is None:
+                        self.failure = err
+                    outcomes.append((None, err))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            err = _journal_error(self.path, exc)
+            self.failure = self.failure or err
+            outcomes = [(None, err)] * len(batch)
+        for op, (result, error) in zip(batch, outcomes, strict=True):
+            if op.fut is not None:
+                _deliver(op.fut, result, error)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path = self.path.expanduser()
+        self._lock = _FileLock(self.path)
+        if self.read_only:
+            if not self.path.exists():
+                raise JournalError(f"no journal at {self.path} yet: nothing has run with it")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        conn = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            if not self.read_only:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+            if not tables and not self.read_only:
+                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
+            else:
+                self._check_schema(conn, tables)
+            if self.read_only:
+                conn.execute("PRAGMA query_only = ON")
+            else:
+                # We hold the writer lock, so no live process owns a run marked running.
+                conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+        except BaseException as exc:
+            conn.close()
+            raise _journal_error(self.path, exc) from exc
+        return conn
+
+    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+        if "meta" not in tables:
+            raise JournalError(
+                f"{self.path} is an SQLite database but not a fleetimage journal; "
+                "pass another --journal path"
+            )
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row and str(row[0]).isdigit() else None
+        if version == SCHEMA_VERSION:
+            return
+        fix = (
+            "upgrade fleetimage to read it"
+            if version is not None and version > SCHEMA_VERSION
+            else "move it aside to start a new journal"
+        )
+        raise JournalError(
+            f"journal {self.path} has schema version {version}, but this fleetimage reads "
+            f"version {SCHEMA_VERSION}; {fix}, or pass another --journal path"
+        )
+
+
+def _journal_error(path: Path, exc: BaseException) -> BaseException:
+    if isinstance(exc, JournalError) or not isinstance(exc, sqlite3.Error):
+        return exc
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return JournalError(
+            f"{path} is not a readable fleetimage journal ({text}); "
+            "move it aside or pass another --journal path"
+        )
+    if "locked" in text or "busy" in text:
+        return JournalError(
+            f"journal {path} is locked by another process ({text}); "
+            "wait for it to finish or pass another --journal path"
+        )
+    return JournalError(f"journal {path}: {text}")
+
+
+# --- the public face -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run as the journal knows it; ``counts`` has every JournalState (0 if none)."""
+
+    run_id: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    counts: dict[str, int]
+    total: int
+
+
+def default_journal_path() -> Path:
+    """``$FLEETIMAGE_JOURNAL`` if set, else the user data dir's ``journal.sqlite3``."""
+    override = os.environ.get("FLEETIMAGE_JOURNAL")
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_data_dir("fleetimage")) / "journal.sqlite3"
+
+
+class Journal:
+    """The run journal; an event subscriber. Create with ``await Journal.open(path)``."""
+
+    def __init__(self, writer: _Writer) -> None:
+        self._writer = writer
+        self._closed = False
+
+    @property
+    def path(self) -> Path:
+        return self._writer.path
+
+    @classmethod
+    async def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Journal:
+        """Open (creating if needed) the journal; JournalError if corrupt, foreign or locked.
+
+        ``read_only`` takes no writer lock and never writes: for listing runs while a run is live.
+        """
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # expanduser happens in the writer thread's _connect: no file system work on the loop.
+        writer = _Writer(Path(path), read_only=read_only, ready=ready)
+        writer.start()
+        try:
+            await ready
+        except BaseException:
+            writer.put(asyncio.get_running_loop().create_future())  # stop it if it got going
+            raise
+        return cls(writer)
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Commit everything queued, close the connection and release the writer lock."""
+        if self._closed:
+            return
+        self._closed = True
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._writer.put(done)
+        await done
+        self._writer.join()  # already past its last statement: returns at once
+        self._raise_if_failed()
+
+    async def flush(self) -> None:
+        """Return once every event handed over so far is committed."""
+        await self._call(lambda conn: None)
+
+    async def __call__(self, event: Event) -> None:
+        """The subscriber: Requested returns once committed; other events are group-committed."""
+        row = _event_row(event)
+        if row is None:
+            return
+        sql, params = row
+        if isinstance(event, Requested):
+            await self._call(lambda conn: conn.execute(sql, params))
+        else:
+            self._check_open()
+            self._writer.put(_Op(lambda conn: conn.execute(sql, params), None))
+
+    async def start_run(
+        self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
+    ) -> None:
+        """Record a run as running. On resume (same id) the original start and config stay."""
+        config_json = json.dumps(_redact(config_snapshot), sort_keys=True, default=str)
+        await self._call(
+            lambda conn: conn.execute(
+                "INSERT INTO runs (run_id, started_at, status, config_json) "
+                "VALUES (?, ?, 'running', ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "status = 'running', finished_at = NULL",
+                (run_id, _ts(started_at), config_json),
+            )
+        )
+
+    async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None:
+        if status not in RUN_STATUSES:
+            raise ValueError(f"run status must be one of {sorted(RUN_STATUSES)}, not {status!r}")
+
+        def write(conn: sqlite3.Connection) -> None:
+            cur = conn.execute(
+                "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?",
+                (status, _ts(finished_at), run_id),
+            )
+            if cur.rowcount == 0:
+                raise _unknown_run(run_id)
+
+        await self._call(write)
+
+    async def runs(self) -> list[RunSummary]:
+        """Every run, newest first, with its targets counted per state."""
+        return await self._call(lambda conn: _read_runs(conn, None))
+
+    async def run(self, run_id: str) -> RunSummary:
+        found = await self._call(lambda conn: _read_runs(conn, run_id))
+        if not found:
+            raise _unknown_run(run_id)
+        return found[0]
+
+    async def targets(self, run_id: str) -> list[TargetRecord]:
+        """The run's targets, sorted by (account, region, instance_id)."""
+        return await self._call(lambda conn: _read_targets(conn, run_id))
+
+    async def config_snapshot(self, run_id: str) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            row = conn.execute("SELECT config_json FROM runs WHERE run_id = ?", (run_id,))
+            found = row.fetchone()
+            if found is None:
+                raise _unknown_run(run_id)
+            return cast(dict[str, Any], json.loads(found[0]))
+
+        return await self._call(read)
+
+    # --- plumbing ---
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalError(f"journal {self.path} is closed")
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        # A lazily committed event that failed (disk full, I/O error) surfaces on the next call,
+        # at the latest before the next CreateImage: the engine must not outrun its journal.
+        if self._writer.failure is not None:
+            raise self._writer.failure
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        self._check_open()
+        fut: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
+        self._writer.put(_Op(fn, fut))
+        return await fut
+
+
+def _unknown_run(run_id: str) -> JournalError:
+    return JournalError(f"unknown run id {run_id}; `fleetimage runs` lists them")
+
+
+def _read_runs(conn: sqlite3.Connection, run_id: str | None) -> list[RunSummary]:
+    where, args = ("WHERE run_id = ?", (run_id,)) if run_id is not None else ("", ())
+    rows = conn.execute(
+        f"SELECT run_id, started_at, finished_at, status, rowid FROM runs {where}", args
+    ).fetchall()
+    counts: dict[str, dict[str, int]] = {}
+    for rid, state, n in conn.execute(
+        f"SELECT run_id, state, COUNT(*) FROM targets {where} GROUP BY run_id, state", args
+    ):
+        counts.setdefault(rid, {})[state] = n
+    summaries = []
+    for rid, started, finished, status, rowid in rows:
+        per_state = {s.value: counts.get(rid, {}).get(s.value, 0) for s in JournalState}
+        started_at = datetime.fromisoformat(started)
+        summary = RunSummary(
+            run_id=rid,
+            started_at=started_at,
+            finished_at=datetime.fromisoformat(finished) if finished else None,
+            status=status,
+            counts=per_state,
+            total=sum(counts.get(rid, {}).values()),
+        )
+        summaries.append((started_at.timestamp(), rowid, summary))
+    summaries.sort(key=lambda t: (t[0], t[1]), reverse=True)
+    return [s for _, _, s in summaries]
+
+
+def _read_targets(conn: sqlite3.Connection, run_id: str) -> list[TargetRecord]:
+    if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
+        raise _unknown_run(run_id)
+    rows = conn.execute(
+        "SELECT account, region, instance_id, state, image_name, image_id, attempts, "
+        "error_code, error_message FROM targets WHERE run_id = ? "
+        "ORDER BY account, region, instance_id",
+        (run_id,),
+    )
+    return [
+        TargetRecord(
+            account=a,
+            region=r,
+            instance_id=i,
+            state=JournalState(s),
+            image_name=name,
+            image_id=image_id,
+            attempts=attempts,
+            error_code=code,
+            error_message=message,
+        )
+        for a, r, i, s, name, image_id, attempts, code, message in rows
+    ]
