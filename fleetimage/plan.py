@@ -1,0 +1,244 @@
+"""Planning: credentials per account, one lane per (account, region), discovery, image specs.
+
+Planning is separated from executing (s3transfer's lesson): ``fleetimage plan`` runs only
+this, and the engine runs it first. It sends only STS calls and DescribeInstances.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio
+from aiobotocore.session import AioSession
+
+from fleetimage import clients
+from fleetimage.config import AccountSpec, FleetConfig, TargetSpec
+from fleetimage.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.discovery import IMAGEABLE_STATES, discover_lane
+from fleetimage.errors import AwsError
+from fleetimage.lane import Emit, Lane
+from fleetimage.models import ImageSpec, LaneKey, Target
+from fleetimage.naming import render_description, render_name
+from fleetimage.ratelimit import Limiter
+
+__all__ = ["LanePlan", "Plan", "build_spec", "open_lanes"]
+
+# EC2 allows 50 tags per resource; ours and the user's come first, instance tags fill the rest.
+MAX_TAGS = 50
+LANE_WIDE = "*"  # instance id of a result that stands for a whole lane (e.g. AssumeRole failed)
+
+
+@dataclass(slots=True)
+class LanePlan:
+    """One lane's share of the run: what to image, what is skipped, or why it cannot run."""
+
+    key: LaneKey
+    lane: Lane | None = None
+    specs: list[ImageSpec] = field(default_factory=list)
+    skipped: list[tuple[Target, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    error: AwsError | None = None
+
+
+@dataclass(slots=True)
+class Plan:
+    run_id: str
+    started_at: datetime
+    lanes: dict[LaneKey, LanePlan]
+
+    @property
+    def specs(self) -> list[ImageSpec]:
+        return [s for lp in self.lanes.values() for s in lp.specs]
+
+    def minimum_seconds(self, config: FleetConfig) -> float:
+        """The least time the CreateImage buckets allow (the slowest lane decides)."""
+        worst = 0.0
+        for key, lp in self.lanes.items():
+            burst, rate = config.limits_for(key.region).get("CreateImage", (0, 0.0))
+            if rate > 0:
+                worst = max(worst, max(0, len(lp.specs) - burst) / rate)
+        return worst
+
+
+def build_tags(config: FleetConfig, target: Target, run_id: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if config.image.copy_instance_tags:
+        # Never copy aws:* (EC2 refuses them) nor fleetimage:* (an instance tag must not be
+        # able to forge the run tags that adoption trusts).
+        for key, value in target.tags.items():
+            if not key.lower().startswith(("aws:", "fleetimage:")):
+                tags[key] = value
+    tags.update(config.image.tags)
+    tags[RUN_TAG] = run_id
+    tags[INSTANCE_TAG] = target.instance_id
+    if len(tags) > MAX_TAGS:
+        own = {**config.image.tags, RUN_TAG: run_id, INSTANCE_TAG: target.instance_id}
+        extra = [k for k in tags if k not in own][: MAX_TAGS - len(own)]
+        tags = {**{k: tags[k] for k in extra}, **own}
+    return tags
+
+
+def build_spec(
+    config: FleetConfig,
+    target: Target,
+    run_id: str,
+    started_at: datetime,
+    *,
+    name: str | None = None,
+) -> ImageSpec:
+    """The CreateImage request for one target; ``name`` pins a name already journaled."""
+    fields = {
+        "instance_id": target.instance_id,
+        "region": target.region,
+        "account": target.account,
+        "run_id": run_id,
+        "started_at": started_at,
+        "tags": target.tags,
+    }
+    image = config.image
+    return ImageSpec(
+        target=target,
+        name=name or render_name(image.name_template, **fields),  # type: ignore[arg-type]
+        description=render_description(image.description, **fields) if image.description else "",  # type: ignore[arg-type]
+        no_reboot=image.no_reboot,
+        tags=build_tags(config, target, run_id),
+        tag_snapshots=image.tag_snapshots,
+        exclude_devices=tuple(image.exclude_devices),
+    )
+
+
+@dataclass(slots=True)
+class _Access:
+    account: str | None = None
+    credentials: clients.Credentials | None = None
+    role_arn: str | None = None
+    error: AwsError | None = None
+
+
+async def _resolve_account(
+    session: AioSession,
+    account: AccountSpec | None,
+    *,
+    region: str,
+    endpoint_url: str | None,
+    config: FleetConfig,
+) -> _Access:
+    cfg = clients.client_config(
+        max_pool_connections=2, request_timeout_s=config.retry.request_timeout_s
+    )
+    try:
+        if account is None:
+            own = await clients.caller_account(
+                session, region=region, endpoint_url=endpoint_url, config=cfg
+            )
+            return _Access(account=own)
+        creds = await clients.assume_role(
+            session,
+            role_arn=account.role_arn,
+            external_id=account.external_id,
+            session_name=account.session_name,
+            region=region,
+            endpoint_url=endpoint_url,
+            config=cfg,
+        )
+        return _Access(clients.account_of_role(account.role_arn), creds, account.role_arn)
+    except AwsError as error:
+        label = clients.account_of_role(account.role_arn) if account else "self"
+        return _Access(account=label, role_arn=account.role_arn if account else None, error=error)
+
+
+async def open_lanes(
+    config: FleetConfig,
+    *,
+    session: AioSession,
+    endpoint_url: str | None,
+    run_id: str,
+    started_at: datetime,
+    emit: Emit,
+    stack: contextlib.AsyncExitStack,
+) -> Plan:
+    """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover."""
+    # 1. who: one STS call per distinct account selector, concurrently.
+    selectors: dict[AccountSpec | None, list[TargetSpec]] = {}
+    for spec in config.targets:
+        for account in spec.accounts or (None,):
+            selectors.setdefault(account, []).append(spec)
+    access: dict[AccountSpec | None, _Access] = {}
+
+    async def resolve(account: AccountSpec | None, specs: list[TargetSpec]) -> None:
+        access[account] = await _resolve_account(
+            session, account, region=specs[0].regions[0], endpoint_url=endpoint_url, config=config
+        )
+
+    async with anyio.create_task_group() as tg:
+        for account, specs in selectors.items():
+            tg.start_soon(resolve, account, specs)
+
+    # 2. where: lanes, each with the selectors that cover it.
+    lanes: dict[LaneKey, LanePlan] = {}
+    covering: dict[LaneKey, tuple[_Access, list[TargetSpec]]] = {}
+    for account, specs in selectors.items():
+        acc = access[account]
+        for spec in specs:
+            for region in spec.regions:
+                key = LaneKey(acc.account or "self", region)
+                lanes.setdefault(key, LanePlan(key, error=acc.error))
+                covering.setdefault(key, (acc, []))[1].append(spec)
+
+    pool = config.concurrency.max_in_flight_per_region + 8  # + waiter, lookups, discovery
+    cfg = clients.client_config(
+        max_pool_connections=pool, request_timeout_s=config.retry.request_timeout_s
+    )
+
+    async def open_one(key: LaneKey) -> None:
+        acc, specs = covering[key]
+        lp = lanes[key]
+        if lp.error is not None:
+            return
+        client = await stack.enter_async_context(
+            clients.ec2_client(
+                session,
+                region=key.region,
+                endpoint_url=endpoint_url,
+                credentials=acc.credentials,
+                config=cfg,
+            )
+        )
+        lp.lane = Lane(
+            key,
+            client,
+            Limiter.from_limits(config.limits_for(key.region)),
+            config.retry,
+            run_id=run_id,
+            emit=emit,
+        )
+        try:
+            found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
+        except AwsError as error:
+            lp.error = error
+            return
+        for target in found.targets.values():
+            if target.state in IMAGEABLE_STATES:
+                lp.specs.append(build_spec(config, target, run_id, started_at))
+            else:
+                lp.skipped.append(
+                    (
+                        target,
+                        f"instance is {target.state}; CreateImage needs running, stopping or stopped",
+                    )
+                )
+        lp.missing = sorted(found.missing)
+
+    async with anyio.create_task_group() as tg:
+        for key in lanes:
+            tg.start_soon(open_one, key)
+    return Plan(run_id, started_at, lanes)
+
+
+def lane_targets(plan: Plan) -> Iterable[tuple[LanePlan, ImageSpec]]:
+    for lp in plan.lanes.values():
+        for spec in lp.specs:
+            yield lp, spec
