@@ -7,9 +7,8 @@ this, and the engine runs it first. It sends only STS calls and DescribeInstance
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio
 from aiobotocore.session import AioSession
@@ -20,11 +19,11 @@ from fleetimage.create import INSTANCE_TAG, RUN_TAG
 from fleetimage.discovery import IMAGEABLE_STATES, discover_lane
 from fleetimage.errors import AwsError
 from fleetimage.lane import Emit, Lane
-from fleetimage.models import ImageSpec, LaneKey, Target
-from fleetimage.naming import render_description, render_name
+from fleetimage.models import Event, ImageSpec, LaneKey, Target
+from fleetimage.naming import new_run_id, render_description, render_name
 from fleetimage.ratelimit import Limiter
 
-__all__ = ["LanePlan", "Plan", "build_spec", "open_lanes"]
+__all__ = ["LANE_WIDE", "LanePlan", "Plan", "build_spec", "open_lanes", "plan_fleet"]
 
 # EC2 allows 50 tags per resource; ours and the user's come first, instance tags fill the rest.
 MAX_TAGS = 50
@@ -238,7 +237,30 @@ async def open_lanes(
     return Plan(run_id, started_at, lanes)
 
 
-def lane_targets(plan: Plan) -> Iterable[tuple[LanePlan, ImageSpec]]:
+async def plan_fleet(
+    config: FleetConfig,
+    *,
+    endpoint_url: str | None = None,
+    session: AioSession | None = None,
+    run_id: str | None = None,
+    started_at: datetime | None = None,
+) -> Plan:
+    """What a run would image (STS + DescribeInstances only); the clients are closed after."""
+    started_at = started_at or datetime.now(UTC)
+
+    async def ignore(_: Event) -> None:
+        return None
+
+    async with contextlib.AsyncExitStack() as stack:
+        plan = await open_lanes(
+            config,
+            session=session or clients.new_session(),
+            endpoint_url=endpoint_url,
+            run_id=run_id or new_run_id(started_at),
+            started_at=started_at,
+            emit=ignore,
+            stack=stack,
+        )
     for lp in plan.lanes.values():
-        for spec in lp.specs:
-            yield lp, spec
+        lp.lane = None  # its client is closed
+    return plan
