@@ -42,9 +42,7 @@ async def _fire(endpoint: str, worker: int, calls: int, start_at: float) -> tupl
     from aiobotocore.config import AioConfig
     from aiobotocore.session import get_session
 
-    config = AioConfig(
-        retries={"total_max_attempts": 1}, max_pool_connections=CONCURRENCY
-    )
+    config = AioConfig(retries={"total_max_attempts": 1}, max_pool_connections=CONCURRENCY)
     session = get_session()
     async with session.create_client(
         "ec2",
@@ -85,7 +83,7 @@ def _client(endpoint: str, worker: int, calls: int, start_at: float, out: Any) -
 
 
 def _stats(endpoint: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{endpoint}/_mock/stats", timeout=10) as resp:  # noqa: S310
+    with urllib.request.urlopen(f"{endpoint}/_mock/stats", timeout=10) as resp:
         data: dict[str, float] = json.loads(resp.read())
         return data
 

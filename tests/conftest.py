@@ -13,8 +13,10 @@ from aiobotocore.session import AioSession, get_session
 
 from fleetimage.mock import MockConfig, MockEC2
 
-FAKE_ACCESS_KEY = "AKIA000000000000TEST"
-FAKE_SECRET_KEY = "fake-secret-key-for-tests-only-0000000000"
+# AWS's documented example key: no 12-digit account in it, so the mock maps it to its
+# default account (MockConfig.accounts[0]).
+FAKE_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+FAKE_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
 _UNSET = (
     "AWS_PROFILE",
@@ -143,4 +145,3 @@ def sts_client() -> ClientFactory:
         return open_client(mock, "us-east-1", account, service="sts", **kwargs)
 
     return factory
-

@@ -137,7 +137,7 @@ async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_cli
         (bad,) = (await fec2.describe_images(ImageIds=[failed_id]))["Images"]
         assert bad["State"] == "failed"
         assert bad["StateReason"]["Code"] and bad["StateReason"]["Message"]
-        snaps = (await ec2.describe_snapshots(Filters=[{"Name": "status", "Values": ["completed"]}]))
+        snaps = await ec2.describe_snapshots(Filters=[{"Name": "status", "Values": ["completed"]}])
         assert len(snaps["Snapshots"]) == 2
         mock.set_image_state(ACCOUNT, REGION, image_id, "failed", ("Client.Test", "forced"))
         (image,) = (await ec2.describe_images(ImageIds=[image_id]))["Images"]
@@ -174,7 +174,9 @@ async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:
         ]
 
 
-async def test_describe_images_ids_owners_filters_pagination(mock_ec2: Any, ec2_client: Any) -> None:
+async def test_describe_images_ids_owners_filters_pagination(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
     mock = await mock_ec2(running_mock_config())
     iids = [mock.add_instance(ACCOUNT, REGION, volumes=1) for _ in range(3)]
     async with ec2_client(mock, REGION) as ec2:

@@ -33,7 +33,13 @@ async def test_fleet_shape_and_fields(mock_ec2: Any, ec2_client: Any) -> None:
         r["instance_id"] for r in mock.instances(ACCOUNT, "us-east-1")
     ]
     states = {i["State"]["Name"] for i in instances}
-    assert "running" in states and states <= {"running", "stopped", "stopping", "terminated", "pending"}
+    assert "running" in states and states <= {
+        "running",
+        "stopped",
+        "stopping",
+        "terminated",
+        "pending",
+    }
     codes = {"pending": 0, "running": 16, "terminated": 48, "stopping": 64, "stopped": 80}
     for inst in instances:
         assert len(inst["InstanceId"]) == 19 and inst["InstanceId"].startswith("i-")
@@ -60,7 +66,9 @@ async def test_filters_and_wildcards(mock_ec2: Any, ec2_client: Any) -> None:
     mock = await mock_ec2(MockConfig(instances_per_region=40, seed=1))
     records = mock.instances(ACCOUNT, "us-east-1")
     running = [r["instance_id"] for r in records if r["state"] == "running"]
-    stopped_or_stopping = [r["instance_id"] for r in records if r["state"] in ("stopped", "stopping")]
+    stopped_or_stopping = [
+        r["instance_id"] for r in records if r["state"] in ("stopped", "stopping")
+    ]
     web = [r["instance_id"] for r in records if r["tags"]["Name"].startswith("web-")]
     prod_web = [
         r["instance_id"]
@@ -80,7 +88,9 @@ async def test_filters_and_wildcards(mock_ec2: Any, ec2_client: Any) -> None:
         assert await query(("tag:Name", ["web-*"])) == web
         assert await query(("tag:Name", ["web-*"]), ("tag:Env", ["prod"])) == prod_web
         assert await query(("tag:Name", ["web-00?"])) == [
-            r["instance_id"] for r in records if r["tags"]["Name"] in {f"web-00{d}" for d in "0123456789"}
+            r["instance_id"]
+            for r in records
+            if r["tags"]["Name"] in {f"web-00{d}" for d in "0123456789"}
         ]
         assert await query(("tag-key", ["Team"])) == [r["instance_id"] for r in records]
         assert await query(("tag-key", ["Nope*"])) == []
@@ -153,14 +163,18 @@ async def test_pagination_with_filters(mock_ec2: Any, ec2_client: Any) -> None:
 
 async def test_regions_and_accounts_are_isolated(mock_ec2: Any, ec2_client: Any) -> None:
     mock = await mock_ec2(
-        MockConfig(regions=("us-east-1", "eu-west-1"), accounts=(ACCOUNT, OTHER), instances_per_region=6)
+        MockConfig(
+            regions=("us-east-1", "eu-west-1"), accounts=(ACCOUNT, OTHER), instances_per_region=6
+        )
     )
     seen: dict[tuple[str, str], set[str]] = {}
     for account in (ACCOUNT, OTHER):
         for region in ("us-east-1", "eu-west-1"):
             async with ec2_client(mock, region, account) as ec2:
                 seen[(account, region)] = set(ids_of(await ec2.describe_instances()))
-            assert seen[(account, region)] == {r["instance_id"] for r in mock.instances(account, region)}
+            assert seen[(account, region)] == {
+                r["instance_id"] for r in mock.instances(account, region)
+            }
             assert len(seen[(account, region)]) == 6
     all_ids = [i for ids in seen.values() for i in ids]
     assert len(set(all_ids)) == 24
@@ -177,7 +191,9 @@ async def test_regions_and_accounts_are_isolated(mock_ec2: Any, ec2_client: Any)
 async def test_added_instances_and_state_changes(mock_ec2: Any, ec2_client: Any) -> None:
     mock = await mock_ec2(MockConfig(instances_per_region=0))
     iid = mock.add_instance(ACCOUNT, "us-east-1", tags={"Name": "added"}, volumes=3)
-    fixed = mock.add_instance(ACCOUNT, "us-east-1", instance_id="i-0123456789abcdef0", state="stopped")
+    fixed = mock.add_instance(
+        ACCOUNT, "us-east-1", instance_id="i-0123456789abcdef0", state="stopped"
+    )
     assert fixed == "i-0123456789abcdef0"
     async with ec2_client(mock, "us-east-1") as ec2:
         resp = await ec2.describe_instances(InstanceIds=[iid])

@@ -70,7 +70,10 @@ async def test_throttled_requests_apply_nothing(mock_ec2: Any, ec2_client: Any) 
         with pytest.raises(ClientError) as exc:
             await ec2.create_image(InstanceId=iid, Name="t-3")
         resp: Any = exc.value.response
-        assert resp["Error"] == {"Code": "RequestLimitExceeded", "Message": "Request limit exceeded."}
+        assert resp["Error"] == {
+            "Code": "RequestLimitExceeded",
+            "Message": "Request limit exceeded.",
+        }
         assert resp["ResponseMetadata"]["HTTPStatusCode"] == 503
         # unlimited actions are never throttled
         for _ in range(30):
@@ -101,7 +104,10 @@ async def test_injected_errors_and_throttles(mock_ec2: Any, ec2_client: Any) -> 
             with pytest.raises(ClientError) as exc:
                 await ec2.describe_images()
             resp: Any = exc.value.response
-            assert (resp["Error"]["Code"], resp["ResponseMetadata"]["HTTPStatusCode"]) == (code, status)
+            assert (resp["Error"]["Code"], resp["ResponseMetadata"]["HTTPStatusCode"]) == (
+                code,
+                status,
+            )
             await ec2.describe_instances()  # not in the fault's actions
         assert mock.count(action="DescribeImages", outcome="fault") == 1
         assert mock.count(action="DescribeInstances", outcome="ok") == 1

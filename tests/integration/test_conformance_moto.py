@@ -1,0 +1,298 @@
+"""The same scripted calls against the mock and against moto's server (a second opinion on
+the wire format, through the same real aiobotocore client).
+
+Where moto follows EC2 the answers must match (codes, HTTP statuses, messages, shapes).
+Where moto deviates from EC2 (observed with moto 5.2) the mock must follow EC2, and moto's
+behaviour is recorded here, not asserted, so a moto upgrade cannot break the suite:
+
+- duplicate image names are accepted (EC2: ``InvalidAMIName.Duplicate``);
+- images are ``available`` at once (EC2: ``pending`` for minutes);
+- a ``snapshot`` TagSpecification answers an HTML HTTP 500 (EC2: tags the snapshots);
+- CreateImage on a terminated instance succeeds (EC2: ``InvalidParameterValue``);
+- malformed AMI names are accepted (EC2: ``InvalidAMIName.Malformed``);
+- DryRun on an unknown instance answers ``DryRunOperation`` (the mock, like EC2, validates
+  the instance first and answers ``InvalidInstanceID.NotFound``).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
+
+from fleetimage.mock import MockConfig
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account and the mock's default account
+UNKNOWN_INSTANCE = "i-0123456789abcdef0"
+UNKNOWN_IMAGE = "ami-0123456789abcdef0"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+async def outcome(coro: Any) -> tuple[str, int, str] | dict[str, Any]:
+    """The parsed answer, or ``(code, status, message)`` of a ClientError."""
+    try:
+        result: dict[str, Any] = await coro
+    except ClientError as exc:
+        resp: Any = exc.response
+        return (
+            resp["Error"]["Code"],
+            resp["ResponseMetadata"]["HTTPStatusCode"],
+            resp["Error"]["Message"],
+        )
+    result.pop("ResponseMetadata", None)
+    return result
+
+
+async def setup_moto(ec2: Any) -> tuple[list[str], str]:
+    amis = await ec2.describe_images(Owners=["amazon"], MaxResults=5)
+    ami = amis["Images"][0]["ImageId"]
+    resp = await ec2.run_instances(
+        ImageId=ami,
+        MinCount=3,
+        MaxCount=3,
+        TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "web-1"}]}
+        ],
+    )
+    ids = [i["InstanceId"] for i in resp["Instances"]]
+    await ec2.terminate_instances(InstanceIds=[ids[2]])
+    return ids[:2], ids[2]
+
+
+def setup_mock(mock: Any) -> tuple[list[str], str]:
+    running = [mock.add_instance(ACCOUNT, REGION, tags={"Name": "web-1"}) for _ in range(2)]
+    gone = mock.add_instance(ACCOUNT, REGION, state="terminated", tags={"Name": "web-1"}, volumes=0)
+    return running, gone
+
+
+async def script(ec2: Any, running: list[str], gone: str) -> dict[str, Any]:
+    """The calls whose answers are compared (EC2 semantics both sides follow)."""
+    out: dict[str, Any] = {}
+    found = await ec2.describe_instances(
+        Filters=[
+            {"Name": "tag:Name", "Values": ["web-*"]},
+            {"Name": "instance-state-name", "Values": ["running"]},
+            {"Name": "instance-id", "Values": [*running, gone]},
+        ]
+    )
+    instances = [i for r in found["Reservations"] for i in r["Instances"]]
+    out["filtered_ids"] = sorted(i["InstanceId"] for i in instances)
+    out["reservation_keys"] = {"ReservationId", "OwnerId", "Instances"} <= set(
+        found["Reservations"][0]
+    )
+    out["instance_keys"] = sorted(
+        {
+            "InstanceId",
+            "ImageId",
+            "State",
+            "Tags",
+            "BlockDeviceMappings",
+            "Placement",
+            "InstanceType",
+            "LaunchTime",
+            "PrivateIpAddress",
+            "RootDeviceName",
+            "Architecture",
+        }
+        - set(instances[0])
+    )
+    out["state"] = instances[0]["State"]
+    out["tags"] = instances[0]["Tags"]
+    out["ebs_keys"] = sorted(instances[0]["BlockDeviceMappings"][0]["Ebs"])
+    out["terminated"] = [
+        i["State"]
+        for r in (
+            await ec2.describe_instances(
+                Filters=[{"Name": "instance-state-name", "Values": ["terminated"]}]
+            )
+        )["Reservations"]
+        for i in r["Instances"]
+    ]
+    out["describe_unknown"] = await outcome(ec2.describe_instances(InstanceIds=[UNKNOWN_INSTANCE]))
+    out["ids_with_max_results"] = await outcome(
+        ec2.describe_instances(InstanceIds=running[:1], MaxResults=5)
+    )
+    out["dry_run"] = await outcome(
+        ec2.create_image(InstanceId=running[0], Name="cf-dry", DryRun=True)
+    )
+    out["create_unknown"] = await outcome(
+        ec2.create_image(InstanceId=UNKNOWN_INSTANCE, Name="cf-unknown")
+    )
+    created = await outcome(
+        ec2.create_image(
+            InstanceId=running[0],
+            Name="cf-image",
+            Description="conformance",
+            TagSpecifications=[{"ResourceType": "image", "Tags": [{"Key": "k", "Value": "v"}]}],
+        )
+    )
+    assert isinstance(created, dict)
+    out["create_keys"] = sorted(created)
+    image_id = created["ImageId"]
+    (image,) = (await ec2.describe_images(ImageIds=[image_id]))["Images"]
+    out["image_keys"] = sorted(
+        {
+            "ImageId",
+            "Name",
+            "Description",
+            "State",
+            "OwnerId",
+            "CreationDate",
+            "Public",
+            "BlockDeviceMappings",
+            "Tags",
+            "SourceInstanceId",
+            "RootDeviceName",
+            "ImageType",
+            "Architecture",
+            "VirtualizationType",
+        }
+        - set(image)
+    )
+    out["image_fields"] = (
+        image["Name"],
+        image["Description"],
+        image["OwnerId"],
+        image["Tags"],
+        image["SourceInstanceId"],
+        image["Public"],
+        image["ImageType"],
+    )
+    out["image_state_known"] = image["State"] in {"pending", "available"}
+    out["image_snapshots"] = all(
+        b["Ebs"]["SnapshotId"].startswith("snap-") for b in image["BlockDeviceMappings"]
+    )
+    by_name = await ec2.describe_images(
+        Owners=["self"], Filters=[{"Name": "name", "Values": ["cf-im*"]}]
+    )
+    out["by_name"] = [i["ImageId"] == image_id for i in by_name["Images"]]
+    by_id = await ec2.describe_images(Filters=[{"Name": "image-id", "Values": [image_id]}])
+    out["by_id_filter"] = [i["ImageId"] == image_id for i in by_id["Images"]]
+    out["image_unknown"] = await outcome(ec2.describe_images(ImageIds=[UNKNOWN_IMAGE]))
+    out["image_id"] = image_id
+    return out
+
+
+async def test_mock_answers_like_moto_where_moto_follows_ec2(
+    mock_ec2: Any, ec2_client: Any, moto_url: str
+) -> None:
+    mock = await mock_ec2(MockConfig(instances_per_region=0, pending_s=60))
+    running, gone = setup_mock(mock)
+    async with ec2_client(mock, REGION) as ec2:
+        ours = await script(ec2, running, gone)
+    async with ec2_client(moto_url, REGION) as ec2:
+        moto_running, moto_gone = await setup_moto(ec2)
+        theirs = await script(ec2, moto_running, moto_gone)
+
+    assert ours["filtered_ids"] == sorted(running)
+    assert theirs["filtered_ids"] == sorted(moto_running)
+    for key in (
+        "reservation_keys",
+        "instance_keys",
+        "state",
+        "tags",
+        "terminated",
+        "describe_unknown",
+        "ids_with_max_results",
+        "dry_run",
+        "create_unknown",
+        "create_keys",
+        "image_keys",
+        "image_state_known",
+        "image_snapshots",
+        "by_name",
+        "by_id_filter",
+        "image_unknown",
+    ):
+        assert ours[key] == theirs[key], key
+    assert set(ours["ebs_keys"]) >= {"VolumeId", "Status", "AttachTime", "DeleteOnTermination"}
+    assert set(ours["ebs_keys"]) == set(theirs["ebs_keys"])
+    ours_fields = list(ours["image_fields"])
+    theirs_fields = list(theirs["image_fields"])
+    assert ours_fields[4] == running[0] and theirs_fields[4] == moto_running[0]
+    ours_fields[4] = theirs_fields[4] = None
+    assert ours_fields == theirs_fields
+    assert ours["describe_unknown"] == (
+        "InvalidInstanceID.NotFound",
+        400,
+        f"The instance ID '{UNKNOWN_INSTANCE}' does not exist",
+    )
+    assert ours["dry_run"][:2] == ("DryRunOperation", 412)
+
+
+async def test_where_moto_deviates_the_mock_follows_ec2(
+    mock_ec2: Any, ec2_client: Any, moto_url: str
+) -> None:
+    mock = await mock_ec2(MockConfig(instances_per_region=0, pending_s=60))
+    running, gone = setup_mock(mock)
+    snap_tags = [{"ResourceType": "snapshot", "Tags": [{"Key": "s", "Value": "1"}]}]
+    async with ec2_client(mock, REGION) as ec2:
+        first = await ec2.create_image(InstanceId=running[0], Name="dev-dup")
+        dup = await outcome(ec2.create_image(InstanceId=running[1], Name="dev-dup"))
+        assert dup == (
+            "InvalidAMIName.Duplicate",
+            400,
+            f"AMI name dev-dup is already in use by AMI {first['ImageId']}",
+        )
+        (image,) = (await ec2.describe_images(ImageIds=[first["ImageId"]]))["Images"]
+        assert image["State"] == "pending"
+        tagged = await ec2.create_image(
+            InstanceId=running[1], Name="dev-snap", TagSpecifications=snap_tags
+        )
+        snaps = await ec2.describe_snapshots(Filters=[{"Name": "tag:s", "Values": ["1"]}])
+        assert snaps["Snapshots"] and all(
+            tagged["ImageId"] in s["Description"] for s in snaps["Snapshots"]
+        )
+        terminated = await outcome(ec2.create_image(InstanceId=gone, Name="dev-gone"))
+        assert isinstance(terminated, tuple) and terminated[:2] == ("InvalidParameterValue", 400)
+        malformed = await outcome(ec2.create_image(InstanceId=running[0], Name="bad*name"))
+        assert isinstance(malformed, tuple) and malformed[:2] == ("InvalidAMIName.Malformed", 400)
+        dry_unknown = await outcome(
+            ec2.create_image(InstanceId=UNKNOWN_INSTANCE, Name="dev-dry", DryRun=True)
+        )
+        assert isinstance(dry_unknown, tuple) and dry_unknown[0] == "InvalidInstanceID.NotFound"
+
+    # moto's behaviour, recorded (not asserted) for the record of the deviations above
+    observed: dict[str, Any] = {}
+    async with ec2_client(moto_url, REGION) as ec2:
+        moto_running, moto_gone = await setup_moto(ec2)
+        await ec2.create_image(InstanceId=moto_running[0], Name="dev-dup")
+        observed["duplicate"] = await outcome(
+            ec2.create_image(InstanceId=moto_running[1], Name="dev-dup")
+        )
+        try:
+            observed["snapshot_tags"] = await outcome(
+                ec2.create_image(
+                    InstanceId=moto_running[1], Name="dev-snap", TagSpecifications=snap_tags
+                )
+            )
+        except (BotoCoreError, ResponseParserError) as exc:  # moto 5.2: an HTML 500 page
+            observed["snapshot_tags"] = type(exc).__name__
+        observed["terminated"] = await outcome(
+            ec2.create_image(InstanceId=moto_gone, Name="dev-gone")
+        )
+    print("moto deviations observed:", observed)
