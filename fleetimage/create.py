@@ -34,6 +34,9 @@ RUN_TAG = "fleetimage:run-id"
 INSTANCE_TAG = "fleetimage:instance-id"
 _AMI_ID = re.compile(r"\bami-[0-9a-f]{8,17}\b")
 _GONE = frozenset({"deregistered", "invalid", "error"})
+# Server errors in a row, with no CreateImage success yet in the lane, before the lane
+# concludes that the endpoint rejects the request itself rather than failing transiently.
+REJECT_STREAK = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,7 @@ def _foreign(spec: ImageSpec, image_id: str, detail: str) -> AwsError:
     )
 
 
-async def _adopt(
-    lane: Lane, spec: ImageSpec, run_id: str, images: list[dict[str, Any]]
-) -> str | None:
+def _adopt(spec: ImageSpec, run_id: str, images: list[dict[str, Any]]) -> str | None:
     """The id of our image among ``images``; raise if the name belongs to someone else."""
     for image in images:
         if _is_ours(image, spec, run_id):
@@ -97,7 +98,7 @@ async def _resolve_duplicate(
     delay = 0.05
     while True:
         images = await find_image_by_name(lane, spec.name, instance_id=spec.target.instance_id)
-        adopted = await _adopt(lane, spec, run_id, images)
+        adopted = _adopt(spec, run_id, images)
         if adopted is not None:
             return adopted
         if anyio.current_time() >= deadline:
@@ -106,6 +107,25 @@ async def _resolve_duplicate(
         # Eventual consistency: EC2 enforces the name before DescribeImages shows the image.
         await anyio.sleep(delay)
         delay = min(delay * 2, 2.0)
+
+
+def _rejected(spec: ImageSpec, params: dict[str, Any], error: AwsError) -> AwsError:
+    """The lane's endpoint has failed every CreateImage so far: name what the request used."""
+    options = []
+    if spec.tag_snapshots:
+        options.append("TagSpecifications for snapshots (image.tag_snapshots)")
+    if "BlockDeviceMappings" in params:
+        options.append("BlockDeviceMappings NoDevice (image.exclude_devices)")
+    options.append(f"NoReboot={spec.no_reboot} (image.no_reboot)")
+    return AwsError(
+        "CreateImageRejected",
+        f"CreateImage failed {REJECT_STREAK} times in a row in this region with server errors "
+        f"(last: {error.code}: {error.message[:120]}) and has never succeeded here; the "
+        f"endpoint may not support an option of the request: {'; '.join(options)}. "
+        "Not retrying, to avoid a retry storm.",
+        action="CreateImage",
+        kind=ErrorKind.FATAL,
+    )
 
 
 def create_params(spec: ImageSpec, *, dry_run: bool = False) -> dict[str, Any]:
@@ -148,13 +168,10 @@ async def create_image(
     ):
         with attempt:
             if must_look:
-                found = await _adopt(
-                    lane,
-                    spec,
-                    run_id,
-                    await find_image_by_name(lane, spec.name, instance_id=target.instance_id),
-                )
+                images = await find_image_by_name(lane, spec.name, instance_id=target.instance_id)
+                found = _adopt(spec, run_id, images)
                 if found is not None:
+                    lane.create_successes += 1
                     return CreatedImage(found, adopted=True, attempts=sent)
                 must_look = False
             sent += 1
@@ -172,12 +189,18 @@ async def create_image(
             try:
                 answer = await lane.send("CreateImage", params, instance_id=target.instance_id)
             except AwsError as error:
+                if error.kind in (ErrorKind.AMBIGUOUS, ErrorKind.TRANSIENT):
+                    lane.create_failure_streak += 1
+                    if lane.create_successes == 0 and lane.create_failure_streak >= REJECT_STREAK:
+                        raise _rejected(spec, params, error) from None
                 if error.kind is ErrorKind.DUPLICATE_NAME:
                     image_id = await _resolve_duplicate(lane, spec, run_id, error, grace_s=grace_s)
                     return CreatedImage(image_id, adopted=True, attempts=sent)
                 if error.kind is ErrorKind.AMBIGUOUS:
                     must_look = True
                 raise
+            lane.create_successes += 1
+            lane.create_failure_streak = 0
             return CreatedImage(str(answer["ImageId"]), adopted=False, attempts=sent)
     raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 

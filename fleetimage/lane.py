@@ -48,6 +48,9 @@ class Lane:
         self.run_id = run_id
         self.emit = emit
         self.calls: dict[str, int] = {}
+        # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
+        self.create_successes = 0
+        self.create_failure_streak = 0
 
     async def send(
         self, action: str, params: dict[str, Any], *, instance_id: str | None = None

@@ -186,13 +186,16 @@ async def test_error_budget_stops_new_work_only(fleet_mock: Any) -> None:
 async def test_deadline_reports_what_would_not_make_it(fleet_mock: Any) -> None:
     mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=200, seed=9,
                                      pending_s=0.05, state_mix={"running": 1.0}))
-    # real AWS rates: 50 burst then 5/s, so 200 images need 30 s; the deadline cuts at 1 s
+    # real AWS rates: 50 burst then 5/s, so 200 images need 30 s; the deadline cuts at 2 s
     report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url,
-                               deadline=now() + timedelta(seconds=1))
+                               deadline=now() + timedelta(seconds=2))
     counts = report.counts
-    assert counts["not_started"] > 100
-    assert 50 <= mock.count(action="CreateImage", outcome="ok") < 100
-    assert counts["available"] + counts["timed_out"] + counts["not_started"] == 200
+    created = mock.count(action="CreateImage", outcome="ok")
+    assert created < 100  # at most burst + 2 s of refill (+ retries' slack)
+    assert counts["not_started"] == 200 - created
+    not_started = [r for r in report.results if r.outcome is Outcome.NOT_STARTED]
+    assert all(r.error_code == "DeadlineReached" for r in not_started)
+    assert counts["available"] + counts["timed_out"] == created
     assert not mock.duplicates()
 
 
@@ -253,3 +256,19 @@ async def test_failed_assume_role_fails_that_lane_only(fleet_mock: Any) -> None:
     lane_failures = [r for r in report.results if r.account == ACCOUNT_B]
     assert len(lane_failures) == 1 and lane_failures[0].error_code == "AccessDenied"
     assert report.counts["available"] == 10
+
+
+async def test_endpoint_that_always_fails_create_image_is_not_stormed(fleet_mock: Any) -> None:
+    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=30, seed=15,
+                                       state_mix={"running": 1.0},
+                                       faults=FaultConfig(internal_error=1.0,
+                                                          actions=frozenset({"CreateImage"}))))
+    report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url)
+    assert report.counts["failed"] == 30
+    codes = Counter(r.error_code for r in report.results)
+    assert codes["CreateImageRejected"] >= 1
+    rejected = next(r for r in report.results if r.error_code == "CreateImageRejected")
+    assert rejected.error_message is not None and "image.tag_snapshots" in rejected.error_message
+    # a storm would be 30 targets x 8 attempts; each target gives up after its first failure
+    # once the lane has seen the streak
+    assert mock.count(action="CreateImage", outcome="fault") <= 30 + 20
