@@ -6,17 +6,6 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from fleetimage.mock.ec2 import (
-    Ctx,
-    Getter,
-    Handler,
-    dry_run,
-    exact_ids,
-    match_filters,
-    next_token_xml,
-    paginate,
-    require,
-)
 from fleetimage.mock.fleet import Image, Snapshot
 from fleetimage.mock.protocol import (
     ApiError,
@@ -27,6 +16,17 @@ from fleetimage.mock.protocol import (
     iso,
     items,
     tag_set,
+)
+from fleetimage.mock.query import (
+    Ctx,
+    Getter,
+    Handler,
+    dry_run,
+    exact_ids,
+    match_filters,
+    next_token_xml,
+    paginate,
+    require,
 )
 
 __all__ = ["HANDLERS", "render_image"]

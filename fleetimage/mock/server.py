@@ -37,11 +37,12 @@ from fleetimage.mock.protocol import (
     sts_error,
     sts_ok,
 )
+from fleetimage.mock.query import Ctx, Handler
 from fleetimage.mock.sts import StsState, account_of_key
 
 __all__ = ["MockEC2", "check_loopback"]
 
-EC2_ACTIONS: dict[str, ec2.Handler] = {**ec2.HANDLERS, **images.HANDLERS}
+EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 CounterKey = tuple[str, str, str, str]
@@ -291,7 +292,7 @@ class MockEC2:
                     payload = self._sts(action, access_key, account, params, rid)
                 else:
                     st = self.fleet.state(account, region)
-                    ctx = ec2.Ctx(account, region, st, self.fleet, now, time.time())
+                    ctx = Ctx(account, region, st, self.fleet, now, time.time())
                     payload = ec2_ok(action, EC2_ACTIONS[action](ctx, params), rid)
             except ApiError as err:
                 status = err.status

@@ -120,7 +120,7 @@ async def test_create_image_errors(mock_ec2: Any, ec2_client: Any) -> None:
 
 
 async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_client: Any) -> None:
-    mock = await mock_ec2(running_mock_config(pending_s=3.0, time_scale=10.0))  # 0.3 s
+    mock = await mock_ec2(running_mock_config(pending_s=6.0, time_scale=10.0))  # 0.6 s
     failing = await mock_ec2(running_mock_config(pending_s=0.0, failure_rate=1.0))
     iid = mock.add_instance(ACCOUNT, REGION)
     fid = failing.add_instance(ACCOUNT, REGION)
@@ -131,7 +131,7 @@ async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_cli
         assert [i["ImageId"] for i in (await ec2.describe_images(Filters=flt))["Images"]] == [
             image_id
         ]
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.65)
         (image,) = (await ec2.describe_images(ImageIds=[image_id]))["Images"]
         assert image["State"] == "available" and "StateReason" not in image
         (bad,) = (await fec2.describe_images(ImageIds=[failed_id]))["Images"]
@@ -155,7 +155,7 @@ def test_log_normal_pending_time_has_the_configured_median() -> None:
 
 
 async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:
-    mock = await mock_ec2(running_mock_config(visibility_lag_s=0.3, pending_s=0.0))
+    mock = await mock_ec2(running_mock_config(visibility_lag_s=0.6, pending_s=0.0))
     iid = mock.add_instance(ACCOUNT, REGION)
     async with ec2_client(mock, REGION) as ec2:
         image_id = (await ec2.create_image(InstanceId=iid, Name="lag-1"))["ImageId"]
@@ -168,7 +168,7 @@ async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:
         with pytest.raises(ClientError) as exc:
             await ec2.create_image(InstanceId=iid, Name="lag-1")
         assert error(exc) == ("InvalidAMIName.Duplicate", 400)
-        await asyncio.sleep(0.35)
+        await asyncio.sleep(0.65)
         assert [i["ImageId"] for i in (await ec2.describe_images(Filters=flt))["Images"]] == [
             image_id
         ]
