@@ -300,6 +300,21 @@ async def _announce(plan: Plan, bus: _Bus, prior: dict[tuple[str, str, str], Tar
             await bus.emit(
                 Skipped(run_id, key.account, key.region, target.instance_id, now(), reason)
             )
+        for spec, other in lp.collisions:
+            await bus.emit(
+                Discovered(run_id, *_event_fields(spec), now(), spec.name, spec.target.state)
+            )
+            await bus.emit(
+                Failed(
+                    run_id,
+                    *_event_fields(spec),
+                    now(),
+                    Outcome.FAILED,
+                    "NameCollision",
+                    f"the name template renders {spec.name!r} for this instance and for {other}; "
+                    "add {instance_id} where tags cannot run into it",
+                )
+            )
         for instance_id in lp.missing:
             if (key.account, key.region, instance_id) in prior:
                 continue

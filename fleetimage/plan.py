@@ -39,7 +39,21 @@ class LanePlan:
     specs: list[ImageSpec] = field(default_factory=list)
     skipped: list[tuple[Target, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    # Targets whose rendered name another target of the lane already has (names are the
+    # idempotency key: two targets must never share one). Each entry: (spec, other instance).
+    collisions: list[tuple[ImageSpec, str]] = field(default_factory=list)
     error: AwsError | None = None
+
+    def keep_unique_names(self) -> None:
+        first: dict[str, str] = {}
+        unique: list[ImageSpec] = []
+        for spec in self.specs:
+            other = first.setdefault(spec.name, spec.target.instance_id)
+            if other == spec.target.instance_id:
+                unique.append(spec)
+            else:
+                self.collisions.append((spec, other))
+        self.specs = unique
 
 
 @dataclass(slots=True)
@@ -230,6 +244,7 @@ async def open_lanes(
                     )
                 )
         lp.missing = sorted(found.missing)
+        lp.keep_unique_names()
 
     async with anyio.create_task_group() as tg:
         for key in lanes:

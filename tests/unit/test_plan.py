@@ -1,0 +1,70 @@
+"""Planning helpers that need no network: tags, specs, name collisions, the time estimate."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fleetimage.config import FleetConfig, parse_config
+from fleetimage.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.models import LaneKey, Target
+from fleetimage.plan import LanePlan, Plan, build_spec, build_tags
+
+STARTED = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
+
+
+def config(**image: object) -> FleetConfig:
+    return parse_config(
+        {
+            "targets": [{"regions": ["us-east-1"], "all_instances": True}],
+            "image": {"name_template": "{tag:Name}-{instance_id}-{run_id}", **image},
+        }
+    )
+
+
+def target(instance_id: str, **tags: str) -> Target:
+    return Target("111111111111", "us-east-1", instance_id, "running", tags)
+
+
+def test_forged_instance_tags_never_reach_the_image() -> None:
+    cfg = config(copy_instance_tags=True, tags={"Purpose": "x"})
+    forged = target(
+        "i-0123456789abcdef0",
+        **{
+            "fleetimage:run-id": "someone-else",
+            "FleetImage:Instance-Id": "i-x",
+            "aws:foo": "1",
+            "Team": "web",
+        },
+    )
+    tags = build_tags(cfg, forged, "run-1")
+    assert tags[RUN_TAG] == "run-1"
+    assert tags[INSTANCE_TAG] == "i-0123456789abcdef0"
+    assert tags["Team"] == "web" and tags["Purpose"] == "x"
+    assert not [k for k in tags if k.lower().startswith("aws:")]
+    assert "FleetImage:Instance-Id" not in tags
+
+
+def test_tags_are_capped_at_50_keeping_ours() -> None:
+    cfg = config(copy_instance_tags=True, tags={"Purpose": "x"})
+    many = target("i-0123456789abcdef0", **{f"k{i}": "v" for i in range(80)})
+    tags = build_tags(cfg, many, "run-1")
+    assert len(tags) == 50
+    assert tags[RUN_TAG] == "run-1" and tags["Purpose"] == "x"
+
+
+def test_colliding_names_keep_the_first_and_report_the_rest() -> None:
+    cfg = config()
+    a = build_spec(cfg, target("i-0123456789abcdef0"), "run-1", STARTED)
+    b = build_spec(cfg, target("i-0123456789abcdef1"), "run-1", STARTED, name=a.name)
+    lp = LanePlan(LaneKey("111111111111", "us-east-1"), specs=[a, b])
+    lp.keep_unique_names()
+    assert lp.specs == [a]
+    assert lp.collisions == [(b, "i-0123456789abcdef0")]
+
+
+def test_minimum_seconds_follows_the_slowest_lane() -> None:
+    cfg = config()
+    specs = [build_spec(cfg, target(f"i-{n:017x}"), "r", STARTED) for n in range(150)]
+    key = LaneKey("111111111111", "us-east-1")
+    plan = Plan("r", STARTED, {key: LanePlan(key, specs=specs)})
+    assert plan.minimum_seconds(cfg) == (150 - 50) / 5
