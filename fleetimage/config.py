@@ -12,11 +12,10 @@ import difflib
 import functools
 import os
 import re
-import types
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
@@ -32,6 +31,7 @@ from pydantic import (
 )
 
 from fleetimage import naming
+from fleetimage.config_errors import FieldError, describe_value, one_line, to_config_error
 from fleetimage.errors import ConfigError
 
 __all__ = [
@@ -59,14 +59,6 @@ _EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]{1,15}$")
 # 50 tags per resource; fleetimage adds fleetimage:run-id and fleetimage:instance-id.
 _MAX_USER_TAGS = 48
-
-
-class _FieldError(ValueError):
-    """A ValueError that knows the sub-path (below the validated value) it is about."""
-
-    def __init__(self, message: str, path: tuple[str | int, ...] = ()) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 # --- scalar checks (Annotated so pydantic reports the exact list index / dict key) ----------
@@ -206,7 +198,7 @@ class TargetSpec(BaseModel):
             if not name.strip():
                 raise ValueError("filter names must not be empty (e.g. 'tag:Env')")
             if not values:
-                raise _FieldError("list at least one value for this filter", (name,))
+                raise FieldError("list at least one value for this filter", (name,))
         return value
 
     @model_validator(mode="after")
@@ -289,7 +281,7 @@ def _check_actions(data: object, *, extra_known: tuple[str, ...] = ()) -> None:
             continue
         hint = difflib.get_close_matches(str(key), known + extra_known, n=1)
         did = f"did you mean {hint[0]!r}? " if hint else ""
-        raise _FieldError(
+        raise FieldError(
             f"unknown action {key!r} ({did}known: {', '.join(sorted(known + extra_known))})",
             (key,),
         )
@@ -348,7 +340,7 @@ class RetryOptions(BaseModel):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         if self.max_delay_s < self.base_delay_s:
-            raise _FieldError(
+            raise FieldError(
                 f"max_delay_s ({self.max_delay_s}) must be >= base_delay_s ({self.base_delay_s})",
                 ("max_delay_s",),
             )
@@ -468,7 +460,7 @@ def load_config(path: str | os.PathLike[str]) -> FleetConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(_one_line(f"invalid YAML{where}: {problem}"), file=file) from None
+        raise ConfigError(one_line(f"invalid YAML{where}: {problem}"), file=file) from None
     return parse_config(data, source=file)
 
 
@@ -478,7 +470,8 @@ def parse_config(data: object, *, source: str = "<config>") -> FleetConfig:
         raise ConfigError("config is empty; expected a mapping with a 'targets' key", file=source)
     if not isinstance(data, dict):
         raise ConfigError(
-            f"top level must be a mapping with a 'targets' key, got {_kind(data)}", file=source
+            f"top level must be a mapping with a 'targets' key, got {describe_value(data)}",
+            file=source,
         )
     if "source" in data:
         raise ConfigError("unknown key 'source'", file=source)
@@ -489,127 +482,9 @@ def _validate(data: dict[Any, Any], *, source: str) -> FleetConfig:
     try:
         return FleetConfig.model_validate(data)
     except ValidationError as exc:
-        raise _to_config_error(exc, source) from None
+        raise to_config_error(exc, source, FleetConfig) from None
     except ConfigError:
         raise
     except Exception as exc:  # nothing but ConfigError leaves this module
-        message = _one_line(f"cannot validate: {type(exc).__name__}: {exc}")
+        message = one_line(f"cannot validate: {type(exc).__name__}: {exc}")
         raise ConfigError(message, file=source) from exc
-
-
-# --- ValidationError -> ConfigError -------------------------------------------------------
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _kind(value: object) -> str:
-    names = {dict: "a mapping", list: "a list", tuple: "a list", str: "a string", bool: "a boolean"}
-    name = names.get(type(value), "an integer" if isinstance(value, int) else None)
-    if name is None:
-        name = "a number" if isinstance(value, float) else type(value).__name__
-    shown = repr(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
-    return f"{name} {shown}" if value is not None else "nothing (null)"
-
-
-def _format_path(loc: tuple[str | int, ...]) -> str:
-    out = ""
-    for part in loc:
-        if part == "[key]":  # pydantic's marker for "the dict key itself"
-            continue
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
-            out += f".{part}" if out else part
-        else:
-            out += f"[{part!r}]"
-    return out
-
-
-def _unwrap(tp: Any) -> Any:
-    """Strip Annotated and Optional to the interesting type."""
-    while True:
-        origin = get_origin(tp)
-        if origin is Annotated:
-            tp = get_args(tp)[0]
-        elif origin is Union or origin is types.UnionType:
-            args = [a for a in get_args(tp) if a is not type(None)]
-            if len(args) != 1:
-                return tp
-            tp = args[0]
-        else:
-            return tp
-
-
-def _keys_at(loc: tuple[str | int, ...]) -> tuple[str, ...]:
-    """The keys the model at ``loc`` accepts (for did-you-mean); () when unknown."""
-    tp: Any = FleetConfig
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            field = tp.model_fields.get(str(part))
-            if field is None:
-                return ()
-            tp = field.annotation
-        elif get_origin(tp) in (tuple, list):
-            tp = get_args(tp)[0]
-        elif get_origin(tp) is dict:
-            tp = get_args(tp)[1]
-        else:
-            return ()
-    tp = _unwrap(tp)
-    if isinstance(tp, type) and issubclass(tp, BaseModel):
-        return tuple(name for name in tp.model_fields if name != "source")
-    return ()
-
-
-def _to_config_error(exc: ValidationError, source: str) -> ConfigError:
-    errors = exc.errors()
-    # The first error in field order is the one to fix first, except that a misspelt key
-    # also shows up as "missing": report the unknown key, which names the real mistake.
-    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc: tuple[str | int, ...] = tuple(err["loc"])
-    if loc[:1] == ("max_errors",) and len(loc) == 2:
-        loc = loc[:1]  # count/percent are internal; the user wrote one scalar
-    kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    if kind == "extra_forbidden":
-        key, loc = loc[-1], loc[:-1]
-        known = _keys_at(loc)
-        hint = difflib.get_close_matches(str(key), known, n=1)
-        if hint:
-            message = f"unknown key {key!r} (did you mean {hint[0]!r}?)"
-        else:
-            message = f"unknown key {key!r} (allowed: {', '.join(known) or 'none'})"
-    elif kind == "missing":
-        message = "required key is missing"
-    elif kind in ("value_error", "assertion_error"):
-        cause = ctx.get("error")
-        message = str(cause) if cause is not None else err["msg"]
-        if isinstance(cause, _FieldError):
-            loc = loc + cause.path
-    elif kind in ("model_type", "model_attributes_type", "dict_type"):
-        message = f"expected a mapping, got {_kind(value)}"
-    elif kind in ("tuple_type", "list_type"):
-        message = f"expected a list, got {_kind(value)}"
-    elif kind == "string_type":
-        message = f"expected a string, got {_kind(value)}"
-    elif kind in ("int_type", "int_from_float", "int_parsing"):
-        message = f"expected a whole number, got {_kind(value)}"
-        if isinstance(value, str):
-            message += " (remove the quotes)"
-    elif kind in ("float_type", "float_parsing", "finite_number"):
-        message = f"expected a finite number, got {_kind(value)}"
-        if isinstance(value, str):
-            message += " (remove the quotes)"
-    elif kind == "bool_type":
-        message = f"expected true or false, got {_kind(value)}"
-    elif kind in ("greater_than", "greater_than_equal", "less_than_equal", "less_than"):
-        op = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<"}.get(kind, "<=")
-        bound = next(iter(ctx.values()), "?")
-        message = f"must be {op} {bound}, got {value!r}"
-    else:
-        message = f"{err['msg']} (got {_kind(value)})"
-    return ConfigError(_one_line(message), file=source, field=_format_path(loc) or None)
