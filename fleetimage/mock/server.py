@@ -274,8 +274,9 @@ class MockEC2:
         status = 200
         outcome = "ok"
         if fault is not None and fault is not Fault.LOST_ANSWER:
-            self._bump(account, region, action, "fault")
+            outcome = "fault"
             if fault is Fault.RESET:
+                self._bump(account, region, action, outcome)
                 return _drop(request)
             code, message, status = _FAULT_ANSWERS[fault]
             payload = (sts_error if is_sts else _ec2_err)(code, message, rid, status)
