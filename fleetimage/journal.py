@@ -7,7 +7,7 @@ is CreateImage sent. Resume looks every ``requesting`` target up by name before 
 Threading. One dedicated writer thread owns the only connection; the event loop never touches
 SQLite. Calls are queued to it; the thread drains the queue into one transaction per batch
 (group commit). A batch holding something awaited (a ``Requested``, a read, ``flush()``) is
-committed at once; a batch of fire-and-forget events lingers up to ``_LINGER_S`` for company, so
+committed at once; a batch of fire-and-forget events lingers up to ``journal_writer.LINGER_S`` for company, so
 every event is committed within ~0.05 s. The thread settles the callers' asyncio futures after
 the commit, so the await returns only when the row is durable. (asyncio, not trio: aiobotocore
 ties the engine to asyncio anyway.)
@@ -53,17 +53,10 @@ cleared — the journal can never forget an image it has seen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import json
 import os
-import queue
-import re
 import sqlite3
-import sys
-import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +66,7 @@ from typing import Any, TypeVar, cast
 import platformdirs
 
 from fleetimage.errors import JournalError
+from fleetimage.journal_writer import Op, Writer
 from fleetimage.models import (
     Available,
     Created,
@@ -86,15 +80,13 @@ from fleetimage.models import (
     Skipped,
     TargetRecord,
 )
+from fleetimage.redaction import redact
 
 __all__ = ["RUN_STATUSES", "SCHEMA_VERSION", "Journal", "RunSummary", "default_journal_path"]
 
 SCHEMA_VERSION = 1
 RUN_STATUSES = frozenset({"running", "finished", "interrupted", "failed"})
 
-_LINGER_S = 0.05  # how long an un-awaited batch waits for company before committing
-_MAX_BATCH = 5000
-_BUSY_TIMEOUT_MS = 2000  # short: another *writer* means a misuse to report, not to wait out
 
 _T = TypeVar("_T")
 
@@ -217,255 +209,6 @@ def _event_row(event: Event) -> tuple[str, tuple[Any, ...]] | None:
     return sql, (*key, *cols, at)
 
 
-# --- secrets -------------------------------------------------------------------------------
-
-_SECRET_WORDS = frozenset(
-    {"secret", "token", "password", "passwd", "pwd", "passphrase", "credential", "credentials"}
-)
-_SECRET_PAIRS = frozenset({("private", "key"), ("access", "key"), ("api", "key")})
-
-
-def _is_secret_key(key: str) -> bool:
-    # Whole words, so a limiter's "burst_tokens" survives while "session_token" does not.
-    words = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", key).lower()
-    parts = [p for p in re.split(r"[^a-z0-9]+", words) if p]
-    if "secret" in words or "password" in words or _SECRET_WORDS.intersection(parts):
-        return True
-    return any(pair in _SECRET_PAIRS for pair in itertools.pairwise(parts))
-
-
-def _redact(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {
-            str(k): "<redacted>" if _is_secret_key(str(k)) else _redact(v) for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
-    return value
-
-
-# --- the writer thread ---------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Op:
-    fn: Callable[[sqlite3.Connection], object]
-    fut: asyncio.Future[Any] | None  # None: fire and forget (committed by the next batch)
-
-
-def _settle(fut: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
-    if fut.done():  # the caller was cancelled; nobody is listening
-        return
-    if exc is not None:
-        fut.set_exception(exc)
-    else:
-        fut.set_result(result)
-
-
-def _deliver(fut: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
-    with contextlib.suppress(RuntimeError):  # loop already closed: nobody is listening
-        fut.get_loop().call_soon_threadsafe(_settle, fut, result, exc)
-
-
-class _FileLock:
-    """An exclusive advisory lock on ``<db>.lock`` holding the owner's PID (POSIX only)."""
-
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = db_path
-        self._path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        if sys.platform == "win32":  # no flock: SQLite's own BEGIN IMMEDIATE lock still applies
-            return
-        import fcntl
-
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip()
-            os.close(fd)
-            who = f"pid {holder}" if holder.isdigit() else "pid unknown"
-            raise JournalError(
-                f"journal {self._db_path} is in use by another fleetimage process ({who}); "
-                "wait for it to finish or pass another --journal path"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
-
-
-class _Writer(threading.Thread):
-    """Owns the connection; runs queued ops in group-committed transactions."""
-
-    def __init__(self, path: Path, *, read_only: bool, ready: asyncio.Future[None]) -> None:
-        super().__init__(name=f"fleetimage-journal:{path.name}", daemon=True)
-        self.path = path
-        self.read_only = read_only
-        self.failure: BaseException | None = None  # sticky: a lost commit poisons the journal
-        self._ready = ready
-        self._queue: queue.SimpleQueue[_Op | asyncio.Future[None]] = queue.SimpleQueue()
-        self._lock = _FileLock(path)
-
-    def put(self, item: _Op | asyncio.Future[None]) -> None:
-        """Queue an op; a bare future is the stop request, settled once the thread is done."""
-        self._queue.put(item)
-
-    def run(self) -> None:
-        try:
-            conn = self._connect()
-        except BaseException as exc:
-            self._lock.release()
-            _deliver(self._ready, None, exc)
-            return
-        _deliver(self._ready, None, None)
-        stop: asyncio.Future[None] | None = None
-        try:
-            while stop is None:
-                batch, stop = self._next_batch()
-                if batch:
-                    self._run_batch(conn, batch)
-        except BaseException as exc:  # a bug, not an SQLite error: never leave callers hanging
-            self.failure = self.failure or JournalError(f"journal {self.path}: writer died: {exc}")
-            raise
-        finally:
-            conn.close()
-            self._lock.release()
-            self._release_waiters(stop)
-
-    def _release_waiters(self, stop: asyncio.Future[None] | None) -> None:
-        gone = self.failure or JournalError(f"journal {self.path} is closed")
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Op):
-                if item.fut is not None:
-                    _deliver(item.fut, None, gone)
-            else:
-                _deliver(item, None, None)
-        if stop is not None:
-            _deliver(stop, None, None)
-
-    def _next_batch(self) -> tuple[list[_Op], asyncio.Future[None] | None]:
-        first = self._queue.get()
-        if not isinstance(first, _Op):
-            return [], first
-        batch = [first]
-        urgent = first.fut is not None
-        deadline = time.monotonic() + _LINGER_S
-        while len(batch) < _MAX_BATCH:
-            try:
-                if urgent:  # someone waits: take what is queued now, no lingering
-                    item = self._queue.get_nowait()
-                else:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if not isinstance(item, _Op):
-                return batch, item
-            batch.append(item)
-            urgent = urgent or item.fut is not None
-        return batch, None
-
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Op]) -> None:
-        outcomes: list[tuple[object, BaseException | None]] = []
-        try:
-            conn.execute("BEGIN" if self.read_only else "BEGIN IMMEDIATE")
-            for op in batch:
-                try:
-                    outcomes.append((op.fn(conn), None))
-                except Exception as exc:  # one bad op must not lose the batch
-                    err = _journal_error(self.path, exc)
-                    if op.fut is None and self.failure is None:
-                        self.failure = err
-                    outcomes.append((None, err))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            err = _journal_error(self.path, exc)
-            self.failure = self.failure or err
-            outcomes = [(None, err)] * len(batch)
-        for op, (result, error) in zip(batch, outcomes, strict=True):
-            if op.fut is not None:
-                _deliver(op.fut, result, error)
-
-    def _connect(self) -> sqlite3.Connection:
-        self.path = self.path.expanduser()
-        self._lock = _FileLock(self.path)
-        if self.read_only:
-            if not self.path.exists():
-                raise JournalError(f"no journal at {self.path} yet: nothing has run with it")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
-        conn = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT
-        try:
-            conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
-            if not self.read_only:
-                conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
-            if not tables and not self.read_only:
-                conn.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} COMMIT;")
-            else:
-                self._check_schema(conn, tables)
-            if self.read_only:
-                conn.execute("PRAGMA query_only = ON")
-            else:
-                # We hold the writer lock, so no live process owns a run marked running.
-                conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
-        except BaseException as exc:
-            conn.close()
-            raise _journal_error(self.path, exc) from exc
-        return conn
-
-    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
-        if "meta" not in tables:
-            raise JournalError(
-                f"{self.path} is an SQLite database but not a fleetimage journal; "
-                "pass another --journal path"
-            )
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row and str(row[0]).isdigit() else None
-        if version == SCHEMA_VERSION:
-            return
-        fix = (
-            "upgrade fleetimage to read it"
-            if version is not None and version > SCHEMA_VERSION
-            else "move it aside to start a new journal"
-        )
-        raise JournalError(
-            f"journal {self.path} has schema version {version}, but this fleetimage reads "
-            f"version {SCHEMA_VERSION}; {fix}, or pass another --journal path"
-        )
-
-
-def _journal_error(path: Path, exc: BaseException) -> BaseException:
-    if isinstance(exc, JournalError) or not isinstance(exc, sqlite3.Error):
-        return exc
-    text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return JournalError(
-            f"{path} is not a readable fleetimage journal ({text}); "
-            "move it aside or pass another --journal path"
-        )
-    if "locked" in text or "busy" in text:
-        return JournalError(
-            f"journal {path} is locked by another process ({text}); "
-            "wait for it to finish or pass another --journal path"
-        )
-    return JournalError(f"journal {path}: {text}")
-
-
 # --- the public face -----------------------------------------------------------------------
 
 
@@ -492,7 +235,7 @@ def default_journal_path() -> Path:
 class Journal:
     """The run journal; an event subscriber. Create with ``await Journal.open(path)``."""
 
-    def __init__(self, writer: _Writer) -> None:
+    def __init__(self, writer: Writer) -> None:
         self._writer = writer
         self._closed = False
 
@@ -508,7 +251,9 @@ class Journal:
         """
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # expanduser happens in the writer thread's _connect: no file system work on the loop.
-        writer = _Writer(Path(path), read_only=read_only, ready=ready)
+        writer = Writer(
+            Path(path), read_only=read_only, ready=ready, schema=_SCHEMA, version=SCHEMA_VERSION
+        )
         writer.start()
         try:
             await ready
@@ -550,13 +295,13 @@ class Journal:
             await self._call(lambda conn: conn.execute(sql, params))
         else:
             self._check_open()
-            self._writer.put(_Op(lambda conn: conn.execute(sql, params), None))
+            self._writer.put(Op(lambda conn: conn.execute(sql, params), None))
 
     async def start_run(
         self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
     ) -> None:
         """Record a run as running. On resume (same id) the original start and config stay."""
-        config_json = json.dumps(_redact(config_snapshot), sort_keys=True, default=str)
+        config_json = json.dumps(redact(config_snapshot), sort_keys=True, default=str)
         await self._call(
             lambda conn: conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, config_json) "
@@ -620,7 +365,7 @@ class Journal:
     async def _call(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         self._check_open()
         fut: asyncio.Future[_T] = asyncio.get_running_loop().create_future()
-        self._writer.put(_Op(fn, fut))
+        self._writer.put(Op(fn, fut))
         return await fut
 
 

@@ -2,15 +2,13 @@
 
 Only the CLI calls :func:`configure_logging`; the library never configures logging. Every
 line carries run_id, account, region and instance_id where known. Secrets never reach a
-line: :func:`redact` drops credential-named keys and masks anything shaped like an AWS
-access key id, secret key or session token wherever it appears in a value.
+line: :func:`redact_processor` applies :mod:`fleetimage.redaction` to every field.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 import sys
 from collections.abc import MutableMapping
 from enum import Enum
@@ -19,37 +17,17 @@ from typing import Any, Literal, TextIO
 import structlog
 
 from fleetimage.models import Event
+from fleetimage.redaction import REDACTED, is_secret_key, redact
 
-__all__ = ["LogSubscriber", "configure_logging", "redact"]
-
-_SECRET_KEY = re.compile(r"secret|token|password|credential|authorization|signature", re.I)
-_SECRET_VALUE = re.compile(
-    r"\b(?:AKIA|ASIA)[A-Z0-9]{12,}\b"  # access key ids
-    r"|(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"  # secret access keys
-    r"|\b(?:FwoG|IQoJ)[A-Za-z0-9/+=]{20,}"  # session tokens
-)
-REDACTED = "[redacted]"
+__all__ = ["LogSubscriber", "configure_logging", "redact_processor"]
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return _SECRET_VALUE.sub(REDACTED, value)
-    if isinstance(value, dict):
-        return {k: REDACTED if _SECRET_KEY.search(str(k)) else _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_scrub(v) for v in value)
-    return value
-
-
-def redact(
+def redact_processor(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: no credential ever leaves in a log line."""
     for key in list(event_dict):
-        if _SECRET_KEY.search(key):
-            event_dict[key] = REDACTED
-        else:
-            event_dict[key] = _scrub(event_dict[key])
+        event_dict[key] = REDACTED if is_secret_key(key) else redact(event_dict[key])
     return event_dict
 
 
@@ -70,7 +48,7 @@ def configure_logging(
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
+            redact_processor,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from fleetimage.errors import JournalError
-from fleetimage.journal import SCHEMA_VERSION, Journal, _is_secret_key, default_journal_path
+from fleetimage.journal import SCHEMA_VERSION, Journal, default_journal_path
+from fleetimage.redaction import is_secret_key
 from fleetimage.models import (
     Available,
     Created,
@@ -272,7 +273,7 @@ async def test_config_snapshot_redacts_secrets(journal: Journal) -> None:
     ],
 )
 def test_secret_key_detection(key: str, secret: bool) -> None:
-    assert _is_secret_key(key) is secret
+    assert is_secret_key(key) is secret
 
 
 async def test_unknown_run_id(journal: Journal) -> None:
