@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import enum
 
+from fleetimage.redaction import scrub_text
+
 __all__ = [
     "AwsError",
     "ConfigError",
@@ -105,8 +107,9 @@ class AwsError(FleetImageError):
         kind: ErrorKind | None = None,
     ) -> None:
         self.code = code
-        self.message = message
+        # AWS messages can echo request values; never let one carry a credential onward.
+        self.message = scrub_text(message)
         self.action = action
         self.http_status = http_status
         self.kind = kind if kind is not None else classify(code, http_status)
-        super().__init__(f"{action}: {code}: {message}")
+        super().__init__(f"{action}: {code}: {self.message}")
