@@ -272,3 +272,17 @@ async def test_endpoint_that_always_fails_create_image_is_not_stormed(fleet_mock
     # a storm would be 30 targets x 8 attempts; each target gives up after its first failure
     # once the lane has seen the streak
     assert mock.count(action="CreateImage") <= 30 + 20
+
+
+def test_run_fleet_is_the_sync_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetimage import run_fleet
+    from fleetimage.mock import MockEC2Thread
+
+    config = MockConfig(regions=("us-east-1",), instances_per_region=8, seed=16, time_scale=20,
+                        pending_s=0.05, state_mix={"running": 1.0})
+    with MockEC2Thread(config) as mock:
+        for key, value in mock.credentials().items():
+            monkeypatch.setenv(key.upper(), value)
+        report = run_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url)
+        assert report.counts["available"] == 8
+        assert not mock.call(lambda m: m.duplicates())
