@@ -794,3 +794,51 @@ async def test_journal_path_that_is_a_directory_is_a_journal_error(tmp_path: Pat
     path.mkdir()
     with pytest.raises(JournalError):
         await Journal.open(path)
+
+
+def _sts_error(code: str, message: str) -> str:
+    return (
+        '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+        f"<Type>Receiver</Type><Code>{code}</Code><Message>{message}</Message></Error>"
+        "<RequestId>11111111-2222-3333-4444-555555555555</RequestId></ErrorResponse>"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: plan._resolve_account sends AssumeRole / GetCallerIdentity once, outside any "
+        "retry policy: one transient STS 500 or Throttling fails every lane of that account"
+    ),
+)
+@pytest.mark.parametrize(
+    ("action", "status", "code"),
+    [("AssumeRole", 500, "InternalError"), ("GetCallerIdentity", 400, "Throttling")],
+)
+async def test_one_transient_sts_error_is_retried(
+    fleet_mock: Any, hostile: Any, action: str, status: int, code: str
+) -> None:
+    mock = await fleet_mock(running_only(regions=("us-east-1",), accounts=(ACCOUNT, OTHER)))
+    for account in (ACCOUNT, OTHER):
+        for _ in range(3):
+            mock.add_instance(account, "us-east-1", tags={"Name": "w"})
+    failures_left = [1]
+
+    def rule(region: str, service: str, act: str, params: dict[str, str]) -> Any:
+        if service == "sts" and act == action and failures_left[0]:
+            failures_left[0] -= 1
+            return (status, _sts_error(code, "try again"), "text/xml")
+        return None
+
+    proxy = await hostile(mock.endpoint_url, rule)
+    config = cfg()
+    config["targets"].append(
+        {
+            "regions": ["us-east-1"],
+            "all_instances": True,
+            "accounts": [{"role_arn": f"arn:aws:iam::{OTHER}:role/fleetimage"}],
+        }
+    )
+    report = await image_fleet(parse_config(config), endpoint_url=proxy.url)
+    assert proxy.hits == 1
+    assert report.counts["available"] == 6, report.failures()
