@@ -105,7 +105,10 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
     for name in ("account", "region", "to image", "skipped", "missing", "min. time", "problem"):
         summary.add_column(name, justify="right" if name in _COUNTS else "left")
     details = Table(title="targets", title_justify="left")
+    one_account = data["accounts"] <= 1
     for name in ("account", "region", "instance", "state", "AMI name / why skipped"):
+        if name == "account" and one_account:
+            continue
         details.add_column(name, overflow="fold" if name.startswith("AMI") else "ellipsis")
     hidden = 0
     for lane in data["lanes"]:
@@ -133,7 +136,8 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
             for s in lane["skipped"]
         ]
         for instance, state, what in shown:
-            details.add_row(lane["account"], lane["region"], instance, state, what)
+            where = [lane["region"]] if one_account else [lane["account"], lane["region"]]
+            details.add_row(*where, instance, state, what)
     summary.add_row(
         Text("all", style="bold"),
         "",
@@ -192,11 +196,11 @@ def unfinished(summary: RunSummary) -> int:
 
 
 def runs_view(runs: list[RunSummary], journal: str) -> RenderableType:
-    table = Table(title=f"runs in {journal}", title_justify="left")
-    for name in ("run id", "status", "started (UTC)", "took", "targets", "available"):
-        table.add_column(name, justify="right" if name in ("targets", "available") else "left")
-    for name in ("pending", "failed", "skipped", "to resume"):
-        table.add_column(name, justify="right")
+    table = Table(title=f"runs in {journal}", title_justify="left", box=None, pad_edge=False)
+    for name in ("run id", "status", "started (UTC)", "took"):
+        table.add_column(name, no_wrap=True)
+    for name in ("targets", "available", "pending", "failed", "skipped", "to resume"):
+        table.add_column(name, justify="right", no_wrap=True)
     for run in runs:
         took = (
             format_duration((run.finished_at - run.started_at).total_seconds())
