@@ -31,7 +31,12 @@ from pydantic import (
 )
 
 from fleetimage import naming
-from fleetimage.config_errors import FieldError, describe_value, one_line, to_config_error
+from fleetimage.config_errors import (
+    FieldError,
+    describe_value,
+    one_line,
+    to_config_error,
+)
 from fleetimage.errors import ConfigError
 
 __all__ = [
@@ -277,6 +282,11 @@ def _check_actions(data: object, *, extra_known: tuple[str, ...] = ()) -> None:
         return  # pydantic reports the type error
     known = tuple(load_default_limits())
     for key in data:
+        if not isinstance(key, str):
+            raise FieldError(
+                f"key {key!r} was read by YAML as {'null' if key is None else 'a non-string'}; "
+                f'quote it (e.g. "{key}") if it is meant as an action name'
+            )
         if key in known or key in extra_known:
             continue
         hint = difflib.get_close_matches(str(key), known + extra_known, n=1)

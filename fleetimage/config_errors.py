@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from fleetimage.errors import ConfigError
 
-__all__ = ["FieldError", "describe_value", "one_line", "to_config_error"]
+__all__ = ["FieldError", "describe_value", "format_path", "one_line", "to_config_error"]
 
 
 class FieldError(ValueError):
@@ -37,13 +37,15 @@ def describe_value(value: object) -> str:
     return f"{name} {shown}" if value is not None else "nothing (null)"
 
 
-def _format_path(loc: tuple[str | int, ...]) -> str:
+def format_path(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         if part == "[key]":  # pydantic's marker for "the dict key itself"
             continue
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
+        elif not isinstance(part, str):
+            out += f"[{part!r}]"
         elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", part):
             out += f".{part}" if out else part
         else:
@@ -88,6 +90,21 @@ def _keys_at(root: type[BaseModel], loc: tuple[str | int, ...]) -> tuple[str, ..
     return ()
 
 
+def _non_string_key(loc: tuple[Any, ...]) -> tuple[int, object] | None:
+    """Where ``loc`` passes through a mapping key YAML read as a bool, null or number.
+
+    pydantic marks a failing dict key with a following ``"[key]"``; list indexes are ints
+    without it. Keys that reached us as bool/None/float are never list indexes.
+    """
+    for index, part in enumerate(loc):
+        marked = index + 1 < len(loc) and loc[index + 1] == "[key]"
+        if isinstance(part, bool) or part is None or isinstance(part, float):
+            return index, part
+        if marked and not isinstance(part, str):
+            return index, part
+    return None
+
+
 def to_config_error(exc: ValidationError, source: str, root: type[BaseModel]) -> ConfigError:
     """The first validation error as one line naming the file, the dotted field and the fix."""
     errors = exc.errors()
@@ -98,7 +115,15 @@ def to_config_error(exc: ValidationError, source: str, root: type[BaseModel]) ->
     if loc[:1] == ("max_errors",) and len(loc) == 2:
         loc = loc[:1]  # count/percent are internal; the user wrote one scalar
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}
-    if kind == "extra_forbidden":
+    odd_key = _non_string_key(loc)
+    if odd_key is not None:
+        index, key = odd_key
+        loc = loc[:index]
+        what = {bool: "a boolean", type(None): "null"}.get(type(key), "a number")
+        message = (
+            f'key {key!r} was read by YAML as {what}; quote it (e.g. "{key}") to use it as a name'
+        )
+    elif kind == "extra_forbidden":
         key, loc = loc[-1], loc[:-1]
         known = _keys_at(root, loc)
         hint = difflib.get_close_matches(str(key), known, n=1)
@@ -135,4 +160,4 @@ def to_config_error(exc: ValidationError, source: str, root: type[BaseModel]) ->
         message = f"must be {op} {bound}, got {value!r}"
     else:
         message = f"{err['msg']} (got {describe_value(value)})"
-    return ConfigError(one_line(message), file=source, field=_format_path(loc) or None)
+    return ConfigError(one_line(message), file=source, field=format_path(loc) or None)
