@@ -18,6 +18,7 @@ import aiohttp
 import botocore.exceptions
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.parsers import ResponseParserError
 
 from fleetimage.errors import AwsError, ErrorKind
 
@@ -155,7 +156,7 @@ async def caller_account(
     return str(answer["Account"])
 
 
-def to_aws_error(exc: BaseException, action: str) -> AwsError:
+def to_aws_error(exc: Exception, action: str) -> AwsError:
     """Translate a botocore/aiohttp failure into a classified AwsError.
 
     A mutating call that failed anywhere past "could not connect" may have been applied
@@ -179,12 +180,25 @@ def to_aws_error(exc: BaseException, action: str) -> AwsError:
         return AwsError("ConnectTimeout", str(exc), action=action, kind=ErrorKind.TRANSIENT)
     if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
         return AwsError(type(exc).__name__, str(exc), action=action, kind=ErrorKind.FATAL)
+    kind = ErrorKind.AMBIGUOUS if mutating else ErrorKind.TRANSIENT
+    if isinstance(exc, ResponseParserError):
+        # Not an AWS answer at all (an HTML 500 page, a proxy's error): say so briefly; the
+        # body itself is noise and could be large.
+        return AwsError(
+            "InvalidResponse",
+            "the endpoint answered something that is not an AWS API response "
+            f"({str(exc).splitlines()[0][:100]})",
+            action=action,
+            kind=kind,
+        )
     if isinstance(
         exc,
         botocore.exceptions.BotoCoreError | aiohttp.ClientError | TimeoutError | OSError,
     ):
-        kind = ErrorKind.AMBIGUOUS if mutating else ErrorKind.TRANSIENT
         return AwsError(
             type(exc).__name__, str(exc) or type(exc).__name__, action=action, kind=kind
         )
-    raise exc
+    # Anything else is a bug on our side or the library's: fail this call clearly, no retries.
+    return AwsError(
+        "ClientFailure", f"{type(exc).__name__}: {exc}", action=action, kind=ErrorKind.FATAL
+    )

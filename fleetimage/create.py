@@ -199,9 +199,20 @@ async def create_image(
                 if error.kind is ErrorKind.AMBIGUOUS:
                     must_look = True
                 raise
+            new_id = answer.get("ImageId") if isinstance(answer, dict) else None
+            if not new_id:
+                # A 200 without an image id (a proxy, a broken endpoint): it may or may not
+                # have been applied, so resolve it like any ambiguous answer, by name.
+                must_look = True
+                raise AwsError(
+                    "InvalidResponse",
+                    "CreateImage answered without an ImageId",
+                    action="CreateImage",
+                    kind=ErrorKind.AMBIGUOUS,
+                )
             lane.create_successes += 1
             lane.create_failure_streak = 0
-            return CreatedImage(str(answer["ImageId"]), adopted=False, attempts=sent)
+            return CreatedImage(str(new_id), adopted=False, attempts=sent)
     raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
 

@@ -191,26 +191,36 @@ class Writer(threading.Thread):
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} yet: nothing has run with it")
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
-        conn = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._lock.acquire()
+            except OSError as exc:
+                raise JournalError(
+                    f"cannot use {self.path} as a journal ({exc.strerror or exc}); "
+                    "pass another --journal path"
+                ) from exc
+        conn: sqlite3.Connection | None = None
         try:
+            conn = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            # Check the schema *before* any PRAGMA that writes (journal_mode=WAL rewrites the
+            # file header): a file that is not ours must be left exactly as it was.
+            if tables or self.read_only:
+                self._check_schema(conn, tables)
             if not self.read_only:
                 conn.execute("PRAGMA journal_mode = WAL")
-                conn.execute("PRAGMA synchronous = NORMAL")  # see the module docstring
+                conn.execute("PRAGMA synchronous = NORMAL")  # see fleetimage.journal
             if not tables and not self.read_only:
                 conn.executescript(f"BEGIN IMMEDIATE; {self.schema} COMMIT;")
-            else:
-                self._check_schema(conn, tables)
             if self.read_only:
                 conn.execute("PRAGMA query_only = ON")
             else:
                 # We hold the writer lock, so no live process owns a run marked running.
                 conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
         except BaseException as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             raise journal_error(self.path, exc) from exc
         return conn
 

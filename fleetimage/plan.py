@@ -22,6 +22,7 @@ from fleetimage.lane import Emit, Lane
 from fleetimage.models import Event, ImageSpec, LaneKey, Target
 from fleetimage.naming import new_run_id, render_description, render_name
 from fleetimage.ratelimit import Limiter
+from fleetimage.retry import retrying
 
 __all__ = ["LANE_WIDE", "LanePlan", "Plan", "build_spec", "open_lanes", "plan_fleet"]
 
@@ -143,21 +144,25 @@ async def _resolve_account(
         max_pool_connections=2, request_timeout_s=config.retry.request_timeout_s
     )
     try:
-        if account is None:
-            own = await clients.caller_account(
-                session, region=region, endpoint_url=endpoint_url, config=cfg
-            )
-            return _Access(account=own)
-        creds = await clients.assume_role(
-            session,
-            role_arn=account.role_arn,
-            external_id=account.external_id,
-            session_name=account.session_name,
-            region=region,
-            endpoint_url=endpoint_url,
-            config=cfg,
-        )
-        return _Access(clients.account_of_role(account.role_arn), creds, account.role_arn)
+        # STS calls are idempotent: throttles and 5xx get the same retry policy as EC2's.
+        async for attempt in retrying(config.retry):
+            with attempt:
+                if account is None:
+                    own = await clients.caller_account(
+                        session, region=region, endpoint_url=endpoint_url, config=cfg
+                    )
+                    return _Access(account=own)
+                creds = await clients.assume_role(
+                    session,
+                    role_arn=account.role_arn,
+                    external_id=account.external_id,
+                    session_name=account.session_name,
+                    region=region,
+                    endpoint_url=endpoint_url,
+                    config=cfg,
+                )
+                return _Access(clients.account_of_role(account.role_arn), creds, account.role_arn)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
     except AwsError as error:
         label = clients.account_of_role(account.role_arn) if account else "self"
         return _Access(account=label, role_arn=account.role_arn if account else None, error=error)
@@ -232,6 +237,11 @@ async def open_lanes(
             found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
         except AwsError as error:
             lp.error = error
+            return
+        except Exception as exc:  # one lane's surprise must not take the fleet down
+            lp.error = AwsError(
+                "DiscoveryFailed", f"{type(exc).__name__}: {exc}", action="DescribeInstances"
+            )
             return
         for target in found.targets.values():
             if target.state in IMAGEABLE_STATES:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from fleetimage.errors import AwsError
+from fleetimage.errors import AwsError, ErrorKind
 from fleetimage.lane import Lane
 
 __all__ = ["TERMINAL_STATES", "ImageState", "ImageWaiter"]
@@ -97,10 +97,15 @@ class ImageWaiter:
             await anyio.sleep(self.poll_interval_s)
             try:
                 await self.poll_once()
-            except AwsError:
-                # The lane's retries are spent (e.g. a long 5xx streak): keep the images
-                # pending and try again next interval, but let the overdue ones time out.
-                self._expire(anyio.current_time())
+            except AwsError as error:
+                if error.kind is ErrorKind.FATAL:
+                    # e.g. UnauthorizedOperation: waiting longer cannot help; say why now
+                    # rather than as a WaitTimeout hours later.
+                    self._fail_all(error)
+                else:
+                    # The lane's retries are spent (e.g. a long 5xx streak): keep the images
+                    # pending and try again next interval, but let the overdue ones time out.
+                    self._expire(anyio.current_time())
 
     async def poll_once(self) -> None:
         ids = list(self._watches)
@@ -153,6 +158,17 @@ class ImageWaiter:
         self._released = result
         for image_id in list(self._watches):
             self._settle(image_id, result)
+
+    def _fail_all(self, error: AwsError) -> None:
+        for image_id in list(self._watches):
+            self._settle(
+                image_id,
+                ImageState(
+                    "unknown",
+                    error.code,
+                    f"the image was created but its state cannot be read: {error.message}",
+                ),
+            )
 
     def _expire(self, t: float) -> None:
         for image_id, watch in list(self._watches.items()):

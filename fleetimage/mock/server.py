@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import json
 import random
+import re
 import time
 from collections.abc import Mapping
 from types import TracebackType
@@ -39,6 +40,9 @@ from fleetimage.mock.protocol import (
 )
 from fleetimage.mock.query import Ctx, Handler
 from fleetimage.mock.sts import StsState, account_of_key
+
+# EC2 tags are XML text: C0 controls other than tab/newline/CR cannot be served.
+_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 __all__ = ["MockEC2", "check_loopback"]
 
@@ -188,6 +192,9 @@ class MockEC2:
             raise MockError(f"unknown instance state {state!r}")
         if not 0 <= volumes <= 6:
             raise MockError("volumes must be 0..6")
+        for text in (*(tags or {}).keys(), *(tags or {}).values()):
+            if _XML_UNSAFE.search(text):
+                raise MockError(f"tag text {text!r} has characters XML 1.0 cannot carry")
         st = self.fleet.state(account, region)
         if instance_id is not None and instance_id in st.instances:
             raise MockError(f"instance {instance_id} already exists in {account}/{region}")

@@ -264,14 +264,6 @@ async def test_dry_run_creates_nothing(emulation: Emulation) -> None:
         assert not await emulation.images_named("ap-southeast-2", result.image_name)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: an HTML HTTP 500 (botocore ResponseParserError) escapes clients.to_aws_error "
-        "unclassified; the target fails as 'InternalError: ResponseParserError: ...<!doctype "
-        "html>...' without naming image.tag_snapshots"
-    ),
-)
 async def test_snapshot_tag_500_is_a_clear_error_naming_the_option(
     moto_url: str, ec2_client: Any
 ) -> None:

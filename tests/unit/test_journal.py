@@ -16,7 +16,6 @@ import pytest
 
 from fleetimage.errors import JournalError
 from fleetimage.journal import SCHEMA_VERSION, Journal, default_journal_path
-from fleetimage.redaction import is_secret_key
 from fleetimage.models import (
     Available,
     Created,
@@ -32,6 +31,7 @@ from fleetimage.models import (
     TargetRecord,
     Throttled,
 )
+from fleetimage.redaction import is_secret_key
 
 RUN = "run-1"
 ACCT = "111122223333"

@@ -48,7 +48,7 @@ def test_one_exception_root() -> None:
 
 def test_image_fleet_signature() -> None:
     params = inspect.signature(fleetimage.image_fleet).parameters
-    assert list(params)[0] == "config"
+    assert next(iter(params)) == "config"
     keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
     assert {"endpoint_url", "on_event", "dry_run", "deadline", "stop", "resume"} <= keyword_only
     assert inspect.iscoroutinefunction(fleetimage.image_fleet)
