@@ -29,7 +29,10 @@ def fleet_config(scale: float = 1.0, **overrides: Any) -> dict[str, Any]:
     }
     cfg: dict[str, Any] = {
         "targets": [{"regions": ["us-east-1"], "all_instances": True}],
-        "image": {"name_template": "{tag:Name}-{instance_id}-{run_id}", "tags": {"Purpose": "test"}},
+        "image": {
+            "name_template": "{tag:Name}-{instance_id}-{run_id}",
+            "tags": {"Purpose": "test"},
+        },
         "wait": {"poll_interval_s": 0.05, "timeout_s": 60, "not_found_grace_s": 5},
         "limits": limits,
         "retry": {"base_delay_s": 0.01, "max_delay_s": 0.2, "quota_delay_s": 0.1},
@@ -64,22 +67,35 @@ def imageable(mock: Any, account: str, regions: tuple[str, ...]) -> set[tuple[st
 
 async def test_500_instances_5_regions_2_accounts(fleet_mock: Any) -> None:
     mock = await fleet_mock(
-        MockConfig(regions=REGIONS, instances_per_region=50, accounts=(ACCOUNT_A, ACCOUNT_B),
-                   seed=7, time_scale=20, pending_s=0.2)
+        MockConfig(
+            regions=REGIONS,
+            instances_per_region=50,
+            accounts=(ACCOUNT_A, ACCOUNT_B),
+            seed=7,
+            time_scale=20,
+            pending_s=0.2,
+        )
     )
     cfg = fleet_config(
         20,
         targets=[
             {"regions": list(REGIONS), "all_instances": True},
-            {"regions": list(REGIONS), "all_instances": True,
-             "accounts": [{"role_arn": f"arn:aws:iam::{ACCOUNT_B}:role/fleetimage"}]},
+            {
+                "regions": list(REGIONS),
+                "all_instances": True,
+                "accounts": [{"role_arn": f"arn:aws:iam::{ACCOUNT_B}:role/fleetimage"}],
+            },
         ],
     )
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
 
     expected = imageable(mock, ACCOUNT_A, REGIONS) | imageable(mock, ACCOUNT_B, REGIONS)
     assert len(expected) >= 400
-    available = {(r.account, r.region, r.instance_id) for r in report.results if r.outcome is Outcome.AVAILABLE}
+    available = {
+        (r.account, r.region, r.instance_id)
+        for r in report.results
+        if r.outcome is Outcome.AVAILABLE
+    }
     assert available == expected
     skipped = [r for r in report.results if r.outcome is Outcome.SKIPPED]
     assert len(skipped) + len(available) == 500
@@ -97,10 +113,19 @@ async def test_500_instances_5_regions_2_accounts(fleet_mock: Any) -> None:
 
 
 async def test_faults_lose_nothing_and_duplicate_nothing(fleet_mock: Any) -> None:
-    faults = FaultConfig(throttle=0.05, internal_error=0.03, unavailable=0.02, reset=0.02, lost_answer=0.05)
+    faults = FaultConfig(
+        throttle=0.05, internal_error=0.03, unavailable=0.02, reset=0.02, lost_answer=0.05
+    )
     mock = await fleet_mock(
-        MockConfig(regions=REGIONS[:3], instances_per_region=60, seed=3, time_scale=20,
-                   pending_s=0.2, faults=faults, visibility_lag_s=0.5)
+        MockConfig(
+            regions=REGIONS[:3],
+            instances_per_region=60,
+            seed=3,
+            time_scale=20,
+            pending_s=0.2,
+            faults=faults,
+            visibility_lag_s=0.5,
+        )
     )
     cfg = fleet_config(20, targets=[{"regions": list(REGIONS[:3]), "all_instances": True}])
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
@@ -109,15 +134,26 @@ async def test_faults_lose_nothing_and_duplicate_nothing(fleet_mock: Any) -> Non
     outcomes = Counter(r.outcome for r in report.results)
     assert outcomes[Outcome.AVAILABLE] == len(expected), report.failures()[:3]
     assert not mock.duplicates()
-    assert mock.count(action="CreateImage", outcome="lost_answer") > 0  # the dangerous case happened
+    # the dangerous case (applied, answer lost) did happen
+    assert mock.count(action="CreateImage", outcome="lost_answer") > 0
 
 
 async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=REGIONS[:2], instances_per_region=150, seed=5,
-                                     time_scale=50, pending_s=0.5, state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=REGIONS[:2],
+            instances_per_region=150,
+            seed=5,
+            time_scale=50,
+            pending_s=0.5,
+            state_mix={"running": 1.0},
+        )
+    )
     polls: list[Event] = []
     cfg = fleet_config(50, targets=[{"regions": list(REGIONS[:2]), "all_instances": True}])
-    report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=polls.append)
+    report = await image_fleet(
+        parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=polls.append
+    )
     assert report.counts["available"] == 300
     describe = mock.count(action="DescribeImages")
     # one image per call would be >= 300 calls per poll round; batched, it's a few per lane per poll
@@ -125,13 +161,22 @@ async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
 
 
 async def test_failed_images_timeouts_and_skips(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=40, seed=11,
-                                     time_scale=20, pending_s=0.2, failure_rate=0.25))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=40,
+            seed=11,
+            time_scale=20,
+            pending_s=0.2,
+            failure_rate=0.25,
+        )
+    )
     report = await image_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url)
     counts = report.counts
     assert counts["failed"] > 0 and counts["available"] > 0
     assert counts["skipped"] == sum(
-        1 for i in mock.instances(mock.config.accounts[0], "us-east-1")
+        1
+        for i in mock.instances(mock.config.accounts[0], "us-east-1")
         if i["state"] not in {"running", "stopped", "stopping"}
     )
     for result in report.failures():
@@ -140,8 +185,15 @@ async def test_failed_images_timeouts_and_skips(fleet_mock: Any) -> None:
 
 
 async def test_wait_timeout_is_reported_per_image(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=10, seed=2,
-                                     pending_s=600, state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=10,
+            seed=2,
+            pending_s=600,
+            state_mix={"running": 1.0},
+        )
+    )
     cfg = fleet_config(1, wait={"poll_interval_s": 0.05, "timeout_s": 0.3})
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
     assert report.counts["timed_out"] == 10
@@ -149,8 +201,16 @@ async def test_wait_timeout_is_reported_per_image(fleet_mock: Any) -> None:
 
 
 async def test_vanished_instance_fails_alone(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=20, seed=4,
-                                     time_scale=20, pending_s=0.1, state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=20,
+            seed=4,
+            time_scale=20,
+            pending_s=0.1,
+            state_mix={"running": 1.0},
+        )
+    )
     account = mock.config.accounts[0]
     victim = mock.instances(account, "us-east-1")[0]["instance_id"]
 
@@ -158,8 +218,11 @@ async def test_vanished_instance_fails_alone(fleet_mock: Any) -> None:
         if type(event).__name__ == "Discovered" and event.instance_id == victim:
             mock.set_instance_state(account, "us-east-1", victim, "terminated")
 
-    report = await image_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url,
-                               on_event=terminate_on_discovery)
+    report = await image_fleet(
+        parse_config(fleet_config(20)),
+        endpoint_url=mock.endpoint_url,
+        on_event=terminate_on_discovery,
+    )
     by_id = {r.instance_id: r for r in report.results}
     assert by_id[victim].outcome is Outcome.FAILED
     assert by_id[victim].error_code == "InvalidParameterValue"
@@ -168,11 +231,22 @@ async def test_vanished_instance_fails_alone(fleet_mock: Any) -> None:
 
 
 async def test_error_budget_stops_new_work_only(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=100, seed=8,
-                                     time_scale=20, pending_s=0.1, failure_rate=1.0,
-                                     state_mix={"running": 1.0}))
-    cfg = fleet_config(20, max_errors=3, concurrency={"max_in_flight_per_region": 2,
-                                                      "max_pending_images_per_region": 4})
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=100,
+            seed=8,
+            time_scale=20,
+            pending_s=0.1,
+            failure_rate=1.0,
+            state_mix={"running": 1.0},
+        )
+    )
+    cfg = fleet_config(
+        20,
+        max_errors=3,
+        concurrency={"max_in_flight_per_region": 2, "max_pending_images_per_region": 4},
+    )
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
     counts = report.counts
     assert counts["failed"] >= 4
@@ -184,11 +258,21 @@ async def test_error_budget_stops_new_work_only(fleet_mock: Any) -> None:
 
 
 async def test_deadline_reports_what_would_not_make_it(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=200, seed=9,
-                                     pending_s=0.05, state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=200,
+            seed=9,
+            pending_s=0.05,
+            state_mix={"running": 1.0},
+        )
+    )
     # real AWS rates: 50 burst then 5/s, so 200 images need 30 s; the deadline cuts at 2 s
-    report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url,
-                               deadline=now() + timedelta(seconds=2))
+    report = await image_fleet(
+        parse_config(fleet_config(1)),
+        endpoint_url=mock.endpoint_url,
+        deadline=now() + timedelta(seconds=2),
+    )
     counts = report.counts
     created = mock.count(action="CreateImage", outcome="ok")
     assert created < 100  # at most burst + 2 s of refill (+ retries' slack)
@@ -200,8 +284,15 @@ async def test_deadline_reports_what_would_not_make_it(fleet_mock: Any) -> None:
 
 
 async def test_graceful_stop_lets_in_flight_settle(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1", "eu-west-1"), instances_per_region=100,
-                                     seed=10, pending_s=0.05, state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1", "eu-west-1"),
+            instances_per_region=100,
+            seed=10,
+            pending_s=0.05,
+            state_mix={"running": 1.0},
+        )
+    )
     stop = anyio.Event()
     seen: list[Event] = []
 
@@ -210,9 +301,16 @@ async def test_graceful_stop_lets_in_flight_settle(fleet_mock: Any) -> None:
         if sum(type(e).__name__ == "Created" for e in seen) == 60:
             stop.set()
 
-    report = await image_fleet(parse_config(fleet_config(1, targets=[
-        {"regions": ["us-east-1", "eu-west-1"], "all_instances": True}])),
-        endpoint_url=mock.endpoint_url, on_event=on_event, stop=stop)
+    report = await image_fleet(
+        parse_config(
+            fleet_config(
+                1, targets=[{"regions": ["us-east-1", "eu-west-1"], "all_instances": True}]
+            )
+        ),
+        endpoint_url=mock.endpoint_url,
+        on_event=on_event,
+        stop=stop,
+    )
     assert report.interrupted
     created = mock.count(action="CreateImage", outcome="ok")
     with_image = [r for r in report.results if r.image_id]
@@ -222,21 +320,35 @@ async def test_graceful_stop_lets_in_flight_settle(fleet_mock: Any) -> None:
 
 
 async def test_throttles_slow_the_lane_down(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=120, seed=12,
-                                     time_scale=20, pending_s=0.05, neighbour_load=0.5,
-                                     state_mix={"running": 1.0}))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=120,
+            seed=12,
+            time_scale=20,
+            pending_s=0.05,
+            neighbour_load=0.5,
+            state_mix={"running": 1.0},
+        )
+    )
     events: list[Event] = []
-    report = await image_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url,
-                               on_event=events.append)
+    report = await image_fleet(
+        parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url, on_event=events.append
+    )
     assert report.counts["available"] == 120
     assert any(isinstance(e, Throttled) for e in events)
     assert not mock.duplicates()
 
 
 async def test_dry_run_sends_dry_run_only(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=15, seed=13,
-                                     state_mix={"running": 1.0}))
-    report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url, dry_run=True)
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",), instances_per_region=15, seed=13, state_mix={"running": 1.0}
+        )
+    )
+    report = await image_fleet(
+        parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url, dry_run=True
+    )
     assert report.counts["dry_run"] == 15
     assert mock.count(action="CreateImage", outcome="ok") == 0
     assert not mock.images(mock.config.accounts[0], "us-east-1")
@@ -244,14 +356,25 @@ async def test_dry_run_sends_dry_run_only(fleet_mock: Any) -> None:
 
 async def test_failed_assume_role_fails_that_lane_only(fleet_mock: Any) -> None:
     denied = f"arn:aws:iam::{ACCOUNT_B}:role/denied"
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=10,
-                                     accounts=(ACCOUNT_A, ACCOUNT_B), seed=14, time_scale=20,
-                                     pending_s=0.05, state_mix={"running": 1.0},
-                                     denied_roles=frozenset({denied})))
-    cfg = fleet_config(20, targets=[
-        {"regions": ["us-east-1"], "all_instances": True},
-        {"regions": ["us-east-1"], "all_instances": True, "accounts": [{"role_arn": denied}]},
-    ])
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=10,
+            accounts=(ACCOUNT_A, ACCOUNT_B),
+            seed=14,
+            time_scale=20,
+            pending_s=0.05,
+            state_mix={"running": 1.0},
+            denied_roles=frozenset({denied}),
+        )
+    )
+    cfg = fleet_config(
+        20,
+        targets=[
+            {"regions": ["us-east-1"], "all_instances": True},
+            {"regions": ["us-east-1"], "all_instances": True, "accounts": [{"role_arn": denied}]},
+        ],
+    )
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
     lane_failures = [r for r in report.results if r.account == ACCOUNT_B]
     assert len(lane_failures) == 1 and lane_failures[0].error_code == "AccessDenied"
@@ -259,10 +382,15 @@ async def test_failed_assume_role_fails_that_lane_only(fleet_mock: Any) -> None:
 
 
 async def test_endpoint_that_always_fails_create_image_is_not_stormed(fleet_mock: Any) -> None:
-    mock = await fleet_mock(MockConfig(regions=("us-east-1",), instances_per_region=30, seed=15,
-                                       state_mix={"running": 1.0},
-                                       faults=FaultConfig(internal_error=1.0,
-                                                          actions=frozenset({"CreateImage"}))))
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=30,
+            seed=15,
+            state_mix={"running": 1.0},
+            faults=FaultConfig(internal_error=1.0, actions=frozenset({"CreateImage"})),
+        )
+    )
     report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url)
     assert report.counts["failed"] == 30
     codes = Counter(r.error_code for r in report.results)
@@ -278,8 +406,14 @@ def test_run_fleet_is_the_sync_entry_point(monkeypatch: pytest.MonkeyPatch) -> N
     from fleetimage import run_fleet
     from fleetimage.mock import MockEC2Thread
 
-    config = MockConfig(regions=("us-east-1",), instances_per_region=8, seed=16, time_scale=20,
-                        pending_s=0.05, state_mix={"running": 1.0})
+    config = MockConfig(
+        regions=("us-east-1",),
+        instances_per_region=8,
+        seed=16,
+        time_scale=20,
+        pending_s=0.05,
+        state_mix={"running": 1.0},
+    )
     with MockEC2Thread(config) as mock:
         for key, value in mock.credentials().items():
             monkeypatch.setenv(key.upper(), value)
