@@ -364,6 +364,7 @@ async def image_fleet(
     resume: Sequence[TargetRecord] = (),
     stop: anyio.Event | None = None,
     session: AioSession | None = None,
+    plan: Plan | None = None,
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -371,7 +372,11 @@ async def image_fleet(
     images stay pending for ``resume``). ``resume``: the journal's records of an earlier
     run with the same ``run_id`` and ``started_at``: settled targets are kept, ``requesting``
     ones are looked up by name before anything is sent, pending ones are waited for.
+    ``plan``: a :func:`~fleetimage.plan.plan_fleet` result to image exactly (no second
+    discovery); its run id and start time are the run's.
     """
+    if plan is not None:  # its names were rendered with its run id and start time
+        run_id, started_at = plan.run_id, plan.started_at
     started_at = started_at or now()
     run_id = run_id or new_run_id(started_at)
     wait = config.wait.enabled if wait is None else wait
@@ -393,6 +398,7 @@ async def image_fleet(
             started_at=started_at,
             emit=bus.emit,
             stack=stack,
+            planned=plan,
         )
         _pin_names(plan, config, prior)
         await _announce(plan, bus, prior)

@@ -14,6 +14,7 @@ and the exit code is 130.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -35,7 +36,7 @@ from fleetimage.journal import Journal, default_journal_path
 from fleetimage.logs import LogSubscriber
 from fleetimage.models import TargetRecord
 from fleetimage.naming import new_run_id
-from fleetimage.plan import plan_fleet
+from fleetimage.plan import Plan, plan_fleet
 from fleetimage.progress import ProgressTracker, show_progress
 from fleetimage.report import RunReport, render_summary
 from fleetimage.views import plan_data, plural
@@ -115,7 +116,14 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
     run_id = new_run_id(started_at)
     # Open the journal first: a locked or corrupt journal must fail before any API call.
     journal = None if opts.dry_run else await Journal.open(opts.journal())
+    sent = False
     try:
+        if journal is not None:
+            # Journaled before planning, so a crash even during discovery leaves a run that
+            # `fleetimage resume` finishes (it discovers again from the config snapshot).
+            await journal.start_run(
+                run_id, started_at=started_at, config_snapshot=config.model_dump(mode="json")
+            )
         plan = await plan_fleet(
             config,
             endpoint_url=opts.endpoint_url,
@@ -160,9 +168,13 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
         if not _confirm(opts, f"{verb} {what}?"):
             con.err.print("aborted: nothing was sent")
             return Execution(run_id, EXIT_FAILED)
-        return await _execute(config, run_id, started_at, [], journal, opts, con)
+        sent = True
+        return await _execute(config, run_id, started_at, [], journal, opts, con, plan=plan)
     finally:
         if journal is not None:
+            if not sent:  # declined, nothing to image, or planning failed: nothing was sent
+                with anyio.move_on_after(10, shield=True), contextlib.suppress(FleetImageError):
+                    await journal.discard_run(run_id)
             await journal.close()
 
 
@@ -230,6 +242,8 @@ async def _execute(
     journal: Journal | None,
     opts: RunOptions,
     con: Consoles,
+    *,
+    plan: Plan | None = None,
 ) -> Execution:
     ex = Execution(run_id, EXIT_FAILED)
     hint = _resume_hint(run_id, opts)
@@ -272,6 +286,7 @@ async def _execute(
                     resume=records,
                     stop=stop,
                     session=opts.session,
+                    plan=plan,  # image exactly what was confirmed
                 )
             except Exception as exc:
                 ex.error = exc

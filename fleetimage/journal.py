@@ -325,6 +325,26 @@ class Journal:
 
         await self._call(write)
 
+    async def discard_run(self, run_id: str) -> None:
+        """Forget a run that never sent anything (declined, or nothing to image).
+
+        Refuses (JournalError) once any target was requested: that run must stay resumable.
+        """
+
+        def write(conn: sqlite3.Connection) -> None:
+            sent = conn.execute(
+                "SELECT COUNT(*) FROM targets WHERE run_id = ? AND (attempts > 0 OR image_id IS NOT NULL)",
+                (run_id,),
+            ).fetchone()[0]
+            if sent:
+                raise JournalError(
+                    f"run {run_id} has sent CreateImage calls; it cannot be discarded"
+                )
+            conn.execute("DELETE FROM targets WHERE run_id = ?", (run_id,))
+            conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
+
+        await self._call(write)
+
     async def runs(self) -> list[RunSummary]:
         """Every run, newest first, with its targets counted per state."""
         return await self._call(lambda conn: _read_runs(conn, None))

@@ -177,8 +177,13 @@ async def open_lanes(
     started_at: datetime,
     emit: Emit,
     stack: contextlib.AsyncExitStack,
+    planned: Plan | None = None,
 ) -> Plan:
-    """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover."""
+    """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover.
+
+    ``planned``: what an earlier ``plan_fleet`` found (and the user confirmed); its lanes are
+    reopened without discovering again, so exactly the confirmed targets are imaged.
+    """
     # 1. who: one STS call per distinct account selector, concurrently.
     selectors: dict[AccountSpec | None, list[TargetSpec]] = {}
     for spec in config.targets:
@@ -233,6 +238,11 @@ async def open_lanes(
             run_id=run_id,
             emit=emit,
         )
+        earlier = planned.lanes.get(key) if planned is not None else None
+        if earlier is not None and earlier.error is None:
+            lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
+            lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
+            return
         try:
             found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
         except AwsError as error:

@@ -420,3 +420,28 @@ def test_run_fleet_is_the_sync_entry_point(monkeypatch: pytest.MonkeyPatch) -> N
         report = run_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url)
         assert report.counts["available"] == 8
         assert not mock.call(lambda m: m.duplicates())
+
+
+async def test_a_confirmed_plan_is_imaged_exactly(fleet_mock: Any) -> None:
+    from fleetimage.plan import plan_fleet
+
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=12,
+            seed=17,
+            time_scale=20,
+            pending_s=0.05,
+            state_mix={"running": 1.0},
+        )
+    )
+    config = parse_config(fleet_config(20))
+    plan = await plan_fleet(config, endpoint_url=mock.endpoint_url)
+    late = mock.add_instance(mock.config.accounts[0], "us-east-1", tags={"Name": "late"})
+    report = await image_fleet(config, endpoint_url=mock.endpoint_url, plan=plan)
+    assert report.run_id == plan.run_id
+    assert report.counts["available"] == 12
+    assert late not in {r.instance_id for r in report.results}
+    assert mock.count(action="DescribeInstances") == 1  # planning only: no second discovery
+    names = {s.name for s in plan.specs}
+    assert {r.image_name for r in report.results} == names
