@@ -7,6 +7,7 @@ this, and the engine runs it first. It sends only STS calls and DescribeInstance
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -178,11 +179,14 @@ async def open_lanes(
     emit: Emit,
     stack: contextlib.AsyncExitStack,
     planned: Plan | None = None,
+    on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
 ) -> Plan:
     """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover.
 
     ``planned``: what an earlier ``plan_fleet`` found (and the user confirmed); its lanes are
     reopened without discovering again, so exactly the confirmed targets are imaged.
+    ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
+    engine can start imaging it while other lanes still discover.
     """
     # 1. who: one STS call per distinct account selector, concurrently.
     selectors: dict[AccountSpec | None, list[TargetSpec]] = {}
@@ -217,6 +221,11 @@ async def open_lanes(
     )
 
     async def open_one(key: LaneKey) -> None:
+        await plan_one(key)
+        if on_lane_ready is not None:
+            await on_lane_ready(lanes[key])
+
+    async def plan_one(key: LaneKey) -> None:
         acc, specs = covering[key]
         lp = lanes[key]
         if lp.error is not None:
