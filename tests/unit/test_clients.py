@@ -1,0 +1,69 @@
+"""The wire boundary without the wire: timestamps and error translation."""
+
+from __future__ import annotations
+
+import botocore.exceptions
+import botocore.utils
+import pytest
+from botocore.parsers import ResponseParserError
+
+from fleetimage.clients import Credentials, parse_timestamp, to_aws_error
+from fleetimage.errors import ErrorKind
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2026-11-27T15:00:00.000Z",
+        "2026-11-27T15:00:00Z",
+        "2026-11-27T15:00:00.123456+02:00",
+        "2026-11-27T15:00:00",
+        1_700_000_000,
+        "Thu, 27 Nov 2026 15:00:00 GMT",
+    ],
+)
+def test_fast_timestamps_agree_with_botocore(value: str | int) -> None:
+    assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
+    assert parse_timestamp(value).tzinfo is not None
+
+
+def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
+    response = {
+        "Error": {"Code": code, "Message": "m"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return botocore.exceptions.ClientError(response, "Op")  # type: ignore[arg-type]
+
+
+def test_a_5xx_to_create_image_is_ambiguous_but_a_throttle_is_not() -> None:
+    assert (
+        to_aws_error(client_error("InternalError", 500), "CreateImage").kind is ErrorKind.AMBIGUOUS
+    )
+    assert (
+        to_aws_error(client_error("InternalError", 500), "DescribeImages").kind
+        is ErrorKind.TRANSIENT
+    )
+    throttle = to_aws_error(client_error("RequestLimitExceeded", 503), "CreateImage")
+    assert throttle.kind is ErrorKind.THROTTLE
+
+
+def test_connection_failures() -> None:
+    never_sent = botocore.exceptions.ConnectTimeoutError(endpoint_url="http://127.0.0.1:1")
+    assert to_aws_error(never_sent, "CreateImage").kind is ErrorKind.TRANSIENT
+    lost = botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1")
+    assert to_aws_error(lost, "CreateImage").kind is ErrorKind.AMBIGUOUS
+    assert to_aws_error(lost, "DescribeImages").kind is ErrorKind.TRANSIENT
+
+
+def test_non_aws_answers_and_surprises() -> None:
+    html = ResponseParserError("Unable to parse response, invalid XML received:\nb'<html>...'")
+    error = to_aws_error(html, "CreateImage")
+    assert error.code == "InvalidResponse" and error.kind is ErrorKind.AMBIGUOUS
+    assert "<html>" not in error.message
+    bug = to_aws_error(TypeError("boom"), "DescribeImages")
+    assert bug.code == "ClientFailure" and bug.kind is ErrorKind.FATAL
+
+
+def test_credentials_never_show_in_repr() -> None:
+    creds = Credentials("AKIA123456789012ABCD", "s" * 40, "token")
+    assert "AKIA" not in repr(creds) and "token" not in repr(creds)
