@@ -63,6 +63,7 @@ class ImageWaiter:
         self._watches: dict[str, _Watch] = {}
         self._work = anyio.Event()
         self._released: ImageState | None = None
+        self._last_census = anyio.current_time()
         self.polls = 0
 
     async def wait(self, image_id: str) -> ImageState:
@@ -108,12 +109,24 @@ class ImageWaiter:
                     self._expire(anyio.current_time())
 
     async def poll_once(self) -> None:
+        """One round over every watched image, in chunks.
+
+        Most rounds ask only for images that have *settled* (a ``state`` filter), so a
+        pending image costs nothing to parse however often it is polled; an absent image is
+        then simply still pending. Once per ``not_found_grace_s`` a census round asks for
+        every watched image, which is how an image deregistered by someone else is noticed.
+        """
+        t0 = anyio.current_time()
+        census = t0 - self._last_census >= self.not_found_grace_s
+        if census:
+            self._last_census = t0
         ids = list(self._watches)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
-            answer = await self.lane.call(
-                "DescribeImages", {"Filters": [{"Name": "image-id", "Values": chunk}]}
-            )
+            filters = [{"Name": "image-id", "Values": chunk}]
+            if not census:
+                filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
+            answer = await self.lane.call("DescribeImages", {"Filters": filters})
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:
@@ -131,7 +144,7 @@ class ImageWaiter:
                             str(reason.get("Message", "")),
                         ),
                     )
-                elif image is None and t - watch.registered_at > self.not_found_grace_s:
+                elif census and image is None and t - watch.registered_at > self.not_found_grace_s:
                     self._settle(
                         image_id,
                         ImageState(
@@ -142,13 +155,14 @@ class ImageWaiter:
                         ),
                     )
                 elif t >= watch.timeout_at:
+                    state = image.get("State") if image else "pending" if not census else None
                     self._settle(
                         image_id,
                         ImageState(
                             "timed_out",
                             "WaitTimeout",
-                            f"still {image.get('State') if image else 'not visible'} after "
-                            f"{self.timeout_s:g} s; the image may still become available",
+                            f"still {state or 'not visible'} after {self.timeout_s:g} s; "
+                            "the image may still become available",
                         ),
                     )
         self.polls += 1
