@@ -43,7 +43,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -401,7 +401,10 @@ def render_summary(
         hidden = len(failures) - max_failures
         if hidden > 0:
             parts.append(Text(f"… and {hidden} more failures (see the JSON/CSV report)"))
-    elapsed = report.finished_at - report.started_at
+    elapsed = timedelta(seconds=round((report.finished_at - report.started_at).total_seconds()))
+    # An interrupted run is not done, even when nothing in it has failed yet.
     verdict = "ok" if report.ok else "not ok"
+    if report.interrupted:
+        verdict = "interrupted" if report.ok else "interrupted, not ok"
     parts.append(Text(f"{counts['total']} targets in {elapsed}: {verdict}"))
     return Group(*parts)
