@@ -432,3 +432,19 @@ async def test_sigkill_mid_stream_leaves_a_readable_journal(tmp_path: Path) -> N
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     conn.close()
+
+
+async def test_a_run_that_sent_nothing_can_be_discarded_one_that_sent_cannot(
+    journal: Journal,
+) -> None:
+    await journal(discovered("i-1"))
+    await journal.discard_run(RUN)
+    with pytest.raises(JournalError, match="unknown run id"):
+        await journal.run(RUN)
+
+    await journal.start_run("run-2", started_at=T0, config_snapshot={})
+    await journal(discovered("i-2", run="run-2"))
+    await journal(Requested("run-2", ACCT, REGION, "i-2", at(1), image_name="img-i-2", attempt=1))
+    with pytest.raises(JournalError, match="cannot be discarded"):
+        await journal.discard_run("run-2")
+    assert (await journal.run("run-2")).total == 1
