@@ -29,7 +29,8 @@ __all__ = ["LANE_WIDE", "LanePlan", "Plan", "build_spec", "open_lanes", "plan_fl
 
 # EC2 allows 50 tags per resource; ours and the user's come first, instance tags fill the rest.
 MAX_TAGS = 50
-LANE_WIDE = "*"  # instance id of a result that stands for a whole lane (e.g. AssumeRole failed)
+LANE_WIDE = "*"
+CONFIRM_SHARE = 0.2  # instance id of a result that stands for a whole lane (e.g. AssumeRole failed)
 
 
 @dataclass(slots=True)
@@ -242,7 +243,9 @@ async def open_lanes(
         lp.lane = Lane(
             key,
             client,
-            Limiter.from_limits(config.limits_for(key.region)),
+            # A throttle is acted on once ~20 % of recent answers are throttles: a real
+            # shortage (a neighbour draining the bucket) gets there within a few answers.
+            Limiter.from_limits(config.limits_for(key.region), confirm_share=CONFIRM_SHARE),
             config.retry,
             run_id=run_id,
             emit=emit,

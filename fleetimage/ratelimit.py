@@ -47,6 +47,10 @@ _MAX_CREDIT_S = 1.0
 _MIN_COALESCE_S = 1.0
 
 
+# Weight of each answer in the moving share of throttled answers (≈ the last 10 answers).
+_SHARE_WEIGHT = 0.1
+
+
 class AdaptiveTokenBucket:
     """An async token bucket whose rate adapts to throttling; FIFO-fair and cancellation-safe.
 
@@ -64,6 +68,7 @@ class AdaptiveTokenBucket:
         decrease_factor: float = 0.7,
         recovery_per_s: float | None = None,
         coalesce_window_s: float | None = None,
+        confirm_share: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if burst < 1:
@@ -80,6 +85,8 @@ class AdaptiveTokenBucket:
             recovery_per_s = rate_per_s * DEFAULT_RECOVERY_FRACTION_PER_S
         if recovery_per_s <= 0:
             raise ValueError(f"recovery_per_s must be > 0, got {recovery_per_s}")
+        if not 0 <= confirm_share < 1:
+            raise ValueError(f"confirm_share must be in [0, 1), got {confirm_share}")
         if coalesce_window_s is not None and coalesce_window_s < 0:
             raise ValueError(f"coalesce_window_s must be >= 0, got {coalesce_window_s}")
         self._burst = burst
@@ -88,6 +95,8 @@ class AdaptiveTokenBucket:
         self._factor = decrease_factor
         self._recovery = float(recovery_per_s)
         self._coalesce = coalesce_window_s
+        self._confirm = confirm_share
+        self._throttle_share = 0.0  # moving share of throttled answers (EWMA over answers)
         self._clock = clock
         self._rate = self._ceiling
         self._tokens = float(burst)  # AWS's bucket starts full, so ours does
@@ -168,13 +177,23 @@ class AdaptiveTokenBucket:
     def on_throttle(self, *, sent_at: float | None = None) -> float:
         """The server answered RequestLimitExceeded: empty the bucket, cut the rate; return it.
 
-        Throttles within ``coalesce_window_s`` (default ``max(1 s, 1/rate)``) of the last cut,
+        With ``confirm_share`` > 0, a throttle counts only once the moving share of
+        throttled answers (an average over roughly the last 10) reaches it: isolated throttles
+        are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default ``max(1 s, 1/rate)``) of the last cut,
         or from requests sent before it (``sent_at``, from :meth:`now`), are the same event
         seen by requests already in flight: they count as one cut, else a burst of concurrent
         throttles would collapse the rate to the floor.
         """
         now = self._clock()
         self._refill(now)
+        self._throttle_share += _SHARE_WEIGHT * (1.0 - self._throttle_share)
+        if self._throttle_share < self._confirm:
+            # An isolated throttle among many successes (a transient hiccup, a neighbour's
+            # one-off burst) is not yet evidence that the bucket is short: emptying ours
+            # would throw away up to a whole burst, and cutting the rate would slow the lane
+            # for seconds. The request is retried through acquire() as usual; throttles
+            # that keep coming push the share over the threshold, and then we act.
+            return self._rate
         stale = sent_at is not None and self._last_cut is not None and sent_at < self._last_cut
         if not stale:
             # Fresh news: the server's bucket is empty now, so ours must be too.
@@ -194,6 +213,7 @@ class AdaptiveTokenBucket:
     def on_success(self) -> None:
         """A request went through: move the rate toward the ceiling (additive increase)."""
         now = self._clock()
+        self._throttle_share -= _SHARE_WEIGHT * self._throttle_share
         if self._last_cut is not None and now - self._last_cut < self._cut_window:
             # Successes right after a cut come from requests sent before it: no signal yet.
             self._last_credit = now

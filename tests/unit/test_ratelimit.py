@@ -302,3 +302,42 @@ async def test_throttle_while_waiting_delays_the_waiter() -> None:
         await anyio.sleep(0.04)
         bucket.on_throttle()  # empties the bucket and cuts to 14/s: the waiter re-waits
     assert done and done[0] - start >= 0.04 + 1 / 14 - 0.02
+
+
+def test_isolated_throttles_are_not_acted_on_when_confirmation_is_asked() -> None:
+    """One throttle in twenty answers (a hiccup) keeps the burst and the rate."""
+    clock = FakeClock()
+    bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.2)
+    for n in range(200):
+        clock.t += 0.2
+        if n % 20 == 0:
+            bucket.on_throttle()
+        else:
+            bucket.on_success()
+    assert bucket.rate_per_s == 5.0
+    assert bucket.tokens == 50
+
+
+def test_throttles_that_keep_coming_are_acted_on() -> None:
+    """A neighbour draining the bucket: a third of the answers throttle, so we cut."""
+    clock = FakeClock()
+    bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.2)
+    cut_at = None
+    for n in range(30):
+        clock.t += 0.2
+        if n % 3 == 0:
+            if bucket.on_throttle() < 5.0 and cut_at is None:
+                cut_at = n
+        else:
+            bucket.on_success()
+    assert cut_at is not None and cut_at <= 12  # within a handful of throttles
+    assert bucket.rate_per_s < 5.0
+
+
+@given(st.integers(3, 10))
+def test_consecutive_throttles_always_confirm(k: int) -> None:
+    clock = FakeClock()
+    bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.2)
+    for _ in range(k):
+        bucket.on_throttle()
+    assert bucket.rate_per_s < 5.0 and bucket.tokens == 0
