@@ -30,6 +30,7 @@ from fleetimage.models import Outcome
 from fleetimage.report import RunReport
 
 __all__ = [
+    "AWS_ENV_DROP",
     "DEMO_REGIONS",
     "DemoCheck",
     "check_demo",
@@ -53,7 +54,7 @@ DEMO_REGIONS = (
 IMAGEABLE = frozenset({"running", "stopped", "stopping"})
 INJECTED_FAILURE = "Server.InternalError"  # the mock's StateReason for a failed image
 
-_AWS_ENV_DROP = (
+AWS_ENV_DROP = (  # what could point a process at real AWS, besides the key pair
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
     "AWS_SESSION_TOKEN",
@@ -117,7 +118,7 @@ def mock_aws_env(credentials: dict[str, str]) -> Iterator[None]:
     """Point this process's AWS environment at the mock's fake credentials; restore after."""
     saved = dict(os.environ)
     try:
-        for name in _AWS_ENV_DROP:
+        for name in AWS_ENV_DROP:
             os.environ.pop(name, None)
         os.environ["AWS_ACCESS_KEY_ID"] = credentials["aws_access_key_id"]
         os.environ["AWS_SECRET_ACCESS_KEY"] = credentials["aws_secret_access_key"]

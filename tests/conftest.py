@@ -11,6 +11,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
+from fleetimage.demo import AWS_ENV_DROP
 from fleetimage.mock import MockConfig, MockEC2
 
 # AWS's documented example key: no 12-digit account in it, so the mock maps it to its
@@ -18,22 +19,7 @@ from fleetimage.mock import MockConfig, MockEC2
 FAKE_ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 FAKE_SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 
-_UNSET = (
-    "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ROLE_ARN",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL_EC2",
-    "AWS_ENDPOINT_URL_STS",
-    "AWS_CA_BUNDLE",
-)
+_UNSET = (*AWS_ENV_DROP, "AWS_CA_BUNDLE")
 
 
 @pytest.fixture(autouse=True)

@@ -254,7 +254,10 @@ class MockEC2:
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/_mock/"):
             return self._introspect(request)
-        body = await request.read()
+        try:
+            body = await request.read()
+        except ConnectionResetError:  # the client went away mid-request (e.g. killed)
+            return web.Response(status=400)
         params = parse_form(body) if body else {}
         if request.query_string:
             params = {**dict(request.query), **params}

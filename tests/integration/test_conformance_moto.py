@@ -16,11 +16,8 @@ behaviour is recorded here, not asserted, so a moto upgrade cannot break the sui
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
@@ -30,26 +27,6 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account and the mock's default account
 UNKNOWN_INSTANCE = "i-0123456789abcdef0"
 UNKNOWN_IMAGE = "ami-0123456789abcdef0"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 async def outcome(coro: Any) -> tuple[str, int, str] | dict[str, Any]:

@@ -13,9 +13,8 @@ snapshot-tag 500 is a clear error naming the option, not a retry storm.
 from __future__ import annotations
 
 import json
-import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,26 +30,6 @@ from fleetimage.naming import is_valid_ami_name, new_run_id
 
 ACCOUNT = "123456789012"  # moto's default account, and the mock's default account
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
 
 
 @dataclass
