@@ -30,7 +30,10 @@ __all__ = ["LANE_WIDE", "LanePlan", "Plan", "build_spec", "open_lanes", "plan_fl
 # EC2 allows 50 tags per resource; ours and the user's come first, instance tags fill the rest.
 MAX_TAGS = 50
 LANE_WIDE = "*"
-CONFIRM_SHARE = 0.2  # instance id of a result that stands for a whole lane (e.g. AssumeRole failed)
+CONFIRM_SHARE = 0.2
+DISCOVERY_CONCURRENCY = (
+    4  # instance id of a result that stands for a whole lane (e.g. AssumeRole failed)
+)
 
 
 @dataclass(slots=True)
@@ -221,6 +224,10 @@ async def open_lanes(
         max_pool_connections=pool, request_timeout_s=config.retry.request_timeout_s
     )
 
+    # Parsing DescribeInstances answers is CPU-bound: a few lanes at a time finish (and start
+    # imaging) sooner than all of them at once, and fewer raw answers are in memory at once.
+    discovering = anyio.Semaphore(DISCOVERY_CONCURRENCY)
+
     async def open_one(key: LaneKey) -> None:
         await plan_one(key)
         if on_lane_ready is not None:
@@ -256,7 +263,8 @@ async def open_lanes(
             lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
             return
         try:
-            found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
+            async with discovering:
+                found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
         except AwsError as error:
             lp.error = error
             return
