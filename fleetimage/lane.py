@@ -47,7 +47,6 @@ class Lane:
         self.retry_policy = retry_policy
         self.run_id = run_id
         self.emit = emit
-        self.calls: dict[str, int] = {}
         # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
         self.create_successes = 0
         self.create_failure_streak = 0
@@ -60,7 +59,6 @@ class Lane:
         await bucket.acquire()
         sent_at = bucket.now()  # a late throttle of a request sent before a cut is no new signal
         method = getattr(self.client, _SNAKE.sub("_", action).lower())
-        self.calls[action] = self.calls.get(action, 0) + 1
         try:
             answer = await method(**params)
         except Exception as exc:

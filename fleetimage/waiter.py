@@ -64,7 +64,6 @@ class ImageWaiter:
         self._work = anyio.Event()
         self._released: ImageState | None = None
         self._last_census = anyio.current_time()
-        self.polls = 0
 
     async def wait(self, image_id: str) -> ImageState:
         """Wait for ``image_id`` to leave ``pending`` (or time out). Cancellation-safe."""
@@ -82,10 +81,6 @@ class ImageWaiter:
                 self._watches.pop(image_id, None)
         assert watch.result is not None
         return watch.result
-
-    @property
-    def pending(self) -> int:
-        return len(self._watches)
 
     async def run(self) -> None:
         """The poll loop; runs in the lane's task group until cancelled."""
@@ -165,7 +160,6 @@ class ImageWaiter:
                             "the image may still become available",
                         ),
                     )
-        self.polls += 1
 
     def release_all(self, result: ImageState) -> None:
         """Stop waiting: every current and future ``wait`` returns ``result`` (stop/deadline)."""
