@@ -1,10 +1,10 @@
 """What ``fleetimage run`` and ``fleetimage resume`` do, between parsed flags and exit code.
 
-run:    open the journal → plan (STS + DescribeInstances) → refuse an empty plan → confirm →
-        journal.start_run → image_fleet (journal, progress, logs as subscribers) →
+run:    open the journal → journal.start_run → plan (STS + DescribeInstances) → refuse an
+        empty plan (the run is discarded) → confirm → image_fleet (journal, progress, logs as subscribers) →
         journal.finish_run → write the report → print the summary and how to resume.
 resume: open the journal → read the run's config snapshot, start time and target records →
-        confirm → the same, with ``resume=records``.
+        confirm → journal.start_run (back to running) → the same, with ``resume=records``.
 
 Signals: the first SIGINT/SIGTERM sets the engine's ``stop`` event (no new images, in-flight
 calls settle, pending images stay pending for resume); the second cancels everything at once.
@@ -202,6 +202,10 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
         if not _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?"):
             con.err.print("aborted: nothing was sent")
             return Execution(run_id, EXIT_FAILED)
+        # Back to `running` (run_command journals its run before planning, so it needs none).
+        await journal.start_run(
+            run_id, started_at=summary.started_at, config_snapshot=config.model_dump(mode="json")
+        )
         return await _execute(config, run_id, summary.started_at, records, journal, opts, con)
     finally:
         await journal.close()
@@ -252,9 +256,6 @@ async def _execute(
     subscribers: list[Subscriber] = [tracker]
     if journal is not None:
         subscribers.insert(0, journal)  # first: `requesting` is committed before the send
-        await journal.start_run(
-            run_id, started_at=started_at, config_snapshot=config.model_dump(mode="json")
-        )
     if opts.log_events:
         subscribers.append(LogSubscriber())
     stop = anyio.Event()
