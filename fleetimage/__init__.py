@@ -7,10 +7,8 @@ The public API::
     report.write("report.json")
 """
 
-from fleetimage.api import run_fleet
 from fleetimage.config import FleetConfig, load_config, parse_config
-from fleetimage.engine import Subscriber, image_fleet
-from fleetimage.errors import (
+from fleetimage.core.errors import (
     AwsError,
     ConfigError,
     ErrorKind,
@@ -18,7 +16,7 @@ from fleetimage.errors import (
     JournalError,
     MockError,
 )
-from fleetimage.models import (
+from fleetimage.core.models import (
     Available,
     Created,
     Discovered,
@@ -32,7 +30,9 @@ from fleetimage.models import (
     Skipped,
     Throttled,
 )
-from fleetimage.report import RunReport
+from fleetimage.engine.api import run_fleet
+from fleetimage.engine.run import Subscriber, image_fleet
+from fleetimage.output.report import RunReport
 
 __all__ = [
     "Available",

@@ -11,7 +11,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
 
-from fleetimage.demo import AWS_ENV_DROP
+from fleetimage.cli.demo import AWS_ENV_DROP
 from fleetimage.mock import MockConfig, MockEC2
 
 # AWS's documented example key: no 12-digit account in it, so the mock maps it to its

@@ -1,5 +1,7 @@
 """A mock EC2 + STS endpoint speaking the real Query protocol on loopback.
 
+Imports only :mod:`fleetimage.core` and :mod:`fleetimage.config` (AWS's limits); knows the wire.
+
 The real aiobotocore/boto3 client talks to it unchanged through ``endpoint_url``::
 
     from fleetimage.mock import MockConfig, MockEC2

@@ -13,24 +13,24 @@ from pathlib import Path
 
 import yaml
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 from fleetimage.mock.config import MockConfig
 
 __all__ = ["Buckets", "TokenBucket", "load_default_limits"]
 
 
 def load_default_limits() -> dict[str, tuple[float, float]]:
-    """``{action: (burst, rate_per_s)}`` from ``fleetimage/data/limits.yaml``."""
-    text = (Path(__file__).resolve().parent.parent / "data" / "limits.yaml").read_text("utf-8")
+    """``{action: (burst, rate_per_s)}`` from ``fleetimage/config/limits.yaml``."""
+    text = (Path(__file__).resolve().parent.parent / "config" / "limits.yaml").read_text("utf-8")
     raw = yaml.safe_load(text)
     if not isinstance(raw, dict):
-        raise MockError("fleetimage/data/limits.yaml: expected a mapping of action -> limits")
+        raise MockError("fleetimage/config/limits.yaml: expected a mapping of action -> limits")
     limits: dict[str, tuple[float, float]] = {}
     for action, entry in raw.items():
         try:
             limits[str(action)] = (float(entry["burst"]), float(entry["rate_per_s"]))
         except (KeyError, TypeError, ValueError) as exc:
-            raise MockError(f"fleetimage/data/limits.yaml: {action}: {exc}") from None
+            raise MockError(f"fleetimage/config/limits.yaml: {action}: {exc}") from None
     return limits
 
 

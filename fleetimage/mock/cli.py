@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 from fleetimage.mock.config import FaultConfig, MockConfig
 from fleetimage.mock.runner import serve
 from fleetimage.mock.server import MockEC2

@@ -1,7 +1,7 @@
 """The mock endpoint's knobs: :class:`MockConfig` and :class:`FaultConfig`.
 
 Both are frozen dataclasses that reject bad values at construction time with
-:class:`~fleetimage.errors.MockError`, so a typo in a test or benchmark fails loudly before any
+:class:`~fleetimage.core.errors.MockError`, so a typo in a test or benchmark fails loudly before any
 server starts.
 
 Time knobs are in *AWS seconds*: ``time_scale`` divides every delay (pending time, visibility
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 
 __all__ = ["DEFAULT_STATE_MIX", "INSTANCE_STATES", "FaultConfig", "MockConfig"]
 
@@ -108,7 +108,7 @@ class MockConfig:
     not carry an account id land there). ``pending_s`` is the median time an image stays
     ``pending`` (log-normal with ``pending_sigma`` > 0, fixed otherwise); ``failure_rate`` of
     the images end ``failed``. ``visibility_lag_s`` hides a new image from DescribeImages for
-    that long. ``limits`` overrides ``fleetimage/data/limits.yaml`` as
+    that long. ``limits`` overrides ``fleetimage/config/limits.yaml`` as
     ``{action: (burst, rate_per_s)}``; actions not listed are unlimited. ``neighbour_load``
     is the share of every bucket drained by other tools. ``state_mix`` maps instance states to
     weights. ``denied_roles`` holds role ARNs or 12-digit accounts whose AssumeRole is denied.

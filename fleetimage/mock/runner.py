@@ -11,7 +11,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 from fleetimage.mock.config import MockConfig
 from fleetimage.mock.server import MockEC2, check_loopback
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 from fleetimage.mock import ec2, images
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.config import INSTANCE_STATES, MockConfig

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cli_helpers import fleet_config
 
+from fleetimage.aws.permissions import iam_policy
 from fleetimage.config import parse_config
-from fleetimage.durations import format_duration, parse_deadline, parse_duration
-from fleetimage.models import (
+from fleetimage.core.durations import format_duration, parse_deadline, parse_duration
+from fleetimage.core.models import (
     Available,
     Created,
     Discovered,
@@ -22,8 +23,7 @@ from fleetimage.models import (
     TargetRecord,
     Throttled,
 )
-from fleetimage.policy import iam_policy
-from fleetimage.progress import ProgressTracker
+from fleetimage.output.progress import ProgressTracker
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

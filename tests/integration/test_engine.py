@@ -10,10 +10,10 @@ import anyio
 import pytest
 
 from fleetimage import Outcome, image_fleet, parse_config
-from fleetimage.create import INSTANCE_TAG, RUN_TAG
-from fleetimage.lane import now
+from fleetimage.core.clock import now
+from fleetimage.core.models import Event, Throttled
+from fleetimage.engine.create import INSTANCE_TAG, RUN_TAG
 from fleetimage.mock import FaultConfig, MockConfig
-from fleetimage.models import Event, Throttled
 
 ACCOUNT_A = "111111111111"
 ACCOUNT_B = "222222222222"
@@ -423,7 +423,7 @@ def test_run_fleet_is_the_sync_entry_point(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 async def test_a_confirmed_plan_is_imaged_exactly(fleet_mock: Any) -> None:
-    from fleetimage.plan import plan_fleet
+    from fleetimage.engine.plan import plan_fleet
 
     mock = await fleet_mock(
         MockConfig(

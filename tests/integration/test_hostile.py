@@ -32,12 +32,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fleetimage import Created, JournalError, Outcome, Requested, image_fleet, parse_config
-from fleetimage.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.core.models import Event, JournalState, TargetRecord
+from fleetimage.core.naming import AMI_NAME_MAX, is_valid_ami_name, render_name
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.plan import LANE_WIDE, plan_fleet
 from fleetimage.journal import Journal
 from fleetimage.mock import MockConfig, MockEC2
-from fleetimage.models import Event, JournalState, TargetRecord
-from fleetimage.naming import AMI_NAME_MAX, is_valid_ami_name, render_name
-from fleetimage.plan import LANE_WIDE, plan_fleet
 
 ACCOUNT = "123456789012"
 OTHER = "222222222222"

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
-from fleetimage.errors import MockError
+from fleetimage.core.errors import MockError
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2, MockEC2Thread
 
 ACCOUNT = "123456789012"

@@ -22,11 +22,11 @@ from typing import Any
 import pytest
 
 from fleetimage import Created, Outcome, Requested, Retried, RunReport, image_fleet, parse_config
-from fleetimage.create import INSTANCE_TAG, RUN_TAG
-from fleetimage.lane import now
+from fleetimage.core.clock import now
+from fleetimage.core.models import Event, JournalState, TargetRecord
+from fleetimage.core.naming import is_valid_ami_name, new_run_id
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.mock import MockConfig
-from fleetimage.models import Event, JournalState, TargetRecord
-from fleetimage.naming import is_valid_ami_name, new_run_id
 
 ACCOUNT = "123456789012"  # moto's default account, and the mock's default account
 REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2")

@@ -26,9 +26,9 @@ import aiohttp
 import pytest
 
 from fleetimage import Created, Outcome, Retried, Throttled, image_fleet, parse_config
+from fleetimage.core.clock import now
+from fleetimage.core.models import Event
 from fleetimage.journal import Journal
-from fleetimage.lane import now
-from fleetimage.models import Event
 
 pytestmark = pytest.mark.slow
 

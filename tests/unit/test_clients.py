@@ -7,8 +7,8 @@ import botocore.utils
 import pytest
 from botocore.parsers import ResponseParserError
 
-from fleetimage.clients import Credentials, parse_timestamp, to_aws_error
-from fleetimage.errors import ErrorKind
+from fleetimage.aws.clients import Credentials, parse_timestamp, to_aws_error
+from fleetimage.core.errors import ErrorKind
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from fleetimage.config import (
     load_default_limits,
     parse_config,
 )
-from fleetimage.errors import ConfigError
+from fleetimage.core.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "fleet.example.yaml"
 BASE: dict[str, Any] = {"targets": [{"regions": ["us-east-1"], "filters": {"tag:Env": "prod"}}]}

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fleetimage.errors import JournalError
-from fleetimage.journal import SCHEMA_VERSION, Journal, default_journal_path
-from fleetimage.models import (
+from fleetimage.core.errors import JournalError
+from fleetimage.core.models import (
     Available,
     Created,
     Discovered,
@@ -31,7 +30,8 @@ from fleetimage.models import (
     TargetRecord,
     Throttled,
 )
-from fleetimage.redaction import is_secret_key
+from fleetimage.core.redaction import is_secret_key
+from fleetimage.journal import SCHEMA_VERSION, Journal, default_journal_path
 
 RUN = "run-1"
 ACCT = "111122223333"
@@ -380,7 +380,7 @@ _CHILD = textwrap.dedent(
     import asyncio, sys
     from datetime import UTC, datetime
     from fleetimage.journal import Journal
-    from fleetimage.models import Available, Created, Discovered, Requested
+    from fleetimage.core.models import Available, Created, Discovered, Requested
 
     async def main() -> None:
         j = await Journal.open(sys.argv[1])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetimage.naming import (
+from fleetimage.core.naming import (
     is_valid_ami_name,
     new_run_id,
     render_description,

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fleetimage.config import FleetConfig, parse_config
-from fleetimage.create import INSTANCE_TAG, RUN_TAG
-from fleetimage.models import LaneKey, Target
-from fleetimage.plan import LanePlan, Plan, build_spec, build_tags
+from fleetimage.core.models import LaneKey, Target
+from fleetimage.engine.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.plan import LanePlan, Plan
+from fleetimage.engine.specs import build_spec, build_tags
 
 STARTED = datetime(2026, 11, 27, 15, 0, tzinfo=UTC)
 

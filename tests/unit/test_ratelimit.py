@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetimage.ratelimit import AdaptiveTokenBucket, Limiter, UnlimitedBucket
+from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter, UnlimitedBucket
 
 EPS = 1e-6
 

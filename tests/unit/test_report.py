@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from fleetimage.models import (
+from fleetimage.core.models import (
     Available,
     Created,
     Discovered,
@@ -26,14 +26,9 @@ from fleetimage.models import (
     TargetRecord,
     Throttled,
 )
-from fleetimage.report import (
-    RESULT_FIELDS,
-    ReportCollector,
-    RunReport,
-    read_results_csv,
-    render_summary,
-    result_from_dict,
-)
+from fleetimage.output.collector import ReportCollector
+from fleetimage.output.report import RESULT_FIELDS, RunReport, read_results_csv, result_from_dict
+from fleetimage.output.summary import render_summary
 
 RUN = "run-1"
 ACCT = "111122223333"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from fleetimage.errors import AwsError, ErrorKind, classify
-from fleetimage.retry import THROTTLE_BUDGET_FACTOR, retrying
+from fleetimage.core.errors import AwsError, ErrorKind, classify
+from fleetimage.engine.retry import THROTTLE_BUDGET_FACTOR, retrying
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ import pytest
 import structlog
 
 from fleetimage import MockError, image_fleet, parse_config
-from fleetimage import clients as clients_module
+from fleetimage.aws import clients as clients_module
+from fleetimage.core.clock import now
+from fleetimage.core.models import Event
 from fleetimage.journal import Journal
-from fleetimage.lane import now
-from fleetimage.logs import LogSubscriber, configure_logging
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2, MockEC2Thread, serve
-from fleetimage.models import Event
+from fleetimage.output.logs import LogSubscriber, configure_logging
 
 OWN = "123456789012"
 ROLE_ACCOUNT = "210987654321"

@@ -1,0 +1,225 @@
+"""aiobotocore sessions and clients per (account, region); assume-role; the wire boundary.
+
+This module (with ``mock/``) is the only one that knows the wire. Everything above it sees
+:class:`~fleetimage.core.errors.AwsError` with a classified ``kind``, never a botocore exception.
+The IAM permissions each call needs are declared here, next to the calls, as data
+(:data:`PERMISSIONS`), so ``fleetimage permissions`` prints exactly what the engine uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+import aiohttp
+import botocore.exceptions
+import botocore.utils
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession, get_session
+from botocore.parsers import ResponseParserError
+
+from fleetimage.core.errors import AwsError, ErrorKind
+
+__all__ = [
+    "MUTATING_ACTIONS",
+    "PERMISSIONS",
+    "Credentials",
+    "assume_role",
+    "caller_account",
+    "client_config",
+    "ec2_client",
+    "new_session",
+    "to_aws_error",
+]
+
+# The IAM actions the engine's calls need: the source of `fleetimage permissions`.
+PERMISSIONS: Mapping[str, str] = {
+    "DescribeInstances": "ec2:DescribeInstances",
+    "CreateImage": "ec2:CreateImage",
+    "DescribeImages": "ec2:DescribeImages",
+    # CreateImage with TagSpecifications needs ec2:CreateTags on the image and snapshots.
+    "CreateTags": "ec2:CreateTags",
+    "AssumeRole": "sts:AssumeRole",
+    "GetCallerIdentity": "sts:GetCallerIdentity",
+}
+
+# Calls that change state: a failure after the request may have been sent is ambiguous.
+MUTATING_ACTIONS = frozenset({"CreateImage", "CreateTags", "DeregisterImage", "DeleteSnapshot"})
+
+_ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/.+$")
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Temporary or static credentials for one account. ``repr`` never shows the secrets."""
+
+    access_key_id: str
+    secret_access_key: str
+    session_token: str | None = None
+
+    def __repr__(self) -> str:
+        return "Credentials(<redacted>)"
+
+    def client_kwargs(self) -> dict[str, str]:
+        kwargs = {
+            "aws_access_key_id": self.access_key_id,
+            "aws_secret_access_key": self.secret_access_key,
+        }
+        if self.session_token:
+            kwargs["aws_session_token"] = self.session_token
+        return kwargs
+
+
+def new_session() -> AioSession:
+    """A session on the standard credential chain (env, AWS_PROFILE, config files)."""
+    session = get_session()
+    # botocore parses every timestamp with dateutil: ~60 % of planning's CPU goes to
+    # DescribeInstances answers, half of it to their LaunchTime/AttachTime fields.
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=parse_timestamp
+    )
+    return session
+
+
+def parse_timestamp(value: str | int | float) -> datetime:
+    """EC2's ISO 8601 timestamps through the stdlib's fast parser; anything else via botocore."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:  # EC2 always sends one; others keep botocore's rules
+                return parsed
+    return cast(datetime, botocore.utils.parse_timestamp(value))
+
+
+def client_config(*, max_pool_connections: int, request_timeout_s: float) -> AioConfig:
+    # botocore's own retries would stack with tenacity's and hide throttles from the limiter.
+    return AioConfig(
+        retries={"total_max_attempts": 1},
+        max_pool_connections=max_pool_connections,
+        connect_timeout=min(10.0, request_timeout_s),
+        read_timeout=request_timeout_s,
+        warm_up_loader_caches=True,
+    )
+
+
+def ec2_client(
+    session: AioSession,
+    *,
+    region: str,
+    endpoint_url: str | None,
+    credentials: Credentials | None,
+    config: AioConfig,
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    """An EC2 client context manager; enter it once per lane and keep it for the run."""
+    kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    if credentials is not None:
+        kwargs.update(credentials.client_kwargs())
+    return cast(contextlib.AbstractAsyncContextManager[Any], session.create_client("ec2", **kwargs))
+
+
+def _sts_client(
+    session: AioSession, *, region: str, endpoint_url: str | None, config: AioConfig
+) -> contextlib.AbstractAsyncContextManager[Any]:
+    kwargs: dict[str, Any] = {"region_name": region, "config": config}
+    if endpoint_url:
+        kwargs["endpoint_url"] = endpoint_url
+    return cast(contextlib.AbstractAsyncContextManager[Any], session.create_client("sts", **kwargs))
+
+
+def account_of_role(role_arn: str) -> str:
+    m = _ACCOUNT_IN_ARN.match(role_arn)
+    if not m:
+        raise AwsError("ValidationError", f"malformed role ARN {role_arn!r}", action="AssumeRole")
+    return m.group(1)
+
+
+async def assume_role(
+    session: AioSession,
+    *,
+    role_arn: str,
+    external_id: str | None,
+    session_name: str,
+    region: str,
+    endpoint_url: str | None,
+    config: AioConfig,
+) -> Credentials:
+    """AssumeRole through the region's STS endpoint; errors come back as AwsError."""
+    params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name}
+    if external_id:
+        params["ExternalId"] = external_id
+    async with _sts_client(session, region=region, endpoint_url=endpoint_url, config=config) as sts:
+        try:
+            answer = await sts.assume_role(**params)
+        except Exception as exc:
+            raise to_aws_error(exc, "AssumeRole") from None
+    creds = answer["Credentials"]
+    return Credentials(creds["AccessKeyId"], creds["SecretAccessKey"], creds.get("SessionToken"))
+
+
+async def caller_account(
+    session: AioSession, *, region: str, endpoint_url: str | None, config: AioConfig
+) -> str:
+    """The account id of the caller's own credentials (GetCallerIdentity)."""
+    async with _sts_client(session, region=region, endpoint_url=endpoint_url, config=config) as sts:
+        try:
+            answer = await sts.get_caller_identity()
+        except Exception as exc:
+            raise to_aws_error(exc, "GetCallerIdentity") from None
+    return str(answer["Account"])
+
+
+def to_aws_error(exc: Exception, action: str) -> AwsError:
+    """Translate a botocore/aiohttp failure into a classified AwsError.
+
+    A mutating call that failed anywhere past "could not connect" may have been applied
+    (EC2 has no ClientToken for CreateImage), so it is AMBIGUOUS: the caller must look the
+    result up before sending again. Throttles are never ambiguous: AWS applied nothing.
+    """
+    if isinstance(exc, AwsError):
+        return exc
+    mutating = action in MUTATING_ACTIONS
+    if isinstance(exc, botocore.exceptions.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", "Unknown"))
+        message = str(err.get("Message", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        error = AwsError(code, message, action=action, http_status=status)
+        if mutating and error.kind is ErrorKind.TRANSIENT:
+            error.kind = ErrorKind.AMBIGUOUS
+        return error
+    if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
+        # Never connected: nothing was sent, so even a mutating call is safe to resend.
+        return AwsError("ConnectTimeout", str(exc), action=action, kind=ErrorKind.TRANSIENT)
+    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+        return AwsError(type(exc).__name__, str(exc), action=action, kind=ErrorKind.FATAL)
+    kind = ErrorKind.AMBIGUOUS if mutating else ErrorKind.TRANSIENT
+    if isinstance(exc, ResponseParserError):
+        # Not an AWS answer at all (an HTML 500 page, a proxy's error): say so briefly; the
+        # body itself is noise and could be large.
+        return AwsError(
+            "InvalidResponse",
+            "the endpoint answered something that is not an AWS API response "
+            f"({str(exc).splitlines()[0][:100]})",
+            action=action,
+            kind=kind,
+        )
+    if isinstance(
+        exc,
+        botocore.exceptions.BotoCoreError | aiohttp.ClientError | TimeoutError | OSError,
+    ):
+        return AwsError(
+            type(exc).__name__, str(exc) or type(exc).__name__, action=action, kind=kind
+        )
+    # Anything else is a bug on our side or the library's: fail this call clearly, no retries.
+    return AwsError(
+        "ClientFailure", f"{type(exc).__name__}: {exc}", action=action, kind=ErrorKind.FATAL
+    )

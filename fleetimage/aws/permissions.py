@@ -1,0 +1,96 @@
+"""The minimal IAM policy a fleet config needs, derived from :data:`clients.PERMISSIONS`.
+
+Statements:
+
+- ``Discover``: the read-only EC2 actions (DescribeInstances, DescribeImages), ``Resource "*"``
+  (EC2 Describe* calls support no resource-level permissions).
+- ``CreateImage``: ``ec2:CreateImage`` on instances, images, snapshots and volumes.
+- ``TagOnCreate``: ``ec2:CreateTags`` on images and snapshots, only as part of CreateImage
+  (condition ``ec2:CreateAction = CreateImage``): fleetimage tags in the CreateImage call.
+- ``AssumeFleetRoles``: ``sts:AssumeRole`` on the configured role ARNs (only when the
+  config uses ``accounts``). The EC2 statements then belong on each role, this one on the
+  identity running fleetimage.
+
+``sts:GetCallerIdentity`` is needed but cannot be denied, so it is not listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleetimage.aws.clients import PERMISSIONS
+from fleetimage.config import FleetConfig
+
+__all__ = ["iam_policy", "partitions"]
+
+_ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
+
+
+def partitions(config: FleetConfig) -> list[str]:
+    """The AWS partitions (aws, aws-cn, aws-us-gov) of the config's regions."""
+    found = set()
+    for target in config.targets:
+        for region in target.regions:
+            if region.startswith("cn-"):
+                found.add("aws-cn")
+            elif region.startswith("us-gov-"):
+                found.add("aws-us-gov")
+            else:
+                found.add("aws")
+    return sorted(found)
+
+
+def iam_policy(config: FleetConfig) -> dict[str, Any]:
+    """An IAM policy document (``Version`` 2012-10-17) granting exactly what a run sends."""
+    actions = sorted(set(PERMISSIONS.values()) - _ALWAYS_ALLOWED)
+    parts = partitions(config)
+
+    def arns(*kinds: str) -> list[str]:
+        return [
+            f"arn:{p}:ec2:*:*:{kind}/*"
+            if kind in ("instance", "volume")
+            else f"arn:{p}:ec2:*::{kind}/*"
+            for p in parts
+            for kind in kinds
+        ]
+
+    statements: list[dict[str, Any]] = []
+    describe = [a for a in actions if a.startswith("ec2:Describe")]
+    if describe:
+        statements.append(
+            {"Sid": "Discover", "Effect": "Allow", "Action": describe, "Resource": "*"}
+        )
+    if "ec2:CreateImage" in actions:
+        statements.append(
+            {
+                "Sid": "CreateImage",
+                "Effect": "Allow",
+                "Action": "ec2:CreateImage",
+                "Resource": arns("instance", "image", "snapshot", "volume"),
+            }
+        )
+    if "ec2:CreateTags" in actions:
+        statements.append(
+            {
+                "Sid": "TagOnCreate",
+                "Effect": "Allow",
+                "Action": "ec2:CreateTags",
+                "Resource": arns("image", "snapshot"),
+                "Condition": {"StringEquals": {"ec2:CreateAction": "CreateImage"}},
+            }
+        )
+    handled = {*describe, "ec2:CreateImage", "ec2:CreateTags", "sts:AssumeRole"}
+    other = [a for a in actions if a not in handled]
+    if other:  # an action added to PERMISSIONS later still shows up
+        statements.append({"Sid": "Other", "Effect": "Allow", "Action": other, "Resource": "*"})
+    roles = sorted({a.role_arn for t in config.targets for a in t.accounts})
+    if roles and "sts:AssumeRole" in actions:
+        statements.append(
+            {
+                "Sid": "AssumeFleetRoles",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": roles,
+            }
+        )
+    return {"Version": "2012-10-17", "Statement": statements}

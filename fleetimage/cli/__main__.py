@@ -1,0 +1,3 @@
+from fleetimage.cli.app import main
+
+main()

@@ -1,0 +1,37 @@
+"""The fleet config: pydantic models, YAML loading, one-line errors, AWS's default limits.
+
+Imports only :mod:`fleetimage.core`. Everything else reads a :class:`FleetConfig`.
+"""
+
+from fleetimage.config.limits import load_default_limits
+from fleetimage.config.loading import load_config, parse_config
+from fleetimage.config.models import (
+    AccountSpec,
+    ConcurrencyOptions,
+    ErrorBudget,
+    FleetConfig,
+    ImageOptions,
+    Limits,
+    LimitSpec,
+    RegionLimits,
+    RetryOptions,
+    TargetSpec,
+    WaitOptions,
+)
+
+__all__ = [
+    "AccountSpec",
+    "ConcurrencyOptions",
+    "ErrorBudget",
+    "FleetConfig",
+    "ImageOptions",
+    "LimitSpec",
+    "Limits",
+    "RegionLimits",
+    "RetryOptions",
+    "TargetSpec",
+    "WaitOptions",
+    "load_config",
+    "load_default_limits",
+    "parse_config",
+]

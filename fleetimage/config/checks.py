@@ -1,0 +1,118 @@
+"""Scalar checks for config values, as ``Annotated`` types so pydantic reports the exact
+list index or dict key of a bad value."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, Field
+
+__all__ = [
+    "EXTERNAL_ID_RE",
+    "MAX_USER_TAGS",
+    "SESSION_NAME_RE",
+    "DeviceName",
+    "FilterValue",
+    "InstanceId",
+    "NonNegFloat",
+    "NonNegInt",
+    "PosFloat",
+    "PosInt",
+    "Region",
+    "RoleArn",
+    "StrictBool",
+    "TagKey",
+    "TagValue",
+    "non_empty",
+]
+
+_REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
+_INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{8}([0-9a-f]{9})?$")
+_ROLE_ARN_RE = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
+EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+_DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]{1,15}$")
+# 50 tags per resource; fleetimage adds fleetimage:run-id and fleetimage:instance-id.
+MAX_USER_TAGS = 48
+
+
+def _check_region(value: str) -> str:
+    if not _REGION_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not an AWS region name (expected like us-east-1)")
+    return value
+
+
+def _check_instance_id(value: str) -> str:
+    if not _INSTANCE_ID_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an EC2 instance id (expected i- and 8 or 17 lowercase hex digits, "
+            "like i-0123456789abcdef0)"
+        )
+    return value
+
+
+def _check_role_arn(value: str) -> str:
+    if not _ROLE_ARN_RE.fullmatch(value):
+        raise ValueError(
+            f"role_arn {value!r} is malformed "
+            "(expected arn:aws:iam::<12-digit account>:role/<name>)"
+        )
+    return value
+
+
+def _check_tag_key(value: str) -> str:
+    if not 1 <= len(value) <= 128:
+        raise ValueError(f"tag key {value!r} must be 1-128 characters")
+    if value.lower().startswith("aws:"):
+        raise ValueError(f"tag key {value!r} starts with 'aws:', which AWS reserves; rename it")
+    if value.lower().startswith("fleetimage:"):
+        raise ValueError(
+            f"tag key {value!r} starts with 'fleetimage:', which fleetimage sets itself; rename it"
+        )
+    return value
+
+
+def _scalar_to_str(value: object) -> object:
+    # YAML 1.1 turns yes/no/on/off into booleans: refuse rather than silently send "True".
+    if isinstance(value, bool):
+        raise ValueError(f"{value} is a YAML boolean; quote the value (e.g. 'yes' or 'true')")
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+def _check_tag_value(value: str) -> str:
+    if len(value) > 256:
+        raise ValueError(f"tag value must be at most 256 characters (got {len(value)})")
+    return value
+
+
+def _check_device(value: str) -> str:
+    if not _DEVICE_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a device name (expected like /dev/sdf or xvdf)")
+    return value
+
+
+def non_empty(what: str, example: str) -> Any:
+    def check(value: tuple[Any, ...]) -> tuple[Any, ...]:
+        if not value:
+            raise ValueError(f"must not be empty; list at least one {what} (e.g. {example})")
+        return value
+
+    return AfterValidator(check)
+
+
+Region = Annotated[str, AfterValidator(_check_region)]
+InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
+RoleArn = Annotated[str, AfterValidator(_check_role_arn)]
+TagKey = Annotated[str, AfterValidator(_check_tag_key)]
+TagValue = Annotated[str, BeforeValidator(_scalar_to_str), AfterValidator(_check_tag_value)]
+FilterValue = Annotated[str, BeforeValidator(_scalar_to_str)]
+DeviceName = Annotated[str, AfterValidator(_check_device)]
+# strict: YAML gives real numbers and booleans; "5" or "yes" for one is a mistake worth naming.
+PosInt = Annotated[int, Field(strict=True, ge=1)]
+NonNegInt = Annotated[int, Field(strict=True, ge=0)]
+PosFloat = Annotated[float, Field(strict=True, gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(strict=True, ge=0, allow_inf_nan=False)]
+StrictBool = Annotated[bool, Field(strict=True)]

@@ -1,0 +1,115 @@
+"""The exception tree and the classification of AWS error codes.
+
+Every exception fleetimage raises derives from :class:`FleetImageError`::
+
+    FleetImageError
+     ├── ConfigError        bad config file / value; raised before any API call
+     ├── JournalError       the run journal is unreadable, locked, or of another schema
+     ├── MockError          the mock endpoint was asked for something it cannot do
+     └── AwsError           an AWS API call failed; ``kind`` says what to do about it
+
+``classify`` maps an EC2/STS error code (and HTTP status) to an :class:`ErrorKind`, which is
+the only thing the retry policy looks at.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from fleetimage.core.redaction import scrub_text
+
+__all__ = [
+    "AwsError",
+    "ConfigError",
+    "ErrorKind",
+    "FleetImageError",
+    "JournalError",
+    "MockError",
+    "classify",
+]
+
+
+class FleetImageError(Exception):
+    """Root of every exception fleetimage raises on purpose."""
+
+
+class ConfigError(FleetImageError):
+    """A config file or value is invalid. The message names the file, the field and the fix."""
+
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None) -> None:
+        self.file = file
+        self.field = field
+        prefix = ""
+        if file:
+            prefix += f"{file}: "
+        if field:
+            prefix += f"{field}: "
+        super().__init__(prefix + message)
+
+
+class JournalError(FleetImageError):
+    """The run journal cannot be used (corrupt, locked, unknown run, other schema)."""
+
+
+class MockError(FleetImageError):
+    """The mock endpoint was misconfigured (e.g. asked to bind a non-loopback address)."""
+
+
+class ErrorKind(enum.Enum):
+    """What the retry policy does with an error."""
+
+    THROTTLE = "throttle"  # RequestLimitExceeded: retry, and slow the lane's bucket down
+    TRANSIENT = "transient"  # 5xx / connection: retry with backoff (idempotent calls)
+    AMBIGUOUS = "ambiguous"  # may have been applied (timeout, reset after send): look up first
+    QUOTA = "quota"  # snapshot/resource limits: retry after a long backoff, bounded
+    DUPLICATE_NAME = "duplicate_name"  # InvalidAMIName.Duplicate: adopt or fail
+    FATAL = "fatal"  # bad instance, bad state, no permission: record and move on
+
+
+_THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingException"})
+_TRANSIENT_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
+)
+_QUOTA_CODES = frozenset(
+    {
+        "ConcurrentSnapshotLimitExceeded",
+        "SnapshotCreationPerVolumeRateExceeded",
+        "PendingSnapshotLimitExceeded",
+        "ResourceLimitExceeded",
+        "InsufficientInstanceCapacity",
+    }
+)
+
+
+def classify(code: str, http_status: int | None = None) -> ErrorKind:
+    """Classify an AWS error code; unknown 5xx answers count as transient, all else fatal."""
+    if code in _THROTTLE_CODES:
+        return ErrorKind.THROTTLE
+    if code == "InvalidAMIName.Duplicate":
+        return ErrorKind.DUPLICATE_NAME
+    if code in _QUOTA_CODES:
+        return ErrorKind.QUOTA
+    if code in _TRANSIENT_CODES or (http_status is not None and http_status >= 500):
+        return ErrorKind.TRANSIENT
+    return ErrorKind.FATAL
+
+
+class AwsError(FleetImageError):
+    """An AWS call failed with ``code``; ``kind`` drives retries. Never carries credentials."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        action: str,
+        http_status: int | None = None,
+        kind: ErrorKind | None = None,
+    ) -> None:
+        self.code = code
+        # AWS messages can echo request values; never let one carry a credential onward.
+        self.message = scrub_text(message)
+        self.action = action
+        self.http_status = http_status
+        self.kind = kind if kind is not None else classify(code, http_status)
+        super().__init__(f"{action}: {code}: {self.message}")

@@ -1,0 +1,228 @@
+"""The data that flows through a run: targets, image specs, results and events.
+
+All of it is frozen: the engine produces new values rather than mutating shared ones, so that
+subscribers (journal, progress, logs, report) can keep what they are handed.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "Available",
+    "Created",
+    "Discovered",
+    "DryRunChecked",
+    "Event",
+    "Failed",
+    "ImageResult",
+    "ImageSpec",
+    "JournalState",
+    "LaneKey",
+    "Outcome",
+    "Requested",
+    "Retried",
+    "Skipped",
+    "Target",
+    "TargetRecord",
+    "Throttled",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneKey:
+    """One (account, region) pair: the unit that owns a client, buckets and a waiter."""
+
+    account: str
+    region: str
+
+    def __str__(self) -> str:
+        return f"{self.account}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One instance to image, as discovery found it."""
+
+    account: str
+    region: str
+    instance_id: str
+    state: str = "running"
+    tags: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    # Which assumed role (if any) reaches this account; None means the caller's own credentials.
+    role_arn: str | None = None
+
+    @property
+    def lane(self) -> LaneKey:
+        return LaneKey(self.account, self.region)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSpec:
+    """Everything CreateImage needs for one target (rendered from the config's `image:`)."""
+
+    target: Target
+    name: str
+    description: str
+    no_reboot: bool
+    tags: dict[str, str]
+    tag_snapshots: bool
+    exclude_devices: tuple[str, ...] = ()
+
+
+class Outcome(enum.StrEnum):
+    """The final state of one target in a run."""
+
+    AVAILABLE = "available"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    NOT_STARTED = "not_started"
+    DRY_RUN = "dry_run"
+    PENDING = "pending"  # created but not waited for (wait disabled / --no-wait)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageResult:
+    """One target's result in a :class:`~fleetimage.output.report.RunReport`."""
+
+    account: str
+    region: str
+    instance_id: str
+    outcome: Outcome
+    image_id: str | None = None
+    image_name: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    attempts: int = 0
+    requested_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "region": self.region,
+            "instance_id": self.instance_id,
+            "outcome": self.outcome.value,
+            "image_id": self.image_id,
+            "image_name": self.image_name,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "requested_at": self.requested_at.isoformat() if self.requested_at else None,
+            "completed_at": self.completed_at.isoformat() if self.completed_at else None,
+        }
+
+
+class JournalState(enum.StrEnum):
+    """A target's state in the run journal. `requesting` is committed before CreateImage is sent."""
+
+    PLANNED = "planned"
+    REQUESTING = "requesting"
+    PENDING = "pending"
+    AVAILABLE = "available"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    NOT_STARTED = "not_started"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetRecord:
+    """What the journal knows of one target: what resume starts from."""
+
+    account: str
+    region: str
+    instance_id: str
+    state: JournalState
+    image_name: str | None = None
+    image_id: str | None = None
+    attempts: int = 0
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+# --- events -------------------------------------------------------------------------------
+# The engine emits these; journal, progress, logs and report subscribe. The engine knows none
+# of its subscribers.
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    account: str
+    region: str
+    instance_id: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Discovered(Event):
+    """A target was found; ``image_name`` is the name it will get."""
+
+    image_name: str
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Requested(Event):
+    """CreateImage is about to be sent (journal writes `requesting` before the send)."""
+
+    image_name: str
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Created(Event):
+    """CreateImage answered (or the image was adopted by name); the image is pending."""
+
+    image_id: str
+    image_name: str
+    adopted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Available(Event):
+    image_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failed(Event):
+    """A target ended badly: outcome is failed, timed_out or not_started."""
+
+    outcome: Outcome
+    error_code: str
+    error_message: str
+    image_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped(Event):
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DryRunChecked(Event):
+    """CreateImage with DryRun=True answered: ``ok`` when DryRunOperation (would succeed)."""
+
+    ok: bool
+    error_code: str
+    error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retried(Event):
+    action: str
+    attempt: int
+    error_code: str
+    delay_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Throttled(Event):
+    action: str
+    new_rate_per_s: float

@@ -1,0 +1,11 @@
+"""The tag keys fleetimage writes on every image it makes: what adoption, prune and copies trust.
+
+Instance tags never copy them over (an instance tag must not forge a run's ownership).
+"""
+
+from __future__ import annotations
+
+__all__ = ["INSTANCE_TAG", "RUN_TAG"]
+
+RUN_TAG = "fleetimage:run-id"
+INSTANCE_TAG = "fleetimage:instance-id"

@@ -1,0 +1,88 @@
+"""Selectors → targets: DescribeInstances per lane, always filtered and paginated.
+
+Filtered or paginated DescribeInstances calls get the larger bucket (100 burst, 20/s) and
+never fail as a whole on one unknown id, so explicit ``instance_ids`` go through the
+``instance-id`` filter (in chunks) rather than ``InstanceIds``; the ids that do not come back
+are reported as missing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleetimage.config import TargetSpec
+from fleetimage.core.models import Target
+from fleetimage.engine.lane import Lane
+
+__all__ = ["IMAGEABLE_STATES", "LaneDiscovery", "discover_lane"]
+
+# CreateImage answers InvalidParameterValue for an instance in any other state.
+IMAGEABLE_STATES = frozenset({"running", "stopping", "stopped"})
+PAGE_SIZE = 1000
+ID_CHUNK = 200
+
+
+@dataclass(slots=True)
+class LaneDiscovery:
+    """What one lane's selectors resolved to."""
+
+    targets: dict[str, Target] = field(default_factory=dict)  # by instance id, deduplicated
+    missing: set[str] = field(default_factory=set)  # explicit instance ids not found
+
+
+def _filters(spec: TargetSpec) -> list[dict[str, Any]]:
+    return [{"Name": name, "Values": list(values)} for name, values in spec.filters.items()]
+
+
+async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    instances: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"MaxResults": PAGE_SIZE}
+    if filters:
+        params["Filters"] = filters
+    while True:
+        answer = await lane.call("DescribeInstances", params)
+        for reservation in answer.get("Reservations", []):
+            instances.extend(reservation.get("Instances", []))
+        token = answer.get("NextToken")
+        if not token:
+            return instances
+        params = {**params, "NextToken": token}
+
+
+def _target(lane: Lane, instance: dict[str, Any], role_arn: str | None) -> Target:
+    return Target(
+        account=lane.key.account,
+        region=lane.key.region,
+        instance_id=instance["InstanceId"],
+        state=instance.get("State", {}).get("Name", "unknown"),
+        tags={t["Key"]: t["Value"] for t in instance.get("Tags", []) if "Key" in t},
+        role_arn=role_arn,
+    )
+
+
+async def discover_lane(
+    lane: Lane, specs: list[TargetSpec], *, role_arn: str | None, into: LaneDiscovery | None = None
+) -> LaneDiscovery:
+    """Resolve every selector that covers this lane; an instance found twice counts once."""
+    found = into if into is not None else LaneDiscovery()
+    for spec in specs:
+        base = _filters(spec)
+        if spec.instance_ids:
+            ids = list(dict.fromkeys(spec.instance_ids))
+            seen: set[str] = set()
+            for start in range(0, len(ids), ID_CHUNK):
+                chunk = ids[start : start + ID_CHUNK]
+                id_filter = {"Name": "instance-id", "Values": chunk}
+                for instance in await _describe(lane, [*base, id_filter]):
+                    seen.add(instance["InstanceId"])
+                    found.targets.setdefault(
+                        instance["InstanceId"], _target(lane, instance, role_arn)
+                    )
+            if not base:  # with other filters too, an absent id may just not match them
+                found.missing.update(i for i in ids if i not in seen and i not in found.targets)
+        else:
+            for instance in await _describe(lane, base):
+                found.targets.setdefault(instance["InstanceId"], _target(lane, instance, role_arn))
+    found.missing.difference_update(found.targets)
+    return found

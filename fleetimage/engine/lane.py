@@ -1,0 +1,112 @@
+"""One lane per (account, region): its client, its token buckets, its retry policy.
+
+Every request of the lane goes through :meth:`Lane.send`, retries included, so the lane's
+buckets see everything the lane sends and the server's throttles tell them how fast to go.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fleetimage.aws.clients import to_aws_error
+from fleetimage.core.clock import now
+from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.core.models import Event, LaneKey, Retried, Throttled
+from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.retry import RetryPolicy, retrying
+
+__all__ = ["Emit", "Lane"]
+
+Emit = Callable[[Event], Awaitable[None]]
+
+_SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+class Lane:
+    """The (account, region) unit: a long-lived client and its own buckets."""
+
+    def __init__(
+        self,
+        key: LaneKey,
+        client: Any,
+        limiter: Limiter,
+        retry_policy: RetryPolicy,
+        *,
+        run_id: str,
+        emit: Emit,
+    ) -> None:
+        self.key = key
+        self.client = client
+        self.limiter = limiter
+        self.retry_policy = retry_policy
+        self.run_id = run_id
+        self.emit = emit
+        # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
+        self.create_successes = 0
+        self.create_failure_streak = 0
+
+    async def send(
+        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+    ) -> Any:
+        """One attempt: wait for a token, send, feed the outcome back to the bucket."""
+        bucket = self.limiter.bucket(action)
+        await bucket.acquire()
+        sent_at = bucket.now()  # a late throttle of a request sent before a cut is no new signal
+        method = getattr(self.client, _SNAKE.sub("_", action).lower())
+        try:
+            answer = await method(**params)
+        except Exception as exc:
+            error = to_aws_error(exc, action)
+            if error.kind is ErrorKind.THROTTLE:
+                rate = bucket.on_throttle(sent_at=sent_at)
+                await self.emit(
+                    Throttled(
+                        self.run_id,
+                        self.key.account,
+                        self.key.region,
+                        instance_id,
+                        now(),
+                        action=action,
+                        new_rate_per_s=rate,
+                    )
+                )
+            raise error from None
+        bucket.on_success()
+        return answer
+
+    async def call(
+        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+    ) -> Any:
+        """A call that is safe to repeat (reads): retried per the policy."""
+        async for attempt in retrying(
+            self.retry_policy, on_retry=self.on_retry(action, instance_id)
+        ):
+            with attempt:
+                return await self.send(action, params, instance_id=instance_id)
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def on_retry(
+        self, action: str, instance_id: str | None
+    ) -> Callable[[AwsError, int, float], Awaitable[None]]:
+        """The callback that reports a retry (non-throttle) as a Retried event."""
+
+        async def on_retry(error: AwsError, attempt: int, delay_s: float) -> None:
+            if error.kind is ErrorKind.THROTTLE:
+                return  # already reported as Throttled; a Retried line per throttle is noise
+            await self.emit(
+                Retried(
+                    self.run_id,
+                    self.key.account,
+                    self.key.region,
+                    instance_id,
+                    now(),
+                    action=action,
+                    attempt=attempt,
+                    error_code=error.code,
+                    delay_s=delay_s,
+                )
+            )
+
+        return on_retry

@@ -1,0 +1,325 @@
+"""One lane's imaging: a feeder under the lane's caps, a task per target, one waiter.
+
+Also what the lanes share (:class:`RunState`: the error budget and the stop request) and
+what a lane announces before it images (Discovered, Skipped, and its planning failures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import anyio
+import anyio.abc
+
+from fleetimage.config import ErrorBudget, FleetConfig
+from fleetimage.core.clock import now
+from fleetimage.core.errors import AwsError
+from fleetimage.core.models import (
+    Available,
+    Created,
+    Discovered,
+    DryRunChecked,
+    Failed,
+    ImageSpec,
+    JournalState,
+    Outcome,
+    Skipped,
+    TargetRecord,
+)
+from fleetimage.engine.bus import Bus, SubscriberError
+from fleetimage.engine.create import check_dry_run, create_image
+from fleetimage.engine.plan import LANE_WIDE, LanePlan
+from fleetimage.engine.specs import build_spec
+from fleetimage.engine.wait import ImageState, ImageWaiter
+
+__all__ = ["LaneRun", "RunState", "StopReason", "announce_lane", "event_fields", "pin_names"]
+
+
+class StopReason:
+    INTERRUPTED = "Interrupted"
+    DEADLINE = "DeadlineReached"
+    ERROR_BUDGET = "ErrorBudgetExceeded"
+
+
+@dataclass(slots=True)
+class RunState:
+    """What all lanes share: the error budget and the stop request."""
+
+    budget: ErrorBudget
+    total: int  # targets to image, discovered so far
+    discovering: bool = True  # a percent budget means nothing until the total is known
+    errors: int = 0
+    stop_reason: str | None = None
+    feeders: list[anyio.CancelScope] = field(default_factory=list)
+    waiters: list[ImageWaiter] = field(default_factory=list)
+
+    def request_stop(self, reason: str, *, stop_waiting: bool) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        for scope in self.feeders:
+            scope.cancel()
+        if stop_waiting:
+            for waiter in self.waiters:
+                waiter.release_all(ImageState("released", reason))
+
+    def stopping(self) -> bool:
+        return self.stop_reason is not None
+
+    def record_error(self, count: int = 1) -> None:
+        self.errors += count
+        if self.discovering and self.budget.percent is not None:
+            return
+        if self.budget.exceeded(self.errors, self.total):
+            self.request_stop(StopReason.ERROR_BUDGET, stop_waiting=False)
+
+    def discovery_done(self) -> None:
+        self.discovering = False
+        self.record_error(0)
+
+
+def event_fields(spec: ImageSpec) -> tuple[str, str, str]:
+    t = spec.target
+    return t.account, t.region, t.instance_id
+
+
+class LaneRun:
+    """Images one lane's targets: a feeder under the caps, a task per target, one waiter."""
+
+    def __init__(
+        self,
+        lp: LanePlan,
+        config: FleetConfig,
+        state: RunState,
+        bus: Bus,
+        *,
+        run_id: str,
+        dry_run: bool,
+        wait: bool,
+        prior: dict[tuple[str, str, str], TargetRecord],
+    ) -> None:
+        assert lp.lane is not None
+        self.lp, self.lane, self.config, self.state, self.bus = lp, lp.lane, config, state, bus
+        self.run_id, self.dry_run, self.wait, self.prior = run_id, dry_run, wait, prior
+        self.in_flight = anyio.Semaphore(config.concurrency.max_in_flight_per_region)
+        self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
+        self.waiter = ImageWaiter(
+            self.lane,
+            poll_interval_s=config.wait.poll_interval_s,
+            timeout_s=config.wait.timeout_s,
+            not_found_grace_s=config.wait.not_found_grace_s,
+        )
+        state.waiters.append(self.waiter)
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as lane_tg:
+            if self.wait and not self.dry_run:
+                lane_tg.start_soon(self.waiter.run)
+            async with anyio.create_task_group() as work:
+                await self._feed(work)
+            lane_tg.cancel_scope.cancel()  # the waiter has nothing left to wait for
+
+    async def _feed(self, work: anyio.abc.TaskGroup) -> None:
+        specs = self.lp.specs
+        started = 0
+        with anyio.CancelScope() as scope:
+            self.state.feeders.append(scope)
+            for spec in specs:
+                if self.state.stopping():
+                    break
+                record = self.prior.get(event_fields(spec))
+                if record is not None and record.state in _SETTLED:
+                    started += 1
+                    continue
+                await self.pending.acquire()
+                try:
+                    await self.in_flight.acquire()
+                except BaseException:
+                    self.pending.release()
+                    raise
+                if self.state.stopping():  # the stop came while we waited for a cap
+                    self.in_flight.release()
+                    self.pending.release()
+                    break
+                work.start_soon(self._target, spec, record)
+                started += 1
+        reason = self.state.stop_reason or StopReason.INTERRUPTED
+        for spec in specs[started:]:
+            record = self.prior.get(event_fields(spec))
+            if record is not None and record.state in _SETTLED:
+                continue
+            await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
+
+    async def _target(self, spec: ImageSpec, record: TargetRecord | None) -> None:
+        try:
+            if self.dry_run:
+                try:
+                    ok, code, message = await check_dry_run(self.lane, spec)
+                finally:
+                    self.in_flight.release()
+                await self.bus.emit(
+                    DryRunChecked(self.run_id, *event_fields(spec), now(), ok, code, message)
+                )
+                return
+            image_id = record.image_id if record is not None else None
+            if image_id is None:
+                try:
+                    created = await create_image(
+                        self.lane,
+                        spec,
+                        lookup_first=record is not None and record.state is JournalState.REQUESTING,
+                        grace_s=self.config.wait.not_found_grace_s,
+                    )
+                except AwsError as error:
+                    await self._fail(spec, Outcome.FAILED, error.code, error.message)
+                    return
+                finally:
+                    self.in_flight.release()
+                image_id = created.image_id
+                await self.bus.emit(
+                    Created(
+                        self.run_id,
+                        *event_fields(spec),
+                        now(),
+                        image_id,
+                        spec.name,
+                        created.adopted,
+                    )
+                )
+            else:
+                self.in_flight.release()  # resume: the image exists, only the wait is left
+            if self.wait:
+                await self._settle(spec, image_id, await self.waiter.wait(image_id))
+        except SubscriberError:
+            raise
+        except Exception as exc:  # a bug must cost one target, not the fleet
+            await self._fail(spec, Outcome.FAILED, "InternalError", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.pending.release()
+
+    async def _settle(self, spec: ImageSpec, image_id: str, result: ImageState) -> None:
+        if result.available:
+            await self.bus.emit(Available(self.run_id, *event_fields(spec), now(), image_id))
+        elif result.state == "released":
+            if result.code == StopReason.DEADLINE:
+                await self._fail(
+                    spec,
+                    Outcome.TIMED_OUT,
+                    StopReason.DEADLINE,
+                    "deadline reached while the image was pending; it may still become available",
+                    image_id=image_id,
+                    count=False,
+                )
+            # Interrupted: the image stays pending in the journal; resume waits for it.
+        elif result.state == "timed_out":
+            await self._fail(
+                spec, Outcome.TIMED_OUT, result.code, result.message, image_id=image_id
+            )
+        else:
+            code = result.code or f"Image{result.state.capitalize()}"
+            message = result.message or f"image entered state {result.state}"
+            await self._fail(spec, Outcome.FAILED, code, message, image_id=image_id)
+
+    async def _fail(
+        self,
+        spec: ImageSpec,
+        outcome: Outcome,
+        code: str,
+        message: str,
+        *,
+        image_id: str | None = None,
+        count: bool = True,
+    ) -> None:
+        await self.bus.emit(
+            Failed(self.run_id, *event_fields(spec), now(), outcome, code, message, image_id)
+        )
+        if count:
+            self.state.record_error()
+
+
+_SETTLED = frozenset(
+    {JournalState.AVAILABLE, JournalState.FAILED, JournalState.SKIPPED, JournalState.DRY_RUN}
+)
+_NOT_STARTED = {
+    StopReason.INTERRUPTED: "the run was interrupted before this target started; resume it",
+    StopReason.DEADLINE: "the deadline passed before this target started",
+    StopReason.ERROR_BUDGET: "max_errors was exceeded; no new images were started",
+}
+
+
+async def announce_lane(
+    lp: LanePlan, bus: Bus, run_id: str, prior: dict[tuple[str, str, str], TargetRecord]
+) -> None:
+    """Discovered/Skipped/Failed events for what planning found in a lane, before imaging."""
+    key = lp.key
+    if lp.error is not None:
+        await bus.emit(Discovered(run_id, key.account, key.region, LANE_WIDE, now(), "", "unknown"))
+        await bus.emit(
+            Failed(
+                run_id,
+                key.account,
+                key.region,
+                LANE_WIDE,
+                now(),
+                Outcome.FAILED,
+                lp.error.code,
+                f"{lp.error.action} failed for the whole lane: {lp.error.message}",
+            )
+        )
+        return
+    for spec in lp.specs:
+        await bus.emit(Discovered(run_id, *event_fields(spec), now(), spec.name, spec.target.state))
+    for target, reason in lp.skipped:
+        await bus.emit(
+            Discovered(run_id, key.account, key.region, target.instance_id, now(), "", target.state)
+        )
+        await bus.emit(Skipped(run_id, key.account, key.region, target.instance_id, now(), reason))
+    for spec, other in lp.collisions:
+        await bus.emit(Discovered(run_id, *event_fields(spec), now(), spec.name, spec.target.state))
+        await bus.emit(
+            Failed(
+                run_id,
+                *event_fields(spec),
+                now(),
+                Outcome.FAILED,
+                "NameCollision",
+                f"the name template renders {spec.name!r} for this instance and for {other}; "
+                "add {instance_id} where tags cannot run into it",
+            )
+        )
+    for instance_id in lp.missing:
+        if (key.account, key.region, instance_id) in prior:
+            continue
+        await bus.emit(
+            Discovered(run_id, key.account, key.region, instance_id, now(), "", "unknown")
+        )
+        await bus.emit(
+            Failed(
+                run_id,
+                key.account,
+                key.region,
+                instance_id,
+                now(),
+                Outcome.FAILED,
+                "InvalidInstanceID.NotFound",
+                "no such instance in this account and region",
+            )
+        )
+
+
+def pin_names(
+    lp: LanePlan,
+    config: FleetConfig,
+    run_id: str,
+    started_at: datetime,
+    prior: dict[tuple[str, str, str], TargetRecord],
+) -> None:
+    """Resume: a journaled name wins over a re-rendered one (tags may have changed since)."""
+    lp.specs = [
+        build_spec(config, s.target, run_id, started_at, name=rec.image_name)
+        if (rec := prior.get(event_fields(s))) is not None
+        and rec.image_name
+        and rec.image_name != s.name
+        else s
+        for s in lp.specs
+    ]

@@ -1,0 +1,228 @@
+"""Planning: credentials per account, one lane per (account, region), discovery, image specs.
+
+Planning is separated from executing (s3transfer's lesson): ``fleetimage plan`` runs only
+this, and the engine runs it first. It sends only STS calls and DescribeInstances.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import anyio
+from aiobotocore.session import AioSession
+
+from fleetimage.aws import clients
+from fleetimage.config import AccountSpec, FleetConfig, TargetSpec
+from fleetimage.core.errors import AwsError
+from fleetimage.core.models import Event, ImageSpec, LaneKey, Target
+from fleetimage.core.naming import new_run_id
+from fleetimage.engine.accounts import Access, resolve_account
+from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
+from fleetimage.engine.lane import Emit, Lane
+from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.specs import build_spec
+
+__all__ = ["LANE_WIDE", "LanePlan", "Plan", "open_lanes", "plan_fleet"]
+
+# The instance id of a result that stands for a whole lane (e.g. AssumeRole failed).
+LANE_WIDE = "*"
+CONFIRM_SHARE = 0.2
+# Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once.
+DISCOVERY_CONCURRENCY = 4
+
+
+@dataclass(slots=True)
+class LanePlan:
+    """One lane's share of the run: what to image, what is skipped, or why it cannot run."""
+
+    key: LaneKey
+    lane: Lane | None = None
+    specs: list[ImageSpec] = field(default_factory=list)
+    skipped: list[tuple[Target, str]] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    # Targets whose rendered name another target of the lane already has (names are the
+    # idempotency key: two targets must never share one). Each entry: (spec, other instance).
+    collisions: list[tuple[ImageSpec, str]] = field(default_factory=list)
+    error: AwsError | None = None
+
+    def keep_unique_names(self) -> None:
+        first: dict[str, str] = {}
+        unique: list[ImageSpec] = []
+        for spec in self.specs:
+            other = first.setdefault(spec.name, spec.target.instance_id)
+            if other == spec.target.instance_id:
+                unique.append(spec)
+            else:
+                self.collisions.append((spec, other))
+        self.specs = unique
+
+
+@dataclass(slots=True)
+class Plan:
+    run_id: str
+    started_at: datetime
+    lanes: dict[LaneKey, LanePlan]
+
+    @property
+    def specs(self) -> list[ImageSpec]:
+        return [s for lp in self.lanes.values() for s in lp.specs]
+
+    def minimum_seconds(self, config: FleetConfig) -> float:
+        """The least time the CreateImage buckets allow (the slowest lane decides)."""
+        worst = 0.0
+        for key, lp in self.lanes.items():
+            burst, rate = config.limits_for(key.region).get("CreateImage", (0, 0.0))
+            if rate > 0:
+                worst = max(worst, max(0, len(lp.specs) - burst) / rate)
+        return worst
+
+
+async def open_lanes(
+    config: FleetConfig,
+    *,
+    session: AioSession,
+    endpoint_url: str | None,
+    run_id: str,
+    started_at: datetime,
+    emit: Emit,
+    stack: contextlib.AsyncExitStack,
+    planned: Plan | None = None,
+    on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
+) -> Plan:
+    """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover.
+
+    ``planned``: what an earlier ``plan_fleet`` found (and the user confirmed); its lanes are
+    reopened without discovering again, so exactly the confirmed targets are imaged.
+    ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
+    engine can start imaging it while other lanes still discover.
+    """
+    # 1. who: one STS call per distinct account selector, concurrently.
+    selectors: dict[AccountSpec | None, list[TargetSpec]] = {}
+    for spec in config.targets:
+        for account in spec.accounts or (None,):
+            selectors.setdefault(account, []).append(spec)
+    access: dict[AccountSpec | None, Access] = {}
+
+    async def resolve(account: AccountSpec | None, specs: list[TargetSpec]) -> None:
+        access[account] = await resolve_account(
+            session, account, region=specs[0].regions[0], endpoint_url=endpoint_url, config=config
+        )
+
+    async with anyio.create_task_group() as tg:
+        for account, specs in selectors.items():
+            tg.start_soon(resolve, account, specs)
+
+    # 2. where: lanes, each with the selectors that cover it.
+    lanes: dict[LaneKey, LanePlan] = {}
+    covering: dict[LaneKey, tuple[Access, list[TargetSpec]]] = {}
+    for account, specs in selectors.items():
+        acc = access[account]
+        for spec in specs:
+            for region in spec.regions:
+                key = LaneKey(acc.account or "self", region)
+                lanes.setdefault(key, LanePlan(key, error=acc.error))
+                covering.setdefault(key, (acc, []))[1].append(spec)
+
+    pool = config.concurrency.max_in_flight_per_region + 8  # + waiter, lookups, discovery
+    cfg = clients.client_config(
+        max_pool_connections=pool, request_timeout_s=config.retry.request_timeout_s
+    )
+
+    # Parsing DescribeInstances answers is CPU-bound: a few lanes at a time finish (and start
+    # imaging) sooner than all of them at once, and fewer raw answers are in memory at once.
+    discovering = anyio.Semaphore(DISCOVERY_CONCURRENCY)
+
+    async def open_one(key: LaneKey) -> None:
+        await plan_one(key)
+        if on_lane_ready is not None:
+            await on_lane_ready(lanes[key])
+
+    async def plan_one(key: LaneKey) -> None:
+        acc, specs = covering[key]
+        lp = lanes[key]
+        if lp.error is not None:
+            return
+        client = await stack.enter_async_context(
+            clients.ec2_client(
+                session,
+                region=key.region,
+                endpoint_url=endpoint_url,
+                credentials=acc.credentials,
+                config=cfg,
+            )
+        )
+        lp.lane = Lane(
+            key,
+            client,
+            # A throttle is acted on once ~20 % of recent answers are throttles: a real
+            # shortage (a neighbour draining the bucket) gets there within a few answers.
+            Limiter.from_limits(config.limits_for(key.region), confirm_share=CONFIRM_SHARE),
+            config.retry,
+            run_id=run_id,
+            emit=emit,
+        )
+        earlier = planned.lanes.get(key) if planned is not None else None
+        if earlier is not None and earlier.error is None:
+            lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
+            lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
+            return
+        try:
+            async with discovering:
+                found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
+        except AwsError as error:
+            lp.error = error
+            return
+        except Exception as exc:  # one lane's surprise must not take the fleet down
+            lp.error = AwsError(
+                "DiscoveryFailed", f"{type(exc).__name__}: {exc}", action="DescribeInstances"
+            )
+            return
+        for target in found.targets.values():
+            if target.state in IMAGEABLE_STATES:
+                lp.specs.append(build_spec(config, target, run_id, started_at))
+            else:
+                lp.skipped.append(
+                    (
+                        target,
+                        f"instance is {target.state}; CreateImage needs running, stopping or stopped",
+                    )
+                )
+        lp.missing = sorted(found.missing)
+        lp.keep_unique_names()
+
+    async with anyio.create_task_group() as tg:
+        for key in lanes:
+            tg.start_soon(open_one, key)
+    return Plan(run_id, started_at, lanes)
+
+
+async def plan_fleet(
+    config: FleetConfig,
+    *,
+    endpoint_url: str | None = None,
+    session: AioSession | None = None,
+    run_id: str | None = None,
+    started_at: datetime | None = None,
+) -> Plan:
+    """What a run would image (STS + DescribeInstances only); the clients are closed after."""
+    started_at = started_at or datetime.now(UTC)
+
+    async def ignore(_: Event) -> None:
+        return None
+
+    async with contextlib.AsyncExitStack() as stack:
+        plan = await open_lanes(
+            config,
+            session=session or clients.new_session(),
+            endpoint_url=endpoint_url,
+            run_id=run_id or new_run_id(started_at),
+            started_at=started_at,
+            emit=ignore,
+            stack=stack,
+        )
+    for lp in plan.lanes.values():
+        lp.lane = None  # its client is closed
+    return plan

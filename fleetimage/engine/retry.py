@@ -1,0 +1,122 @@
+"""The retry policy: tenacity, driven only by :class:`~fleetimage.core.errors.ErrorKind`.
+
+- THROTTLE: retry at once-ish; the lane's token bucket already slowed down and paces the
+  resend, so sleeping here too would only waste the bucket's refill.
+- TRANSIENT / AMBIGUOUS: jittered exponential backoff. (AMBIGUOUS calls are resolved by a
+  lookup before the resend; that is the caller's job, see ``create.py``.)
+- QUOTA: snapshot limits clear in minutes: a long, jittered, bounded backoff.
+- FATAL and DUPLICATE_NAME: never retried here.
+
+Throttles get their own, larger budget: under a noisy neighbour they are expected and cost
+nothing, while eight 5xx in a row mean something is really wrong.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from fleetimage.core.errors import AwsError, ErrorKind
+
+__all__ = ["RETRYABLE", "RetryPolicy", "retrying"]
+
+RETRYABLE = frozenset(
+    {ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.QUOTA}
+)
+THROTTLE_BUDGET_FACTOR = 4
+
+
+class RetryPolicy(Protocol):
+    """The knobs the policy reads (``config.RetryOptions`` satisfies it)."""
+
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def base_delay_s(self) -> float: ...
+    @property
+    def max_delay_s(self) -> float: ...
+    @property
+    def quota_delay_s(self) -> float: ...
+    @property
+    def quota_max_attempts(self) -> int: ...
+
+
+def _error(state: RetryCallState) -> AwsError | None:
+    outcome = state.outcome
+    if outcome is None or not outcome.failed:
+        return None
+    exc = outcome.exception()
+    return exc if isinstance(exc, AwsError) else None
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, AwsError) and exc.kind in RETRYABLE
+
+
+class _Budget:
+    """Counts failures per kind across one call's attempts; decides stop and wait."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.counts: dict[ErrorKind, int] = {}
+        self._counted = 0
+
+    def _count(self, state: RetryCallState, err: AwsError) -> int:
+        # tenacity calls wait and stop once each per attempt, in an order that has changed
+        # between releases: count each attempt once, whichever asks first.
+        if state.attempt_number != self._counted:
+            self._counted = state.attempt_number
+            self.counts[err.kind] = self.counts.get(err.kind, 0) + 1
+        return self.counts[err.kind]
+
+    def stop(self, state: RetryCallState) -> bool:
+        err = _error(state)
+        if err is None:
+            return True
+        n = self._count(state, err)
+        if err.kind is ErrorKind.THROTTLE:
+            return n >= self.policy.max_attempts * THROTTLE_BUDGET_FACTOR
+        if err.kind is ErrorKind.QUOTA:
+            return n >= self.policy.quota_max_attempts
+        others = sum(c for k, c in self.counts.items() if k is not ErrorKind.THROTTLE)
+        return others >= self.policy.max_attempts
+
+    def wait(self, state: RetryCallState) -> float:
+        err = _error(state)
+        p = self.policy
+        if err is None:
+            return 0.0
+        n = self._count(state, err)
+        if err.kind is ErrorKind.THROTTLE:
+            return random.uniform(0, p.base_delay_s / 4)
+        if err.kind is ErrorKind.QUOTA:
+            return p.quota_delay_s * random.uniform(1.0, 1.5)
+        # "Full jitter" exponential backoff (AWS architecture blog): spreads retries of many
+        # targets that failed together instead of resending them in lockstep.
+        return random.uniform(0, min(p.max_delay_s, p.base_delay_s * 2 ** (n - 1)))
+
+
+def retrying(
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[AwsError, int, float], Awaitable[None]] | None = None,
+) -> AsyncRetrying:
+    """A fresh tenacity controller for one logical call (its budget is per call)."""
+    budget = _Budget(policy)
+
+    async def before_sleep(state: RetryCallState) -> None:
+        err = _error(state)
+        if on_retry is not None and err is not None:
+            delay = state.next_action.sleep if state.next_action else 0.0
+            await on_retry(err, state.attempt_number, delay)
+
+    return AsyncRetrying(
+        retry=retry_if_exception(_is_retryable),
+        stop=budget.stop,
+        wait=budget.wait,
+        before_sleep=before_sleep,
+        reraise=True,
+    )

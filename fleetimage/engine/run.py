@@ -1,0 +1,131 @@
+"""The engine: lanes side by side, targets inside a lane as tokens and caps allow.
+
+Each lane starts imaging as soon as its own discovery is done: a slow region or a large
+DescribeInstances answer elsewhere never keeps a lane's token bucket idle. One target's
+failure never cancels the fleet. Three things stop *new* CreateImage calls (never the ones
+in flight): the error budget, the deadline and a graceful stop request (Ctrl-C). What never
+started is reported ``not_started`` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from datetime import datetime
+
+import anyio
+from aiobotocore.session import AioSession
+
+from fleetimage.aws import clients
+from fleetimage.config import ErrorBudget, FleetConfig
+from fleetimage.core.clock import now
+from fleetimage.core.models import TargetRecord
+from fleetimage.core.naming import new_run_id
+from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
+from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane, pin_names
+from fleetimage.engine.plan import LANE_WIDE, LanePlan, Plan, open_lanes
+from fleetimage.output.collector import ReportCollector
+from fleetimage.output.report import RunReport
+
+__all__ = ["StopReason", "Subscriber", "SubscriberError", "image_fleet"]
+
+
+async def image_fleet(
+    config: FleetConfig,
+    *,
+    endpoint_url: str | None = None,
+    on_event: Subscriber | Sequence[Subscriber] | None = None,
+    dry_run: bool = False,
+    wait: bool | None = None,
+    deadline: datetime | None = None,
+    max_errors: ErrorBudget | None = None,
+    run_id: str | None = None,
+    started_at: datetime | None = None,
+    resume: Sequence[TargetRecord] = (),
+    stop: anyio.Event | None = None,
+    session: AioSession | None = None,
+    plan: Plan | None = None,
+) -> RunReport:
+    """Image every target of ``config``; returns one result per target.
+
+    ``stop``: set it to stop gracefully (no new images; in-flight calls settle; pending
+    images stay pending for ``resume``). ``resume``: the journal's records of an earlier
+    run with the same ``run_id`` and ``started_at``: settled targets are kept, ``requesting``
+    ones are looked up by name before anything is sent, pending ones are waited for.
+    ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to image exactly (no second
+    discovery); its run id and start time are the run's.
+    """
+    if plan is not None:  # its names were rendered with its run id and start time
+        run_id, started_at = plan.run_id, plan.started_at
+    started_at = started_at or now()
+    run_id = run_id or new_run_id(started_at)
+    wait = config.wait.enabled if wait is None else wait
+    subscribers: list[Subscriber] = []
+    if on_event is not None:
+        subscribers.extend(on_event if isinstance(on_event, Sequence) else [on_event])
+    collector = ReportCollector(run_id, started_at, dry_run=dry_run)
+    prior = {(r.account, r.region, r.instance_id): r for r in resume if r.instance_id != LANE_WIDE}
+    collector.seed(prior.values())
+    bus = Bus([collector, *subscribers])
+    state = RunState(max_errors or config.max_errors, total=0)
+
+    async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
+        watchers = anyio.CancelScope()
+        tg.start_soon(_watch_stop, watchers, state, stop, deadline)
+        async with anyio.create_task_group() as lanes:
+
+            async def lane_ready(lp: LanePlan) -> None:
+                assert run_id is not None and started_at is not None
+                pin_names(lp, config, run_id, started_at, prior)
+                await announce_lane(lp, bus, run_id, prior)
+                state.total += len(lp.specs)
+                if lp.lane is not None and lp.specs:
+                    run = LaneRun(
+                        lp,
+                        config,
+                        state,
+                        bus,
+                        run_id=run_id,
+                        dry_run=dry_run,
+                        wait=wait,
+                        prior=prior,
+                    )
+                    lanes.start_soon(run.run)
+
+            await open_lanes(
+                config,
+                session=session or clients.new_session(),
+                endpoint_url=endpoint_url,
+                run_id=run_id,
+                started_at=started_at,
+                emit=bus.emit,
+                stack=stack,
+                planned=plan,
+                on_lane_ready=lane_ready,
+            )
+            state.discovery_done()
+        watchers.cancel()
+    return collector.report(
+        finished_at=now(), interrupted=state.stop_reason == StopReason.INTERRUPTED
+    )
+
+
+async def _watch_stop(
+    scope: anyio.CancelScope, state: RunState, stop: anyio.Event | None, deadline: datetime | None
+) -> None:
+    async def on_stop() -> None:
+        assert stop is not None
+        await stop.wait()
+        state.request_stop(StopReason.INTERRUPTED, stop_waiting=True)
+
+    async def on_deadline() -> None:
+        assert deadline is not None
+        await anyio.sleep(max(0.0, (deadline - now()).total_seconds()))
+        state.request_stop(StopReason.DEADLINE, stop_waiting=True)
+
+    with scope:
+        async with anyio.create_task_group() as tg:
+            if stop is not None:
+                tg.start_soon(on_stop)
+            if deadline is not None:
+                tg.start_soon(on_deadline)

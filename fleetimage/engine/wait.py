@@ -1,0 +1,196 @@
+"""The batched availability waiter: one poller per lane, not one waiter per image.
+
+boto3's ``image_available`` waiter polls DescribeImages once per image every 15 s, so past
+~300 pending images a region's DescribeImages bucket (100 burst, 20/s) throttles. Here one
+task polls all of the lane's pending images through the ``image-id`` filter, in chunks, so
+calls grow with (lanes x polls), not (images x polls). The filter (not ``ImageIds``) matters:
+one id not yet visible (eventual consistency) would fail a whole ``ImageIds`` call, while a
+filter just leaves it out; an absent image counts as pending for a grace period.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.engine.lane import Lane
+
+__all__ = ["TERMINAL_STATES", "ImageState", "ImageWaiter"]
+
+TERMINAL_STATES = frozenset({"available", "failed", "error", "invalid", "deregistered"})
+# EC2 bounds the values of one filter; 200 stays well inside it and keeps answers small.
+CHUNK = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ImageState:
+    """How waiting for one image ended. ``state`` is an EC2 state, or ``timed_out``/``not_found``."""
+
+    state: str
+    code: str = ""
+    message: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.state == "available"
+
+
+@dataclass(slots=True)
+class _Watch:
+    registered_at: float
+    timeout_at: float
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: ImageState | None = None
+
+
+class ImageWaiter:
+    """Polls a lane's pending images; ``wait(image_id)`` returns when the image settles."""
+
+    def __init__(
+        self,
+        lane: Lane,
+        *,
+        poll_interval_s: float,
+        timeout_s: float,
+        not_found_grace_s: float,
+    ) -> None:
+        self.lane = lane
+        self.poll_interval_s = poll_interval_s
+        self.timeout_s = timeout_s
+        self.not_found_grace_s = not_found_grace_s
+        self._watches: dict[str, _Watch] = {}
+        self._work = anyio.Event()
+        self._released: ImageState | None = None
+        self._last_census = anyio.current_time()
+
+    async def wait(self, image_id: str) -> ImageState:
+        """Wait for ``image_id`` to leave ``pending`` (or time out). Cancellation-safe."""
+        if self._released is not None:
+            return self._released
+        t = anyio.current_time()
+        watch = self._watches.get(image_id)
+        if watch is None:
+            watch = self._watches[image_id] = _Watch(t, t + self.timeout_s)
+        self._work.set()
+        try:
+            await watch.done.wait()
+        finally:
+            if watch.result is None:  # cancelled: stop polling for it
+                self._watches.pop(image_id, None)
+        assert watch.result is not None
+        return watch.result
+
+    async def run(self) -> None:
+        """The poll loop; runs in the lane's task group until cancelled."""
+        while True:
+            if not self._watches:
+                self._work = anyio.Event()
+                await self._work.wait()
+            # Let the first poll of a new image wait one interval: it cannot be ready sooner,
+            # and a shorter first poll would spend DescribeImages tokens on nothing.
+            await anyio.sleep(self.poll_interval_s)
+            try:
+                await self.poll_once()
+            except AwsError as error:
+                if error.kind is ErrorKind.FATAL:
+                    # e.g. UnauthorizedOperation: waiting longer cannot help; say why now
+                    # rather than as a WaitTimeout hours later.
+                    self._fail_all(error)
+                else:
+                    # The lane's retries are spent (e.g. a long 5xx streak): keep the images
+                    # pending and try again next interval, but let the overdue ones time out.
+                    self._expire(anyio.current_time())
+
+    async def poll_once(self) -> None:
+        """One round over every watched image, in chunks.
+
+        Most rounds ask only for images that have *settled* (a ``state`` filter), so a
+        pending image costs nothing to parse however often it is polled; an absent image is
+        then simply still pending. Once per ``not_found_grace_s`` a census round asks for
+        every watched image, which is how an image deregistered by someone else is noticed.
+        """
+        t0 = anyio.current_time()
+        census = t0 - self._last_census >= self.not_found_grace_s
+        if census:
+            self._last_census = t0
+        ids = list(self._watches)
+        for start in range(0, len(ids), CHUNK):
+            chunk = ids[start : start + CHUNK]
+            filters = [{"Name": "image-id", "Values": chunk}]
+            if not census:
+                filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
+            answer = await self.lane.call("DescribeImages", {"Filters": filters})
+            seen = {image["ImageId"]: image for image in answer.get("Images", [])}
+            t = anyio.current_time()
+            for image_id in chunk:
+                watch = self._watches.get(image_id)
+                if watch is None:
+                    continue
+                image = seen.get(image_id)
+                if image is not None and image.get("State") in TERMINAL_STATES:
+                    reason = image.get("StateReason") or {}
+                    self._settle(
+                        image_id,
+                        ImageState(
+                            image["State"],
+                            str(reason.get("Code", "")),
+                            str(reason.get("Message", "")),
+                        ),
+                    )
+                elif census and image is None and t - watch.registered_at > self.not_found_grace_s:
+                    self._settle(
+                        image_id,
+                        ImageState(
+                            "not_found",
+                            "InvalidAMIID.NotFound",
+                            f"image vanished from DescribeImages (deregistered?) for over "
+                            f"{self.not_found_grace_s:g} s",
+                        ),
+                    )
+                elif t >= watch.timeout_at:
+                    state = image.get("State") if image else "pending" if not census else None
+                    self._settle(
+                        image_id,
+                        ImageState(
+                            "timed_out",
+                            "WaitTimeout",
+                            f"still {state or 'not visible'} after {self.timeout_s:g} s; "
+                            "the image may still become available",
+                        ),
+                    )
+
+    def release_all(self, result: ImageState) -> None:
+        """Stop waiting: every current and future ``wait`` returns ``result`` (stop/deadline)."""
+        self._released = result
+        for image_id in list(self._watches):
+            self._settle(image_id, result)
+
+    def _fail_all(self, error: AwsError) -> None:
+        for image_id in list(self._watches):
+            self._settle(
+                image_id,
+                ImageState(
+                    "unknown",
+                    error.code,
+                    f"the image was created but its state cannot be read: {error.message}",
+                ),
+            )
+
+    def _expire(self, t: float) -> None:
+        for image_id, watch in list(self._watches.items()):
+            if t >= watch.timeout_at:
+                self._settle(
+                    image_id,
+                    ImageState(
+                        "timed_out",
+                        "WaitTimeout",
+                        f"DescribeImages kept failing; no answer for {self.timeout_s:g} s",
+                    ),
+                )
+
+    def _settle(self, image_id: str, result: ImageState) -> None:
+        watch = self._watches.pop(image_id)
+        watch.result = result
+        watch.done.set()

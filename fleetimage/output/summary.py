@@ -1,0 +1,79 @@
+"""The terminal summary of a :class:`~fleetimage.output.report.RunReport`: counts per region, then
+the failures."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from fleetimage.core.models import (
+    Outcome,
+)
+from fleetimage.output.report import RunReport
+
+__all__ = ["render_summary"]
+
+
+def _clip(text: str | None, width: int) -> Text:
+    # Text(), not str: AWS messages may contain "[...]", which rich would read as markup.
+    value = " ".join((text or "").split())
+    return Text(value if len(value) <= width else value[: width - 1] + "…")
+
+
+def render_summary(
+    report: RunReport, *, max_failures: int = 20, message_width: int = 80
+) -> RenderableType:
+    """Counts per region, then the first ``max_failures`` failures and how many more there are."""
+    outcomes = [o for o in Outcome if report.counts[o.value]] or [Outcome.AVAILABLE]
+    title = f"run {report.run_id}" + (" (dry run)" if report.dry_run else "")
+    if report.interrupted:
+        title += " — interrupted"
+    per_region = Table(title=title, title_justify="left")
+    per_region.add_column("region")
+    for o in outcomes:
+        per_region.add_column(o.value, justify="right")
+    per_region.add_column("total", justify="right")
+    by_region: dict[str, Counter[Outcome]] = {}
+    for r in report.results:
+        by_region.setdefault(r.region, Counter())[r.outcome] += 1
+    for region in sorted(by_region):
+        c = by_region[region]
+        per_region.add_row(region, *(str(c[o]) for o in outcomes), str(c.total()))
+    counts = report.counts
+    per_region.add_row(
+        Text("all", style="bold"),
+        *(Text(str(counts[o.value]), style="bold") for o in outcomes),
+        Text(str(counts["total"]), style="bold"),
+        end_section=True,
+    )
+    parts: list[RenderableType] = [per_region]
+
+    failures = report.failures()
+    if failures:
+        table = Table(title=f"{len(failures)} failures", title_justify="left")
+        for name in ("instance", "account", "region", "outcome", "code", "message"):
+            table.add_column(name, overflow="fold" if name == "message" else "ellipsis")
+        for r in failures[:max_failures]:
+            table.add_row(
+                Text(r.instance_id),
+                Text(r.account),
+                Text(r.region),
+                r.outcome.value,
+                Text(r.error_code or ""),
+                _clip(r.error_message, message_width),
+            )
+        parts.append(table)
+        hidden = len(failures) - max_failures
+        if hidden > 0:
+            parts.append(Text(f"… and {hidden} more failures (see the JSON/CSV report)"))
+    elapsed = timedelta(seconds=round((report.finished_at - report.started_at).total_seconds()))
+    # An interrupted run is not done, even when nothing in it has failed yet.
+    verdict = "ok" if report.ok else "not ok"
+    if report.interrupted:
+        verdict = "interrupted" if report.ok else "interrupted, not ok"
+    parts.append(Text(f"{counts['total']} targets in {elapsed}: {verdict}"))
+    return Group(*parts)
