@@ -3,8 +3,11 @@
 The public API::
 
     config = load_config("fleet.yaml")
-    report = await image_fleet(config, on_event=print)   # or run_fleet(config) from sync code
+    report = await image_fleet(config, journal="journal.sqlite3", run_id="nightly-1")
+    report = await resume_fleet("nightly-1", journal="journal.sqlite3")   # after a crash
     report.write("report.json")
+
+``run_fleet`` and ``resume_fleet_sync`` are the same for code that is not async.
 """
 
 from fleetimage.config import FleetConfig, load_config, parse_config
@@ -15,6 +18,7 @@ from fleetimage.core.errors import (
     FleetImageError,
     JournalError,
     MockError,
+    RunDeclined,
 )
 from fleetimage.core.models import (
     Available,
@@ -24,14 +28,23 @@ from fleetimage.core.models import (
     Event,
     Failed,
     ImageResult,
+    LaneFailed,
+    LaneFailure,
+    LanePlanned,
     Outcome,
     Requested,
     Retried,
     Skipped,
     Throttled,
 )
-from fleetimage.engine.api import run_fleet
-from fleetimage.engine.run import Subscriber, image_fleet
+from fleetimage.engine.api import (
+    ResumePlan,
+    image_fleet,
+    resume_fleet,
+    resume_fleet_sync,
+    run_fleet,
+)
+from fleetimage.engine.bus import Subscriber
 from fleetimage.output.report import RunReport
 
 __all__ = [
@@ -48,10 +61,15 @@ __all__ = [
     "FleetImageError",
     "ImageResult",
     "JournalError",
+    "LaneFailed",
+    "LaneFailure",
+    "LanePlanned",
     "MockError",
     "Outcome",
     "Requested",
+    "ResumePlan",
     "Retried",
+    "RunDeclined",
     "RunReport",
     "Skipped",
     "Subscriber",
@@ -59,6 +77,8 @@ __all__ = [
     "image_fleet",
     "load_config",
     "parse_config",
+    "resume_fleet",
+    "resume_fleet_sync",
     "run_fleet",
 ]
 __version__ = "0.1.0"

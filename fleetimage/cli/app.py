@@ -225,7 +225,11 @@ async def _read_journal(path: Path, run_id: str | None) -> Any:
     async with await Journal.open(path, read_only=True) as journal:
         if run_id is None:
             return await journal.runs()
-        return await journal.run(run_id), await journal.targets(run_id)
+        return (
+            await journal.run(run_id),
+            await journal.targets(run_id),
+            await journal.lane_failures(run_id),
+        )
 
 
 @app.command()
@@ -247,13 +251,26 @@ def status(
 ) -> None:
     """Show one run from the journal. Exit 0 if it finished with every target done, else 1."""
     path = parse_journal_path(journal) or default_journal_path()
-    summary, targets = arun(_read_journal, path, run_id)
+    summary, targets, lanes = arun(_read_journal, path, run_id)
     if as_json:
-        data = {**run_data(summary), "targets": [target_data(t) for t in targets]}
+        data = {
+            **run_data(summary),
+            "targets": [target_data(t) for t in targets],
+            "lane_failures": [lane.to_dict() for lane in lanes],
+        }
         typer.echo(json.dumps(data, indent=2))
     else:
-        consoles().out.print(status_view(summary, targets, str(path)))
+        out = consoles().out
+        out.print(status_view(summary, targets, str(path)))
+        for lane in lanes:  # whole lanes that could not run: their targets are unknown
+            out.print(
+                f"lane {lane.account}/{lane.region} failed: {lane.action}: {lane.error_code}: "
+                f"{lane.error_message}",
+                markup=False,
+                highlight=False,
+            )
     bad = summary.counts["failed"] + summary.counts["timed_out"] + summary.counts["not_started"]
+    bad += summary.lane_failures
     done = summary.status == "finished" and not bad and not unfinished(summary)
     raise typer.Exit(EXIT_OK if done else EXIT_FAILED)
 

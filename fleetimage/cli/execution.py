@@ -1,24 +1,20 @@
-"""What ``fleetimage run`` and ``fleetimage resume`` do, between parsed flags and exit code.
+"""What ``fleetimage run`` and ``fleetimage resume`` add to the library: prompts, progress,
+signals, the report file and the exit code.
 
-run:    open the journal → journal.start_run → plan (STS + DescribeInstances) → refuse an
-        empty plan (the run is discarded) → confirm → image_fleet (journal, progress, logs as subscribers) →
-        journal.finish_run → write the report → print the summary and how to resume.
-resume: open the journal → read the run's config snapshot, start time and target records →
-        confirm → journal.start_run (back to running) → the same, with ``resume=records``.
-
-Signals: the first SIGINT/SIGTERM sets the engine's ``stop`` event (no new images, in-flight
-calls settle, pending images stay pending for resume); the second cancels everything at once.
-Either way the journal is consistent (``requesting`` is committed before each CreateImage)
-and the exit code is 130.
+The run and its journal are :func:`~fleetimage.engine.api.image_fleet` /
+:func:`~fleetimage.engine.api.resume_fleet`'s; their ``confirm`` callback is where the CLI shows
+the plan, refuses an empty one and asks. Signals: the first SIGINT/SIGTERM sets the engine's
+``stop`` event (no new images, in-flight calls settle, pending images stay pending for resume);
+the second cancels everything at once. Either way the journal is consistent (``requesting`` is
+committed before each CreateImage) and the exit code is 130.
 """
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +27,11 @@ from rich.console import Console
 
 from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
-from fleetimage.core.errors import FleetImageError
-from fleetimage.core.models import TargetRecord
+from fleetimage.core.errors import FleetImageError, RunDeclined
 from fleetimage.core.naming import new_run_id
-from fleetimage.engine.plan import Plan, plan_fleet
-from fleetimage.engine.run import Subscriber, image_fleet
+from fleetimage.engine.api import ResumePlan, image_fleet, resume_fleet
+from fleetimage.engine.bus import Subscriber
+from fleetimage.engine.plan import Plan
 from fleetimage.journal import Journal, default_journal_path
 from fleetimage.output.logs import LogSubscriber
 from fleetimage.output.progress import ProgressTracker, show_progress
@@ -115,67 +111,43 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
     """``fleetimage run``: plan, refuse empty, confirm, image, report."""
     started_at = datetime.now(UTC)
     run_id = new_run_id(started_at)
-    # Open the journal first: a locked or corrupt journal must fail before any API call.
+    # Opened first: a locked or corrupt journal must fail before any API call.
     journal = None if opts.dry_run else await Journal.open(opts.journal())
-    sent = False
     try:
-        if journal is not None:
-            # Journaled before planning, so a crash even during discovery leaves a run that
-            # `fleetimage resume` finishes (it discovers again from the config snapshot).
-            await journal.start_run(
-                run_id, started_at=started_at, config_snapshot=config.model_dump(mode="json")
+
+        def confirm(plan: Plan) -> bool:
+            data = plan_data(plan, config)
+            _warn_lanes(data, con)
+            what = (
+                f"{plural(data['targets'], 'instance')} in {plural(data['regions'], 'region')} "
+                f"({plural(data['accounts'], 'account')}); {data['skipped']} skipped"
             )
-        plan = await plan_fleet(
-            config,
-            endpoint_url=opts.endpoint_url,
-            session=opts.session,
-            run_id=run_id,
-            started_at=started_at,
-        )
-        data = plan_data(plan, config)
-        for lane in data["lanes"]:
-            if lane["error"]:
-                e = lane["error"]
-                con.err.print(
-                    f"warning: {lane['account']}/{lane['region']}: {e['action']}: "
-                    f"{e['code']}: {e['message']}",
-                    markup=False,
-                    highlight=False,
+            con.err.print(f"run {run_id}: {what}", markup=False, highlight=False)
+            if data["targets"] == 0 and not opts.allow_empty:
+                errors = data["lane_errors"]
+                why = f"; {errors} of {len(data['lanes'])} lanes failed (see the warnings)"
+                raise UsageError(
+                    f"the targets resolve to no instance to image{why if errors else ''}; check "
+                    "the config's regions and filters (fleetimage plan shows them), or pass "
+                    "--allow-empty"
                 )
-            if lane["missing"]:
-                con.err.print(
-                    f"warning: {lane['account']}/{lane['region']}: not found: "
-                    f"{', '.join(lane['missing'])}",
-                    markup=False,
-                    highlight=False,
-                )
-        what = (
-            f"{plural(data['targets'], 'instance')} in {plural(data['regions'], 'region')} "
-            f"({plural(data['accounts'], 'account')}); {data['skipped']} skipped"
+            verb = "Dry-run CreateImage for" if opts.dry_run else "Create images of"
+            return watch.confirmed(_confirm(opts, f"{verb} {what}?"))
+
+        watch = _Watch(run_id, opts, con)
+        return await watch.execute(
+            image_fleet(
+                config,
+                journal=journal,
+                run_id=run_id,
+                started_at=started_at,
+                confirm=confirm,
+                dry_run=opts.dry_run,
+                **watch.engine_options(),
+            ),
         )
-        con.err.print(f"run {run_id}: {what}", markup=False, highlight=False)
-        if data["targets"] == 0 and not opts.allow_empty:
-            errors = data["lane_errors"]
-            why = (
-                f"; {errors} of {len(data['lanes'])} lanes failed (see the warnings)"
-                if errors
-                else ""
-            )
-            raise UsageError(
-                f"the targets resolve to no instance to image{why}; check the config's regions "
-                "and filters (fleetimage plan shows them), or pass --allow-empty"
-            )
-        verb = "Dry-run CreateImage for" if opts.dry_run else "Create images of"
-        if not _confirm(opts, f"{verb} {what}?"):
-            con.err.print("aborted: nothing was sent")
-            return Execution(run_id, EXIT_FAILED)
-        sent = True
-        return await _execute(config, run_id, started_at, [], journal, opts, con, plan=plan)
     finally:
         if journal is not None:
-            if not sent:  # declined, nothing to image, or planning failed: nothing was sent
-                with anyio.move_on_after(10, shield=True), contextlib.suppress(FleetImageError):
-                    await journal.discard_run(run_id)
             await journal.close()
 
 
@@ -183,33 +155,112 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
     """``fleetimage resume RUN_ID``: finish what a run left undone, never re-sending blindly."""
     journal = await Journal.open(opts.journal())
     try:
-        summary = await journal.run(run_id)
-        config = FleetConfig.from_snapshot(await journal.config_snapshot(run_id))
-        records = await journal.targets(run_id)
-        counts = summary.counts
-        con.err.print(
-            f"resuming run {run_id} ({summary.status}, started {summary.started_at.isoformat()}): "
-            f"{counts['available']} available (kept), {counts['requesting']} requesting "
-            f"(looked up by name before anything is re-sent), {counts['pending']} pending "
-            f"(waited for), {counts['planned'] + counts['not_started']} not started, "
-            f"{counts['timed_out']} timed out (waited for again), {counts['failed']} failed "
-            "(kept as failed); targets found since the run started are added",
-            markup=False,
-            highlight=False,
+
+        def confirm(seen: ResumePlan) -> bool:
+            counts = seen.run.counts
+            con.err.print(
+                f"resuming run {run_id} ({seen.run.status}, started "
+                f"{seen.run.started_at.isoformat()}): {counts['available']} available (kept), "
+                f"{counts['requesting']} requesting (looked up by name before anything is "
+                f"re-sent), {counts['pending']} pending (waited for), "
+                f"{counts['planned'] + counts['not_started']} not started, "
+                f"{counts['timed_out']} timed out (waited for again), {counts['failed']} failed "
+                "(kept as failed); targets found since the run started are added",
+                markup=False,
+                highlight=False,
+            )
+            todo = sum(
+                counts[s] for s in ("planned", "not_started", "requesting", "pending", "timed_out")
+            )
+            watch.tracker.seed(seen.records)
+            return watch.confirmed(
+                _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?")
+            )
+
+        watch = _Watch(run_id, opts, con)
+        return await watch.execute(
+            resume_fleet(run_id, journal=journal, confirm=confirm, **watch.engine_options())
         )
-        todo = sum(
-            counts[s] for s in ("planned", "not_started", "requesting", "pending", "timed_out")
-        )
-        if not _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?"):
-            con.err.print("aborted: nothing was sent")
-            return Execution(run_id, EXIT_FAILED)
-        # Back to `running` (run_command journals its run before planning, so it needs none).
-        await journal.start_run(
-            run_id, started_at=summary.started_at, config_snapshot=config.model_dump(mode="json")
-        )
-        return await _execute(config, run_id, summary.started_at, records, journal, opts, con)
     finally:
         await journal.close()
+
+
+def _warn_lanes(data: dict[str, Any], con: Consoles) -> None:
+    for lane in data["lanes"]:
+        if lane["error"]:
+            e = lane["error"]
+            con.err.print(
+                f"warning: {lane['account']}/{lane['region']}: {e['action']}: "
+                f"{e['code']}: {e['message']}",
+                markup=False,
+                highlight=False,
+            )
+        if lane["missing"]:
+            con.err.print(
+                f"warning: {lane['account']}/{lane['region']}: not found: "
+                f"{', '.join(lane['missing'])}",
+                markup=False,
+                highlight=False,
+            )
+
+
+class _Watch:
+    """What the CLI keeps an eye on during a run: progress, the stop request, the prompt."""
+
+    def __init__(self, run_id: str, opts: RunOptions, con: Consoles) -> None:
+        self.run_id, self.opts, self.con = run_id, opts, con
+        self.tracker = ProgressTracker()
+        self.stop = anyio.Event()
+        self.started = anyio.Event()  # the display starts once the prompt is answered
+
+    def confirmed(self, yes: bool) -> bool:
+        if yes:
+            self.started.set()
+        return yes
+
+    def engine_options(self) -> dict[str, Any]:
+        observers: list[Subscriber] = [self.tracker]
+        if self.opts.log_events:
+            observers.append(LogSubscriber())
+        return {
+            "endpoint_url": self.opts.endpoint_url,
+            "on_event": observers,
+            "wait": self.opts.wait,
+            "deadline": self.opts.deadline,
+            "max_errors": self.opts.max_errors,
+            "stop": self.stop,
+            "session": self.opts.session,
+        }
+
+    async def execute(self, run: Awaitable[RunReport]) -> Execution:
+        """Await ``run`` (the library call) under signal handling and a progress display."""
+        opts, con = self.opts, self.con
+        ex = Execution(self.run_id, EXIT_FAILED)
+        hint = _resume_hint(self.run_id, opts)
+        live = con.err.is_terminal if opts.live is None else opts.live
+
+        async def display() -> None:
+            await self.started.wait()
+            await show_progress(
+                self.tracker,
+                con.err,
+                live=live,
+                interval_s=opts.progress_interval_s,
+                title=f"run {self.run_id}: ",
+            )
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_watch_signals, self.stop, tg.cancel_scope, ex, hint, con)
+            tg.start_soon(display)
+            try:
+                ex.report = await run
+            except RunDeclined:
+                con.err.print("aborted: nothing was sent")
+            except Exception as exc:
+                ex.error = exc
+            finally:
+                tg.cancel_scope.cancel()
+        return _conclude(ex, opts, con, hint)
 
 
 async def _watch_signals(
@@ -237,72 +288,6 @@ async def _watch_signals(
                 ex.extra["hard_stop"] = True
                 scope.cancel()
                 return
-
-
-async def _execute(
-    config: FleetConfig,
-    run_id: str,
-    started_at: datetime,
-    records: Sequence[TargetRecord],
-    journal: Journal | None,
-    opts: RunOptions,
-    con: Consoles,
-    *,
-    plan: Plan | None = None,
-) -> Execution:
-    ex = Execution(run_id, EXIT_FAILED)
-    hint = _resume_hint(run_id, opts)
-    tracker = ProgressTracker()
-    tracker.seed(records)
-    subscribers: list[Subscriber] = [tracker]
-    if journal is not None:
-        subscribers.insert(0, journal)  # first: `requesting` is committed before the send
-    if opts.log_events:
-        subscribers.append(LogSubscriber())
-    stop = anyio.Event()
-    live = con.err.is_terminal if opts.live is None else opts.live
-    status = "failed"
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, stop, tg.cancel_scope, ex, hint, con)
-            tg.start_soon(
-                lambda: show_progress(
-                    tracker,
-                    con.err,
-                    live=live,
-                    interval_s=opts.progress_interval_s,
-                    title=f"run {run_id}: ",
-                )
-            )
-            try:
-                ex.report = await image_fleet(
-                    config,
-                    endpoint_url=opts.endpoint_url,
-                    on_event=subscribers,
-                    dry_run=opts.dry_run,
-                    wait=opts.wait,
-                    deadline=opts.deadline,
-                    max_errors=opts.max_errors,
-                    run_id=run_id,
-                    started_at=started_at,
-                    resume=records,
-                    stop=stop,
-                    session=opts.session,
-                    plan=plan,  # image exactly what was confirmed
-                )
-            except Exception as exc:
-                ex.error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        if ex.report is not None:
-            status = "interrupted" if ex.report.interrupted else "finished"
-        elif ex.extra.get("hard_stop"):
-            status = "interrupted"
-    finally:
-        if journal is not None:
-            with anyio.move_on_after(10, shield=True):
-                await journal.finish_run(run_id, status=status, finished_at=datetime.now(UTC))
-    return _conclude(ex, opts, con, hint)
 
 
 def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Execution:

@@ -5,6 +5,7 @@ Every exception fleetimage raises derives from :class:`FleetImageError`::
     FleetImageError
      ├── ConfigError        bad config file / value; raised before any API call
      ├── JournalError       the run journal is unreadable, locked, or of another schema
+     ├── RunDeclined        the caller's confirm callback said no: nothing was sent
      ├── MockError          the mock endpoint was asked for something it cannot do
      └── AwsError           an AWS API call failed; ``kind`` says what to do about it
 
@@ -25,6 +26,7 @@ __all__ = [
     "FleetImageError",
     "JournalError",
     "MockError",
+    "RunDeclined",
     "classify",
 ]
 
@@ -49,6 +51,10 @@ class ConfigError(FleetImageError):
 
 class JournalError(FleetImageError):
     """The run journal cannot be used (corrupt, locked, unknown run, other schema)."""
+
+
+class RunDeclined(FleetImageError):
+    """A run or resume was declined at its confirmation: nothing was sent."""
 
 
 class MockError(FleetImageError):

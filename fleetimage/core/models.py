@@ -21,7 +21,10 @@ __all__ = [
     "ImageResult",
     "ImageSpec",
     "JournalState",
+    "LaneFailed",
+    "LaneFailure",
     "LaneKey",
+    "LanePlanned",
     "Outcome",
     "Requested",
     "Retried",
@@ -115,6 +118,42 @@ class ImageResult:
             "requested_at": self.requested_at.isoformat() if self.requested_at else None,
             "completed_at": self.completed_at.isoformat() if self.completed_at else None,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LaneFailure:
+    """A whole lane could not run (AssumeRole denied, DescribeInstances refused, ...).
+
+    ``affected``: the targets known to be in the lane (from the journal on resume), if any.
+    """
+
+    account: str
+    region: str
+    action: str
+    error_code: str
+    error_message: str
+    affected: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "region": self.region,
+            "action": self.action,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "affected": list(self.affected),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LaneFailure:
+        return cls(
+            account=str(data["account"]),
+            region=str(data["region"]),
+            action=str(data.get("action") or ""),
+            error_code=str(data["error_code"]),
+            error_message=str(data.get("error_message") or ""),
+            affected=tuple(str(i) for i in data.get("affected") or ()),
+        )
 
 
 class JournalState(enum.StrEnum):
@@ -212,6 +251,33 @@ class DryRunChecked(Event):
     ok: bool
     error_code: str
     error_message: str
+
+
+@dataclass(frozen=True, slots=True)
+class LanePlanned(Event):
+    """A lane's discovery is complete (``instance_id`` is None); resume need not repeat it."""
+
+    targets: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneFailed(Event):
+    """A whole lane could not run (``instance_id`` is None); its targets are unknown or listed."""
+
+    action: str
+    error_code: str
+    error_message: str
+    affected: tuple[str, ...] = ()
+
+    def failure(self) -> LaneFailure:
+        return LaneFailure(
+            self.account,
+            self.region,
+            self.action,
+            self.error_code,
+            self.error_message,
+            self.affected,
+        )
 
 
 @dataclass(frozen=True, slots=True)

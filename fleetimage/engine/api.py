@@ -1,19 +1,233 @@
-"""The synchronous entry point for batch jobs that are not async themselves."""
+"""The Python API: image a fleet or resume a run, journaled or not, with sync twins.
+
+A batch job that must survive a crash gives a journal and a run id it can find again::
+
+    report = run_fleet(config, journal="/var/lib/fleetimage/journal.sqlite3", run_id=RUN)
+    # after a crash (kill -9, reboot): the same journal, the same id
+    report = resume_fleet_sync(RUN, journal="/var/lib/fleetimage/journal.sqlite3")
+
+With a journal, each CreateImage is committed as ``requesting`` before it is sent, and the run
+ends ``finished``, ``interrupted`` (stopped, cancelled) or ``failed`` (an exception) there.
+``confirm`` sees the plan (or, on resume, what the journal holds) before anything is sent;
+returning False raises :class:`~fleetimage.core.errors.RunDeclined` and the journal forgets a
+run that sent nothing. The CLI is a thin layer over these four functions.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any
+import inspect
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
 
 import anyio
+from aiobotocore.session import AioSession
 
-from fleetimage.config import FleetConfig
-from fleetimage.engine.run import image_fleet
+from fleetimage.config import ErrorBudget, FleetConfig
+from fleetimage.core.clock import now
+from fleetimage.core.errors import FleetImageError, JournalError, RunDeclined
+from fleetimage.core.models import TargetRecord
+from fleetimage.core.naming import new_run_id
+from fleetimage.engine.bus import Subscriber
+from fleetimage.engine.plan import Plan, plan_fleet
+from fleetimage.engine.run import execute
+from fleetimage.journal import Journal, RunSummary, default_journal_path
 from fleetimage.output.report import RunReport
 
-__all__ = ["run_fleet"]
+__all__ = [
+    "JournalArg",
+    "ResumePlan",
+    "image_fleet",
+    "resume_fleet",
+    "resume_fleet_sync",
+    "run_fleet",
+]
+
+T = TypeVar("T")
+#: A journal path (opened and closed by the call), an open :class:`Journal`, or None.
+JournalArg = str | os.PathLike[str] | Journal | None
+Confirm = Callable[[T], bool | Awaitable[bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumePlan:
+    """What a resume starts from, shown to its ``confirm`` callback."""
+
+    run: RunSummary
+    records: tuple[TargetRecord, ...]
+    config: FleetConfig
+
+
+async def image_fleet(
+    config: FleetConfig,
+    *,
+    journal: JournalArg = None,
+    run_id: str | None = None,
+    confirm: Confirm[Plan] | None = None,
+    endpoint_url: str | None = None,
+    on_event: Subscriber | Sequence[Subscriber] | None = None,
+    dry_run: bool = False,
+    wait: bool | None = None,
+    deadline: datetime | None = None,
+    max_errors: ErrorBudget | None = None,
+    started_at: datetime | None = None,
+    stop: anyio.Event | None = None,
+    session: AioSession | None = None,
+    plan: Plan | None = None,
+) -> RunReport:
+    """Image every target of ``config``; one result per target.
+
+    ``journal``: record the run there (resumable with :func:`resume_fleet`); ``run_id`` names
+    it (default: generated; an id already in the journal is refused). ``confirm``: called
+    with the plan (STS + DescribeInstances only) before anything is created; the run then
+    images exactly that plan. ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to
+    image exactly (its run id and start time are the run's). ``stop``: set it to stop
+    gracefully (no new images; in-flight calls settle; pending images stay pending).
+    ``wait``: None follows the config's ``wait.enabled``. ``deadline``, ``max_errors``: stop
+    starting new images then (what never started is reported ``not_started``).
+    """
+    if dry_run and journal is not None:
+        raise ValueError("a dry run creates nothing and is not journaled; pass journal=None")
+    if plan is not None:  # its names were rendered with its run id and start time
+        run_id, started_at = plan.run_id, plan.started_at
+    started_at = started_at or now()
+    run_id = run_id or new_run_id(started_at)
+    async with _open(journal) as ledger:
+        if ledger is not None:
+            if await ledger.has_run(run_id):
+                raise JournalError(
+                    f"run {run_id} is already in journal {ledger.path}; resume it instead"
+                )
+            # Journaled before planning: a crash even during discovery leaves a resumable run.
+            await ledger.start_run(
+                run_id, started_at=started_at, config_snapshot=config.model_dump(mode="json")
+            )
+        sent = False
+        try:
+            if confirm is not None:
+                if plan is None:
+                    plan = await plan_fleet(
+                        config,
+                        endpoint_url=endpoint_url,
+                        session=session,
+                        run_id=run_id,
+                        started_at=started_at,
+                    )
+                if not await _ask(confirm, plan):
+                    raise RunDeclined(f"run {run_id} declined: nothing was sent")
+            sent = True
+            run = functools.partial(
+                execute,
+                config,
+                ledger=ledger,
+                endpoint_url=endpoint_url,
+                on_event=on_event,
+                dry_run=dry_run,
+                wait=wait,
+                deadline=deadline,
+                max_errors=max_errors,
+                run_id=run_id,
+                started_at=started_at,
+                stop=stop,
+                session=session,
+                plan=plan,
+            )
+            return await _journaled(ledger, run_id, run)
+        finally:
+            if ledger is not None and not sent:
+                with anyio.move_on_after(10, shield=True), contextlib.suppress(FleetImageError):
+                    await ledger.discard_run(run_id)
+
+
+async def resume_fleet(
+    run_id: str,
+    *,
+    journal: JournalArg = None,
+    confirm: Confirm[ResumePlan] | None = None,
+    endpoint_url: str | None = None,
+    on_event: Subscriber | Sequence[Subscriber] | None = None,
+    wait: bool | None = None,
+    deadline: datetime | None = None,
+    max_errors: ErrorBudget | None = None,
+    stop: anyio.Event | None = None,
+    session: AioSession | None = None,
+) -> RunReport:
+    """Finish what run ``run_id`` left undone, from ``journal`` (default: the user's journal).
+
+    Settled targets are kept, ``requesting`` ones are looked up by name before anything is
+    sent again, known images are waited for; the config is the run's own snapshot.
+    """
+    async with _open(journal or default_journal_path()) as ledger:
+        assert ledger is not None
+        summary = await ledger.run(run_id)
+        config = FleetConfig.from_snapshot(await ledger.config_snapshot(run_id))
+        records = tuple(await ledger.targets(run_id))
+        if confirm is not None and not await _ask(confirm, ResumePlan(summary, records, config)):
+            raise RunDeclined(f"resume of run {run_id} declined: nothing was sent")
+        await ledger.start_run(
+            run_id, started_at=summary.started_at, config_snapshot=config.model_dump(mode="json")
+        )
+        run = functools.partial(
+            execute,
+            config,
+            ledger=ledger,
+            endpoint_url=endpoint_url,
+            on_event=on_event,
+            wait=wait,
+            deadline=deadline,
+            max_errors=max_errors,
+            run_id=run_id,
+            started_at=summary.started_at,
+            resume=records,
+            stop=stop,
+            session=session,
+        )
+        return await _journaled(ledger, run_id, run)
 
 
 def run_fleet(config: FleetConfig, **kwargs: Any) -> RunReport:
-    """``image_fleet`` in a fresh event loop; takes the same keyword arguments."""
+    """:func:`image_fleet` for sync code (a fresh event loop); the same keyword arguments."""
     return anyio.run(functools.partial(image_fleet, config, **kwargs))
+
+
+def resume_fleet_sync(run_id: str, **kwargs: Any) -> RunReport:
+    """:func:`resume_fleet` for sync code (a fresh event loop); the same keyword arguments."""
+    return anyio.run(functools.partial(resume_fleet, run_id, **kwargs))
+
+
+@contextlib.asynccontextmanager
+async def _open(journal: JournalArg) -> AsyncIterator[Journal | None]:
+    """The journal to record in: opened (and closed) here from a path, or the caller's own."""
+    if journal is None or isinstance(journal, Journal):
+        yield journal
+        return
+    # Opened before any API call: a locked or corrupt journal fails before anything is sent.
+    async with await Journal.open(journal) as opened:
+        yield opened
+
+
+async def _ask(confirm: Confirm[T], what: T) -> bool:
+    answer = confirm(what)
+    return bool(await answer) if inspect.isawaitable(answer) else bool(answer)
+
+
+async def _journaled(
+    journal: Journal | None, run_id: str, run: Callable[[], Awaitable[RunReport]]
+) -> RunReport:
+    """Run the engine; the journal says how the run ended, whatever happens."""
+    status = "failed"
+    try:
+        report = await run()
+        status = "interrupted" if report.interrupted else "finished"
+        return report
+    except anyio.get_cancelled_exc_class():
+        status = "interrupted"
+        raise
+    finally:
+        if journal is not None:
+            with anyio.move_on_after(10, shield=True):
+                await journal.finish_run(run_id, status=status, finished_at=now())

@@ -1,8 +1,9 @@
-"""Event delivery: the engine emits, subscribers (journal, progress, logs, report) listen.
+"""How the engine tells what happened: the ledger first, then the observers.
 
-The engine knows none of its subscribers. Each is a callable taking an event; an async one
-is awaited before the engine goes on, which is what lets the journal commit ``requesting``
-before CreateImage is sent.
+:meth:`Bus.before_send` is awaited by an operation right before it sends a request that
+creates something: the ledger has the row durably before the request leaves. :meth:`Bus.emit`
+records any other state change in the ledger, then hands the event to every observer (report,
+progress, logs, user callbacks), in order, awaiting the async ones. Observers only observe.
 """
 
 from __future__ import annotations
@@ -11,25 +12,36 @@ import inspect
 from collections.abc import Awaitable, Callable, Sequence
 
 from fleetimage.core.errors import FleetImageError
-from fleetimage.core.models import Event
+from fleetimage.core.ledger import Ledger, NullLedger
+from fleetimage.core.models import Event, Requested
 
-__all__ = ["Bus", "Subscriber", "SubscriberError"]
+__all__ = ["Bus", "Emit", "Subscriber", "SubscriberError"]
 
 Subscriber = Callable[[Event], Awaitable[None] | None]
+Emit = Callable[[Event], Awaitable[None]]
 
 
 class SubscriberError(FleetImageError):
-    """A subscriber (e.g. the journal) failed: the run stops, since it can no longer record."""
+    """An observer (e.g. a user callback) failed: the run stops rather than go on unobserved."""
 
 
 class Bus:
-    """Delivers each event to every subscriber, in order, awaiting the async ones."""
+    """The ledger plus the observers of one run."""
 
-    def __init__(self, subscribers: Sequence[Subscriber]) -> None:
+    def __init__(self, subscribers: Sequence[Subscriber], ledger: Ledger | None = None) -> None:
         self.subscribers = list(subscribers)
+        self.ledger: Ledger = ledger if ledger is not None else NullLedger()
+
+    async def before_send(self, event: Requested) -> None:
+        """Write-ahead: the ledger commits ``event`` before the caller sends the request."""
+        await self.ledger.before_send(event)
+        await self._notify(event)
 
     async def emit(self, event: Event) -> None:
-        # Awaited in order: the journal must have committed `requesting` before the send.
+        self.ledger.record(event)
+        await self._notify(event)
+
+    async def _notify(self, event: Event) -> None:
         for subscriber in self.subscribers:
             try:
                 result = subscriber(event)

@@ -154,7 +154,7 @@ async def create_image(
     """Create (or adopt) the image for ``spec``; exactly one image per target, ever.
 
     ``lookup_first`` is for resume: the journal says a request may have been sent.
-    The journal commits ``requesting`` (the Requested event) before each send.
+    The ledger commits ``requesting`` (the Requested event) before each send.
     """
     run_id = lane.run_id
     target = spec.target
@@ -173,7 +173,7 @@ async def create_image(
                     return CreatedImage(found, adopted=True, attempts=sent)
                 must_look = False
             sent += 1
-            await lane.emit(
+            await lane.bus.before_send(
                 Requested(
                     run_id,
                     target.account,

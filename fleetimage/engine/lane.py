@@ -13,13 +13,12 @@ from typing import Any
 from fleetimage.aws.clients import to_aws_error
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import Event, LaneKey, Retried, Throttled
+from fleetimage.core.models import LaneKey, Retried, Throttled
+from fleetimage.engine.bus import Bus
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.retry import RetryPolicy, retrying
 
-__all__ = ["Emit", "Lane"]
-
-Emit = Callable[[Event], Awaitable[None]]
+__all__ = ["Lane"]
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
@@ -35,14 +34,14 @@ class Lane:
         retry_policy: RetryPolicy,
         *,
         run_id: str,
-        emit: Emit,
+        bus: Bus,
     ) -> None:
         self.key = key
         self.client = client
         self.limiter = limiter
         self.retry_policy = retry_policy
         self.run_id = run_id
-        self.emit = emit
+        self.bus = bus
         # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
         self.create_successes = 0
         self.create_failure_streak = 0
@@ -61,7 +60,7 @@ class Lane:
             error = to_aws_error(exc, action)
             if error.kind is ErrorKind.THROTTLE:
                 rate = bucket.on_throttle(sent_at=sent_at)
-                await self.emit(
+                await self.bus.emit(
                     Throttled(
                         self.run_id,
                         self.key.account,
@@ -95,7 +94,7 @@ class Lane:
         async def on_retry(error: AwsError, attempt: int, delay_s: float) -> None:
             if error.kind is ErrorKind.THROTTLE:
                 return  # already reported as Throttled; a Retried line per throttle is noise
-            await self.emit(
+            await self.bus.emit(
                 Retried(
                     self.run_id,
                     self.key.account,

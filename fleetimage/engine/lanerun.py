@@ -23,13 +23,15 @@ from fleetimage.core.models import (
     Failed,
     ImageSpec,
     JournalState,
+    LaneFailed,
+    LanePlanned,
     Outcome,
     Skipped,
     TargetRecord,
 )
 from fleetimage.engine.bus import Bus, SubscriberError
 from fleetimage.engine.create import check_dry_run, create_image
-from fleetimage.engine.plan import LANE_WIDE, LanePlan
+from fleetimage.engine.plan import LanePlan
 from fleetimage.engine.specs import build_spec
 from fleetimage.engine.wait import ImageState, ImageWaiter
 
@@ -253,20 +255,26 @@ async def announce_lane(
     """Discovered/Skipped/Failed events for what planning found in a lane, before imaging."""
     key = lp.key
     if lp.error is not None:
-        await bus.emit(Discovered(run_id, key.account, key.region, LANE_WIDE, now(), "", "unknown"))
+        affected = sorted(
+            r.instance_id
+            for (account, region, _), r in prior.items()
+            if (account, region) == (key.account, key.region) and r.state not in _SETTLED
+        )
         await bus.emit(
-            Failed(
+            LaneFailed(
                 run_id,
                 key.account,
                 key.region,
-                LANE_WIDE,
+                None,
                 now(),
-                Outcome.FAILED,
+                lp.error.action,
                 lp.error.code,
                 f"{lp.error.action} failed for the whole lane: {lp.error.message}",
+                tuple(affected),
             )
         )
         return
+    await bus.emit(LanePlanned(run_id, key.account, key.region, None, now(), len(lp.specs)))
     for spec in lp.specs:
         await bus.emit(Discovered(run_id, *event_fields(spec), now(), spec.name, spec.target.state))
     for target, reason in lp.skipped:

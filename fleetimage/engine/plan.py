@@ -17,18 +17,17 @@ from aiobotocore.session import AioSession
 from fleetimage.aws import clients
 from fleetimage.config import AccountSpec, FleetConfig, TargetSpec
 from fleetimage.core.errors import AwsError
-from fleetimage.core.models import Event, ImageSpec, LaneKey, Target
+from fleetimage.core.models import ImageSpec, LaneKey, Target
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.accounts import Access, resolve_account
+from fleetimage.engine.bus import Bus
 from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
-from fleetimage.engine.lane import Emit, Lane
+from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.specs import build_spec
 
-__all__ = ["LANE_WIDE", "LanePlan", "Plan", "open_lanes", "plan_fleet"]
+__all__ = ["LanePlan", "Plan", "open_lanes", "plan_fleet"]
 
-# The instance id of a result that stands for a whole lane (e.g. AssumeRole failed).
-LANE_WIDE = "*"
 CONFIRM_SHARE = 0.2
 # Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once.
 DISCOVERY_CONCURRENCY = 4
@@ -87,7 +86,7 @@ async def open_lanes(
     endpoint_url: str | None,
     run_id: str,
     started_at: datetime,
-    emit: Emit,
+    bus: Bus,
     stack: contextlib.AsyncExitStack,
     planned: Plan | None = None,
     on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
@@ -162,7 +161,7 @@ async def open_lanes(
             Limiter.from_limits(config.limits_for(key.region), confirm_share=CONFIRM_SHARE),
             config.retry,
             run_id=run_id,
-            emit=emit,
+            bus=bus,
         )
         earlier = planned.lanes.get(key) if planned is not None else None
         if earlier is not None and earlier.error is None:
@@ -210,9 +209,6 @@ async def plan_fleet(
     """What a run would image (STS + DescribeInstances only); the clients are closed after."""
     started_at = started_at or datetime.now(UTC)
 
-    async def ignore(_: Event) -> None:
-        return None
-
     async with contextlib.AsyncExitStack() as stack:
         plan = await open_lanes(
             config,
@@ -220,7 +216,7 @@ async def plan_fleet(
             endpoint_url=endpoint_url,
             run_id=run_id or new_run_id(started_at),
             started_at=started_at,
-            emit=ignore,
+            bus=Bus([]),
             stack=stack,
         )
     for lp in plan.lanes.values():

@@ -19,20 +19,22 @@ from aiobotocore.session import AioSession
 from fleetimage.aws import clients
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
+from fleetimage.core.ledger import Ledger
 from fleetimage.core.models import TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
 from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane, pin_names
-from fleetimage.engine.plan import LANE_WIDE, LanePlan, Plan, open_lanes
+from fleetimage.engine.plan import LanePlan, Plan, open_lanes
 from fleetimage.output.collector import ReportCollector
 from fleetimage.output.report import RunReport
 
-__all__ = ["StopReason", "Subscriber", "SubscriberError", "image_fleet"]
+__all__ = ["StopReason", "Subscriber", "SubscriberError", "execute"]
 
 
-async def image_fleet(
+async def execute(
     config: FleetConfig,
     *,
+    ledger: Ledger | None = None,
     endpoint_url: str | None = None,
     on_event: Subscriber | Sequence[Subscriber] | None = None,
     dry_run: bool = False,
@@ -48,6 +50,8 @@ async def image_fleet(
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
+    ``ledger``: where the run is recorded (write-ahead before each CreateImage); the public
+    :func:`~fleetimage.engine.api.image_fleet` passes the journal.
     ``stop``: set it to stop gracefully (no new images; in-flight calls settle; pending
     images stay pending for ``resume``). ``resume``: the journal's records of an earlier
     run with the same ``run_id`` and ``started_at``: settled targets are kept, ``requesting``
@@ -64,9 +68,9 @@ async def image_fleet(
     if on_event is not None:
         subscribers.extend(on_event if isinstance(on_event, Sequence) else [on_event])
     collector = ReportCollector(run_id, started_at, dry_run=dry_run)
-    prior = {(r.account, r.region, r.instance_id): r for r in resume if r.instance_id != LANE_WIDE}
+    prior = {(r.account, r.region, r.instance_id): r for r in resume}
     collector.seed(prior.values())
-    bus = Bus([collector, *subscribers])
+    bus = Bus([collector, *subscribers], ledger)
     state = RunState(max_errors or config.max_errors, total=0)
 
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
@@ -98,7 +102,7 @@ async def image_fleet(
                 endpoint_url=endpoint_url,
                 run_id=run_id,
                 started_at=started_at,
-                emit=bus.emit,
+                bus=bus,
                 stack=stack,
                 planned=plan,
                 on_lane_ready=lane_ready,

@@ -1,8 +1,11 @@
 """The journal's schema and how each event becomes a row.
 
-Schema (``meta.schema_version`` = :data:`SCHEMA_VERSION`)::
+Schema (``meta.schema_version`` = :data:`SCHEMA_VERSION`; older journals are upgraded in place
+by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
 
     runs(run_id PK, started_at, finished_at, status, config_json, notes)
+    lanes(run_id, account, region, state planned|failed, action, error_code, error_message,
+          updated_at, PRIMARY KEY (run_id, account, region))
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
             error_code, error_message, requested_at, completed_at, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
@@ -17,6 +20,7 @@ Times are ISO 8601 text. Event → row (every write is an upsert, so resume is s
 - Failed → its outcome (failed / timed_out / not_started) + error; image_id kept if not given.
 - Skipped → ``skipped``, error_message = reason.  DryRunChecked → ``dry_run``; the error is
   recorded only when the check did *not* pass, so "dry_run without error_code" means ok.
+- LanePlanned → lane ``planned`` (its discovery is complete); LaneFailed → lane ``failed``.
 - Retried / Throttled → nothing: ``Requested.attempt`` already counts CreateImage attempts.
 
 Two invariants hold across all of them: ``available`` is final, and a known image_id is never
@@ -36,16 +40,33 @@ from fleetimage.core.models import (
     Event,
     Failed,
     JournalState,
+    LaneFailed,
+    LanePlanned,
     Outcome,
     Requested,
     Skipped,
 )
 
-__all__ = ["RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
+__all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RUN_STATUSES = frozenset({"running", "finished", "interrupted", "failed"})
 
+
+# One row per lane that planned (discovery complete) or failed as a whole.
+_LANES = """
+CREATE TABLE lanes (
+    run_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('planned', 'failed')),
+    action TEXT,
+    error_code TEXT,
+    error_message TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, account, region)
+) WITHOUT ROWID;
+"""
 
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,7 +95,21 @@ CREATE TABLE targets (
     updated_at TEXT NOT NULL,
     PRIMARY KEY (run_id, account, region, instance_id)
 ) WITHOUT ROWID;
+{_LANES}
 """
+
+# Upgrades, from version N to N + 1, run in one transaction after a backup copy of the file.
+MIGRATIONS: dict[int, str] = {
+    # 1 → 2: lane-wide failures leave the targets table (they were rows with instance "*").
+    1: _LANES
+    + """
+INSERT INTO lanes (run_id, account, region, state, action, error_code, error_message, updated_at)
+    SELECT run_id, account, region, 'failed', '', COALESCE(error_code, ''),
+        COALESCE(error_message, ''), updated_at
+    FROM targets WHERE instance_id = '*';
+DELETE FROM targets WHERE instance_id = '*';
+""",
+}
 
 # --- event → SQL ---------------------------------------------------------------------------
 
@@ -131,8 +166,23 @@ def timestamp(dt: datetime | None) -> str | None:
     return dt.isoformat() if dt is not None else None
 
 
+_LANE_UPSERT = """
+INSERT INTO lanes (run_id, account, region, state, action, error_code, error_message, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (run_id, account, region) DO UPDATE SET state = excluded.state,
+    action = excluded.action, error_code = excluded.error_code,
+    error_message = excluded.error_message, updated_at = excluded.updated_at
+"""
+
+
 def event_row(event: Event) -> tuple[str, tuple[Any, ...]] | None:
     """The upsert for ``event``, or None if the journal does not record it."""
+    lane = (event.run_id, event.account, event.region)
+    if isinstance(event, LaneFailed):
+        why = (event.action, event.error_code, event.error_message)
+        return _LANE_UPSERT, (*lane, "failed", *why, timestamp(event.at))
+    if isinstance(event, LanePlanned):
+        return _LANE_UPSERT, (*lane, "planned", None, None, None, timestamp(event.at))
     sql = _SQL.get(type(event))
     if sql is None or event.instance_id is None:
         return None

@@ -1,13 +1,14 @@
 """The run journal: one SQLite row per (run, target), written before CreateImage is sent.
 
-The journal is what makes a crash harmless: the engine emits :class:`~fleetimage.core.models.Requested`
-and awaits the journal, which returns only once the ``requesting`` row is *committed*; only then
-is CreateImage sent. Resume looks every ``requesting`` target up by name before sending again.
+The journal is the engine's :class:`~fleetimage.core.ledger.Ledger` and what makes a crash
+harmless: before each CreateImage the engine awaits :meth:`Journal.before_send`, which returns
+only once the ``requesting`` row is *committed*; only then is the request sent. Resume looks
+every ``requesting`` target up by name before sending again.
 
 Threading. One dedicated writer thread owns the only connection; the event loop never touches
 SQLite. Calls are queued to it; the thread drains the queue into one transaction per batch
 (group commit). A batch holding something awaited (a ``Requested``, a read, ``flush()``) is
-committed at once; a batch of fire-and-forget events lingers up to ``journal_writer.LINGER_S`` for company, so
+committed at once; a batch of fire-and-forget events lingers up to ``writer.LINGER_S`` for company, so
 every event is committed within ~0.05 s. The thread settles the callers' asyncio futures after
 the commit, so the await returns only when the row is durable. (asyncio, not trio: aiobotocore
 ties the engine to asyncio anyway.)
@@ -49,11 +50,19 @@ from fleetimage.core.errors import JournalError
 from fleetimage.core.models import (
     Event,
     JournalState,
+    LaneFailure,
     Requested,
     TargetRecord,
 )
 from fleetimage.core.redaction import redact
-from fleetimage.journal.schema import RUN_STATUSES, SCHEMA, SCHEMA_VERSION, event_row, timestamp
+from fleetimage.journal.schema import (
+    MIGRATIONS,
+    RUN_STATUSES,
+    SCHEMA,
+    SCHEMA_VERSION,
+    event_row,
+    timestamp,
+)
 from fleetimage.journal.writer import Op, Writer
 
 __all__ = ["RUN_STATUSES", "SCHEMA_VERSION", "Journal", "RunSummary", "default_journal_path"]
@@ -74,6 +83,7 @@ class RunSummary:
     status: str
     counts: dict[str, int]
     total: int
+    lane_failures: int = 0  # lanes that could not run at all (their targets are unknown)
 
 
 def default_journal_path() -> Path:
@@ -85,7 +95,7 @@ def default_journal_path() -> Path:
 
 
 class Journal:
-    """The run journal; an event subscriber. Create with ``await Journal.open(path)``."""
+    """The run journal, a :class:`~fleetimage.core.ledger.Ledger`. ``await Journal.open(path)``."""
 
     def __init__(self, writer: Writer) -> None:
         self._writer = writer
@@ -104,7 +114,12 @@ class Journal:
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # expanduser happens in the writer thread's _connect: no file system work on the loop.
         writer = Writer(
-            Path(path), read_only=read_only, ready=ready, schema=SCHEMA, version=SCHEMA_VERSION
+            Path(path),
+            read_only=read_only,
+            ready=ready,
+            schema=SCHEMA,
+            version=SCHEMA_VERSION,
+            migrations=MIGRATIONS,
         )
         writer.start()
         try:
@@ -137,17 +152,27 @@ class Journal:
         """Return once every event handed over so far is committed."""
         await self._call(lambda conn: None)
 
-    async def __call__(self, event: Event) -> None:
-        """The subscriber: Requested returns once committed; other events are group-committed."""
+    async def before_send(self, event: Requested) -> None:
+        """The ledger's write-ahead: returns once the ``requesting`` row is committed."""
         row = event_row(event)
-        if row is None:
-            return
-        sql, params = row
-        if isinstance(event, Requested):
+        if row is not None:
+            sql, params = row
             await self._call(lambda conn: conn.execute(sql, params))
-        else:
+
+    def record(self, event: Event) -> None:
+        """The ledger's other writes: queued, group-committed within ~0.05 s."""
+        row = event_row(event)
+        if row is not None:
+            sql, params = row
             self._check_open()
             self._writer.put(Op(lambda conn: conn.execute(sql, params), None))
+
+    async def __call__(self, event: Event) -> None:
+        """Record ``event`` as the engine would (write-ahead for Requested); for tools and tests."""
+        if isinstance(event, Requested):
+            await self.before_send(event)
+        else:
+            self.record(event)
 
     async def start_run(
         self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
@@ -201,6 +226,9 @@ class Journal:
         """Every run, newest first, with its targets counted per state."""
         return await self._call(lambda conn: _read_runs(conn, None))
 
+    async def has_run(self, run_id: str) -> bool:
+        return bool(await self._call(lambda conn: _read_runs(conn, run_id)))
+
     async def run(self, run_id: str) -> RunSummary:
         found = await self._call(lambda conn: _read_runs(conn, run_id))
         if not found:
@@ -218,6 +246,21 @@ class Journal:
             if found is None:
                 raise _unknown_run(run_id)
             return cast(dict[str, Any], json.loads(found[0]))
+
+        return await self._call(read)
+
+    async def lane_failures(self, run_id: str) -> list[LaneFailure]:
+        """The lanes of ``run_id`` that could not run, as last recorded."""
+
+        def read(conn: sqlite3.Connection) -> list[LaneFailure]:
+            rows = conn.execute(
+                "SELECT account, region, action, error_code, error_message FROM lanes "
+                "WHERE run_id = ? AND state = 'failed' ORDER BY account, region",
+                (run_id,),
+            )
+            return [
+                LaneFailure(a, r, act or "", code or "", msg or "") for a, r, act, code, msg in rows
+            ]
 
         return await self._call(read)
 
@@ -255,6 +298,14 @@ def _read_runs(conn: sqlite3.Connection, run_id: str | None) -> list[RunSummary]
         f"SELECT run_id, state, COUNT(*) FROM targets {where} GROUP BY run_id, state", args
     ):
         counts.setdefault(rid, {})[state] = n
+    failed_lanes = dict(
+        conn.execute(
+            "SELECT run_id, COUNT(*) FROM lanes WHERE state = 'failed' "
+            + ("AND run_id = ? " if run_id is not None else "")
+            + "GROUP BY run_id",
+            args,
+        ).fetchall()
+    )
     summaries = []
     for rid, started, finished, status, rowid in rows:
         per_state = {s.value: counts.get(rid, {}).get(s.value, 0) for s in JournalState}
@@ -266,6 +317,7 @@ def _read_runs(conn: sqlite3.Connection, run_id: str | None) -> list[RunSummary]
             status=status,
             counts=per_state,
             total=sum(counts.get(rid, {}).values()),
+            lane_failures=failed_lanes.get(rid, 0),
         )
         summaries.append((started_at.timestamp(), rowid, summary))
     summaries.sort(key=lambda t: (t[0], t[1]), reverse=True)

@@ -15,9 +15,10 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from fleetimage.core.errors import JournalError
@@ -87,12 +88,20 @@ class Writer(threading.Thread):
     """Owns the connection; runs queued ops in group-committed transactions."""
 
     def __init__(
-        self, path: Path, *, read_only: bool, ready: asyncio.Future[None], schema: str, version: int
+        self,
+        path: Path,
+        *,
+        read_only: bool,
+        ready: asyncio.Future[None],
+        schema: str,
+        version: int,
+        migrations: Mapping[int, str] = MappingProxyType({}),
     ) -> None:
         super().__init__(name=f"fleetimage-journal:{path.name}", daemon=True)
         self.path = path
         self.schema = schema  # SQL that creates the tables and records `version` in meta
         self.version = version
+        self.migrations = migrations  # {N: SQL that upgrades version N to N + 1}
         self.read_only = read_only
         self.failure: BaseException | None = None  # sticky: a lost commit poisons the journal
         self._ready = ready
@@ -207,7 +216,9 @@ class Writer(threading.Thread):
             # Check the schema *before* any PRAGMA that writes (journal_mode=WAL rewrites the
             # file header): a file that is not ours must be left exactly as it was.
             if tables or self.read_only:
-                self._check_schema(conn, tables)
+                found = self._check_schema(conn, tables)
+                if found < self.version:
+                    conn = self._upgrade(conn, found)
             if not self.read_only:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")  # see fleetimage.journal
@@ -224,7 +235,27 @@ class Writer(threading.Thread):
             raise journal_error(self.path, exc) from exc
         return conn
 
-    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+    def _upgrade(self, conn: sqlite3.Connection, found: int) -> sqlite3.Connection:
+        """Bring an older journal to this schema: in place after a backup copy, or, read-only,
+        in a private in-memory copy (the file is not touched)."""
+        if self.read_only:
+            target = sqlite3.connect(":memory:", isolation_level=None)
+            conn.backup(target)
+            conn.close()
+        else:
+            backup = self.path.with_name(f"{self.path.name}.v{found}.bak")
+            with contextlib.closing(sqlite3.connect(backup)) as copy:
+                conn.backup(copy)
+            target = conn
+        script = "".join(self.migrations[v] for v in range(found, self.version))
+        target.executescript(
+            f"BEGIN IMMEDIATE; {script} UPDATE meta SET value = '{self.version}' "
+            "WHERE key = 'schema_version'; COMMIT;"
+        )
+        return target
+
+    def _check_schema(self, conn: sqlite3.Connection, tables: set[str]) -> int:
+        """The journal's schema version, if this code reads it (now or after upgrading)."""
         if "meta" not in tables:
             raise JournalError(
                 f"{self.path} is an SQLite database but not a fleetimage journal; "
@@ -232,8 +263,12 @@ class Writer(threading.Thread):
             )
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         version = int(row[0]) if row and str(row[0]).isdigit() else None
-        if version == self.version:
-            return
+        if version == self.version or (
+            version is not None
+            and version < self.version
+            and all(v in self.migrations for v in range(version, self.version))
+        ):
+            return version
         fix = (
             "upgrade fleetimage to read it"
             if version is not None and version > self.version

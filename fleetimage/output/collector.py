@@ -16,6 +16,9 @@ from fleetimage.core.models import (
     Failed,
     ImageResult,
     JournalState,
+    LaneFailed,
+    LaneFailure,
+    LanePlanned,
     Outcome,
     Requested,
     Skipped,
@@ -78,6 +81,7 @@ class ReportCollector:
         self.started_at = started_at
         self.dry_run = dry_run
         self._targets: dict[tuple[str, str, str], _Progress] = {}
+        self._lanes: dict[tuple[str, str], LaneFailure] = {}
 
     def seed(self, records: Iterable[TargetRecord]) -> None:
         """Resume: start from what the journal knows."""
@@ -89,7 +93,15 @@ class ReportCollector:
             p.error_code, p.error_message = rec.error_code, rec.error_message
 
     def __call__(self, event: Event) -> None:
-        if event.instance_id is None or event.run_id != self.run_id:
+        if event.run_id != self.run_id:
+            return
+        if isinstance(event, LaneFailed | LanePlanned):
+            if isinstance(event, LaneFailed):
+                self._lanes[(event.account, event.region)] = event.failure()
+            else:
+                self._lanes.pop((event.account, event.region), None)
+            return
+        if event.instance_id is None:
             return
         key = (event.account, event.region, event.instance_id)
         p = self._targets.get(key)
@@ -133,6 +145,7 @@ class ReportCollector:
             started_at=self.started_at,
             finished_at=finished_at,
             results=tuple(results),
+            lane_failures=tuple(self._lanes[k] for k in sorted(self._lanes)),
             dry_run=self.dry_run,
             interrupted=interrupted,
         )

@@ -19,6 +19,11 @@ JSON format (``RunReport.to_json()``, and ``RunReport.write(path)`` for any non-
          "image_id": "ami-0123...", "image_name": "nightly-i-0abc...-2024-06-01",
          "error_code": null, "error_message": null, "attempts": 1,
          "requested_at": "2024-06-01T12:00:03+00:00", "completed_at": "2024-06-01T12:05:10+00:00"}
+      ],
+      "lane_failures": [                              # lanes that could not run at all
+        {"account": "444455556666", "region": "us-east-1", "action": "AssumeRole",
+         "error_code": "AccessDenied", "error_message": "AssumeRole failed for the whole lane: ...",
+         "affected": []}                              # its targets, where the journal knew them
       ]
     }
 
@@ -28,7 +33,8 @@ stopped while waiting), ``failed`` / ``timed_out`` (with the AWS error code), ``
 why), ``dry_run`` (error_code is null when the dry run passed, else why it would fail).
 
 CSV (``write("x.csv")``): one row per result, header = the result fields in the order above,
-empty cell for null, RFC 4180 quoting and CRLF line ends.
+empty cell for null, RFC 4180 quoting and CRLF line ends. Lane failures are not rows of it (they
+have no instance): the JSON report and the summary list them.
 
 Reports never carry credentials: results hold ids, names and AWS errors only.
 """
@@ -47,10 +53,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fleetimage.core.models import (
-    ImageResult,
-    Outcome,
-)
+from fleetimage.core.models import ImageResult, LaneFailure, Outcome
 
 __all__ = ["BAD_OUTCOMES", "RESULT_FIELDS", "RunReport", "read_results_csv", "result_from_dict"]
 
@@ -103,6 +106,8 @@ class RunReport:
     started_at: datetime
     finished_at: datetime
     results: tuple[ImageResult, ...]
+    # Lanes that could not run at all (their targets, unknown, are not in ``results``).
+    lane_failures: tuple[LaneFailure, ...] = ()
     dry_run: bool = False
     interrupted: bool = False
 
@@ -119,8 +124,9 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed, timed out, went unstarted or failed its dry run."""
-        return not any(_is_failure(r) for r in self.results)
+        """True when no lane failed and no target failed, timed out, went unstarted or failed
+        its dry run."""
+        return not self.lane_failures and not any(_is_failure(r) for r in self.results)
 
     def failures(self) -> list[ImageResult]:
         return [r for r in self.results if _is_failure(r)]
@@ -134,6 +140,7 @@ class RunReport:
             "interrupted": self.interrupted,
             "counts": self.counts,
             "results": [r.to_dict() for r in self.results],
+            "lane_failures": [f.to_dict() for f in self.lane_failures],
         }
 
     @classmethod
@@ -144,6 +151,7 @@ class RunReport:
             started_at=datetime.fromisoformat(data["started_at"]),
             finished_at=datetime.fromisoformat(data["finished_at"]),
             results=tuple(result_from_dict(r) for r in data.get("results", ())),
+            lane_failures=tuple(LaneFailure.from_dict(f) for f in data.get("lane_failures", ())),
             dry_run=bool(data.get("dry_run", False)),
             interrupted=bool(data.get("interrupted", False)),
         )

@@ -51,6 +51,16 @@ def render_summary(
         end_section=True,
     )
     parts: list[RenderableType] = [per_region]
+    for lane in report.lane_failures:
+        # Full text, one line each: a lane failure is the first thing an operator must read.
+        known = f" ({len(lane.affected)} known targets)" if lane.affected else ""
+        parts.append(
+            Text(
+                f"lane {lane.account}/{lane.region} failed{known}: {lane.error_code}: "
+                f"{' '.join(lane.error_message.split())}",
+                style="bold",
+            )
+        )
 
     failures = report.failures()
     if failures:
@@ -75,5 +85,6 @@ def render_summary(
     verdict = "ok" if report.ok else "not ok"
     if report.interrupted:
         verdict = "interrupted" if report.ok else "interrupted, not ok"
-    parts.append(Text(f"{counts['total']} targets in {elapsed}: {verdict}"))
+    lanes = f" ({len(report.lane_failures)} lanes failed)" if report.lane_failures else ""
+    parts.append(Text(f"{counts['total']} targets{lanes} in {elapsed}: {verdict}"))
     return Group(*parts)

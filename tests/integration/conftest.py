@@ -1,11 +1,15 @@
-"""Fixtures for the integration tests: a second, independent EC2 emulation (moto)."""
+"""Fixtures for the integration tests: the mock as the caller's own account, and a second,
+independent EC2 emulation (moto)."""
 
 from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+
+from fleetimage.mock import MockConfig, MockEC2
 
 
 def _free_port() -> int:
@@ -27,3 +31,16 @@ def moto_url() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture
+def fleet_mock(mock_ec2: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A mock whose first account is the caller's own (env credentials point at it)."""
+
+    async def factory(config: MockConfig) -> MockEC2:
+        mock: MockEC2 = await mock_ec2(config)
+        for key, value in mock.credentials(mock.config.accounts[0]).items():
+            monkeypatch.setenv(key.upper(), value)
+        return mock
+
+    return factory

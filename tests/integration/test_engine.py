@@ -43,19 +43,6 @@ def fleet_config(scale: float = 1.0, **overrides: Any) -> dict[str, Any]:
     return cfg
 
 
-@pytest.fixture
-def fleet_mock(mock_ec2: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A mock whose first account is the caller's own (env credentials point at it)."""
-
-    async def factory(config: MockConfig) -> Any:
-        mock = await mock_ec2(config)
-        for key, value in mock.credentials(mock.config.accounts[0]).items():
-            monkeypatch.setenv(key.upper(), value)
-        return mock
-
-    return factory
-
-
 def imageable(mock: Any, account: str, regions: tuple[str, ...]) -> set[tuple[str, str, str]]:
     return {
         (account, r, i["instance_id"])
@@ -376,8 +363,9 @@ async def test_failed_assume_role_fails_that_lane_only(fleet_mock: Any) -> None:
         ],
     )
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
-    lane_failures = [r for r in report.results if r.account == ACCOUNT_B]
-    assert len(lane_failures) == 1 and lane_failures[0].error_code == "AccessDenied"
+    assert [r for r in report.results if r.account == ACCOUNT_B] == []
+    (lane,) = report.lane_failures
+    assert (lane.account, lane.action, lane.error_code) == (ACCOUNT_B, "AssumeRole", "AccessDenied")
     assert report.counts["available"] == 10
 
 

@@ -35,7 +35,8 @@ from fleetimage import Created, JournalError, Outcome, Requested, image_fleet, p
 from fleetimage.core.models import Event, JournalState, TargetRecord
 from fleetimage.core.naming import AMI_NAME_MAX, is_valid_ami_name, render_name
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
-from fleetimage.engine.plan import LANE_WIDE, plan_fleet
+from fleetimage.engine.plan import plan_fleet
+from fleetimage.engine.run import execute
 from fleetimage.journal import Journal
 from fleetimage.mock import MockConfig, MockEC2
 
@@ -46,19 +47,6 @@ STARTED = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 # --- helpers ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def fleet_mock(mock_ec2: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A mock whose first account is the caller's own (env credentials point at it)."""
-
-    async def factory(config: MockConfig) -> MockEC2:
-        mock: MockEC2 = await mock_ec2(config)
-        for key, value in mock.credentials(mock.config.accounts[0]).items():
-            monkeypatch.setenv(key.upper(), value)
-        return mock
-
-    return factory
 
 
 def cfg(regions: tuple[str, ...] = ("us-east-1",), **overrides: Any) -> dict[str, Any]:
@@ -266,7 +254,7 @@ async def test_hostile_tag_values_end_to_end_valid_unique_and_stable(fleet_mock:
         TargetRecord(ACCOUNT, "us-east-1", iid, JournalState.REQUESTING) for iid in ids.values()
     ]
     events: list[Event] = []
-    resumed = await image_fleet(
+    resumed = await execute(
         config,
         endpoint_url=mock.endpoint_url,
         run_id=RUN_ID,
@@ -440,10 +428,14 @@ async def test_region_answering_only_auth_failure_fails_that_lane(
     report = await image_fleet(
         parse_config(cfg(("us-east-1", "eu-west-1"))), endpoint_url=proxy.url
     )
-    denied = lane_results(report, "eu-west-1")
-    assert len(denied) == 1 and denied[0].instance_id == LANE_WIDE
-    assert denied[0].error_code == "AuthFailure" and denied[0].outcome is Outcome.FAILED
-    assert "DescribeInstances" in (denied[0].error_message or "")
+    assert lane_results(report, "eu-west-1") == []  # no target is known in that lane
+    (denied,) = report.lane_failures
+    assert (denied.region, denied.error_code, denied.action) == (
+        "eu-west-1",
+        "AuthFailure",
+        "DescribeInstances",
+    )
+    assert "DescribeInstances" in denied.error_message and not report.ok
     assert [r.outcome for r in lane_results(report, "us-east-1")] == [Outcome.AVAILABLE] * 4
 
 
@@ -539,21 +531,28 @@ async def test_html_500_from_a_proxy_is_reported_per_lane(
     config["wait"]["timeout_s"] = 5
     report = await image_fleet(parse_config(config), endpoint_url=proxy.url)
 
-    hit = [
-        r
-        for r in report.results
-        if (
-            r.account == OTHER
-            if service == "sts"
-            else r.region == "eu-west-1"  # the proxy answers for every account there
-        )
-    ]
-    assert hit
-    for result in hit:
-        assert result.outcome is not Outcome.AVAILABLE
-        assert result.error_code not in (None, "InternalError"), result.error_message
-        assert "<!doctype" not in (result.error_message or "").lower()
-    rest = [r for r in report.results if r not in hit]
+    # The proxy answers for OTHER's AssumeRole, or for every account in eu-west-1.
+    hit_lanes = (
+        [(OTHER, "eu-west-1"), (OTHER, "us-east-1")]
+        if service == "sts"
+        else [(ACCOUNT, "eu-west-1"), (OTHER, "eu-west-1")]
+    )
+    if action in ("AssumeRole", "DescribeInstances"):  # the lane cannot even plan
+        assert sorted((f.account, f.region) for f in report.lane_failures) == hit_lanes
+        for lane in report.lane_failures:
+            assert lane.action == action
+            assert lane.error_code not in ("", "InternalError"), lane.error_message
+            assert "<!doctype" not in lane.error_message.lower()
+        assert {(r.account, r.region) for r in report.results}.isdisjoint(hit_lanes)
+    else:  # planned, then its targets fail one by one
+        assert report.lane_failures == ()
+        hit = [r for r in report.results if (r.account, r.region) in hit_lanes]
+        assert hit
+        for result in hit:
+            assert result.outcome is not Outcome.AVAILABLE
+            assert result.error_code not in (None, "InternalError"), result.error_message
+            assert "<!doctype" not in (result.error_message or "").lower()
+    rest = [r for r in report.results if (r.account, r.region) not in hit_lanes]
     assert rest and all(r.outcome is Outcome.AVAILABLE for r in rest), report.failures()
 
 
@@ -597,11 +596,15 @@ async def test_assume_role_denied_fails_that_account_in_every_region(fleet_mock:
         }
     )
     report = await image_fleet(parse_config(config), endpoint_url=mock.endpoint_url)
-    failed = [r for r in report.results if r.account == OTHER]
-    assert sorted(r.region for r in failed) == ["eu-west-1", "us-east-1"]
-    for result in failed:
-        assert result.instance_id == LANE_WIDE and result.error_code == "AccessDenied"
-        assert denied in (result.error_message or "")
+    assert [r for r in report.results if r.account == OTHER] == []
+    failed = report.lane_failures
+    assert sorted((f.account, f.region) for f in failed) == [
+        (OTHER, "eu-west-1"),
+        (OTHER, "us-east-1"),
+    ]
+    for lane in failed:
+        assert lane.error_code == "AccessDenied" and lane.action == "AssumeRole"
+        assert denied in lane.error_message
     assert report.counts["available"] == 6
     assert mock.count(action="CreateImage", account=OTHER) == 0
 

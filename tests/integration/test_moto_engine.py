@@ -26,6 +26,7 @@ from fleetimage.core.clock import now
 from fleetimage.core.models import Event, JournalState, TargetRecord
 from fleetimage.core.naming import is_valid_ami_name, new_run_id
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.run import execute
 from fleetimage.mock import MockConfig
 
 ACCOUNT = "123456789012"  # moto's default account, and the mock's default account
@@ -208,7 +209,7 @@ async def test_resume_after_a_crash_adopts_by_name_and_never_duplicates(
         for r in first.results
     ]
     events: list[Event] = []
-    second = await image_fleet(
+    second = await execute(
         cfg,
         endpoint_url=emulation.url,
         run_id=run_id,

@@ -20,10 +20,15 @@ EXPECTED = {
     "FleetImageError",
     "ImageResult",
     "JournalError",
+    "LaneFailed",
+    "LaneFailure",
+    "LanePlanned",
     "MockError",
     "Outcome",
     "Requested",
+    "ResumePlan",
     "Retried",
+    "RunDeclined",
     "RunReport",
     "Skipped",
     "Subscriber",
@@ -31,6 +36,8 @@ EXPECTED = {
     "image_fleet",
     "load_config",
     "parse_config",
+    "resume_fleet",
+    "resume_fleet_sync",
     "run_fleet",
 }
 
@@ -38,11 +45,13 @@ EXPECTED = {
 def test_all_is_pinned_and_importable() -> None:
     assert set(fleetimage.__all__) == EXPECTED
     for name in fleetimage.__all__:
-        assert getattr(fleetimage, name) is not None
+        value = getattr(fleetimage, name)
+        # Each name is the object its home module defines, not a stand-in.
+        assert getattr(value, "__name__", name) == name or name == "Subscriber"
 
 
 def test_one_exception_root() -> None:
-    for name in ("AwsError", "ConfigError", "JournalError", "MockError"):
+    for name in ("AwsError", "ConfigError", "JournalError", "MockError", "RunDeclined"):
         assert issubclass(getattr(fleetimage, name), fleetimage.FleetImageError)
 
 
@@ -50,6 +59,24 @@ def test_image_fleet_signature() -> None:
     params = inspect.signature(fleetimage.image_fleet).parameters
     assert next(iter(params)) == "config"
     keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-    assert {"endpoint_url", "on_event", "dry_run", "deadline", "stop", "resume"} <= keyword_only
+    assert {
+        "journal",
+        "run_id",
+        "confirm",
+        "endpoint_url",
+        "on_event",
+        "dry_run",
+        "deadline",
+        "stop",
+    } <= keyword_only
     assert inspect.iscoroutinefunction(fleetimage.image_fleet)
     assert not inspect.iscoroutinefunction(fleetimage.run_fleet)
+
+
+def test_resume_fleet_signature() -> None:
+    params = inspect.signature(fleetimage.resume_fleet).parameters
+    assert next(iter(params)) == "run_id"
+    keyword_only = {n for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert {"journal", "confirm", "endpoint_url", "on_event", "deadline", "stop"} <= keyword_only
+    assert inspect.iscoroutinefunction(fleetimage.resume_fleet)
+    assert not inspect.iscoroutinefunction(fleetimage.resume_fleet_sync)

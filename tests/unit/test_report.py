@@ -20,6 +20,8 @@ from fleetimage.core.models import (
     Failed,
     ImageResult,
     JournalState,
+    LaneFailed,
+    LanePlanned,
     Outcome,
     Requested,
     Skipped,
@@ -186,6 +188,7 @@ def test_json_format_and_round_trip(tmp_path: Path) -> None:
         "interrupted",
         "counts",
         "results",
+        "lane_failures",
     ]
     assert data["started_at"] == T0.isoformat() and data["counts"]["total"] == 3
     # Sorted by (account, region, instance_id).
@@ -198,6 +201,30 @@ def test_json_format_and_round_trip(tmp_path: Path) -> None:
     report.write(tmp_path / "out" / "report.json")
     assert RunReport.from_dict(json.loads((tmp_path / "out" / "report.json").read_text())) == report
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.json"]  # no temp left
+
+
+def test_lane_failures_are_their_own_records_and_make_the_run_not_ok() -> None:
+    c = ReportCollector(RUN, T0)
+    feed(c, "i-b", "requested", "created", "available", region="us-east-1")
+    c(LaneFailed(RUN, ACCT, "eu-west-1", None, T1, "AssumeRole", "AccessDenied", "denied"))
+    c(LaneFailed(RUN, ACCT, "ap-south-1", None, T1, "DescribeInstances", "AuthFailure", "no"))
+    # a lane that plans on resume is no longer failed
+    c(LanePlanned(RUN, ACCT, "ap-south-1", None, T1, 3))
+    report = c.report(finished_at=T1)
+    assert [r.instance_id for r in report.results] == ["i-b"]  # no pseudo target
+    assert report.counts["total"] == 1 and not report.ok
+    (lane,) = report.lane_failures
+    assert (lane.region, lane.action, lane.error_code) == (
+        "eu-west-1",
+        "AssumeRole",
+        "AccessDenied",
+    )
+    assert RunReport.from_dict(json.loads(report.to_json())) == report
+    console = Console(width=200, record=True)
+    console.print(render_summary(report))
+    text = console.export_text()
+    assert "lane 111122223333/eu-west-1 failed: AccessDenied: denied" in text
+    assert "1 targets (1 lanes failed)" in text and "not ok" in text
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:

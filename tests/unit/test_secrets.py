@@ -7,7 +7,6 @@ Also: the mock refuses to bind anything but loopback.
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -17,9 +16,7 @@ import structlog
 
 from fleetimage import MockError, image_fleet, parse_config
 from fleetimage.aws import clients as clients_module
-from fleetimage.core.clock import now
 from fleetimage.core.models import Event
-from fleetimage.journal import Journal
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2, MockEC2Thread, serve
 from fleetimage.output.logs import LogSubscriber, configure_logging
 
@@ -136,26 +133,18 @@ async def test_no_secret_in_logs_report_journal_errors_or_reprs(
     config = parse_config(raw_config)
     events: list[Event] = []
     journal_path = tmp_path / "journal.sqlite3"
-    async with await Journal.open(journal_path) as journal:
-        started_at = now()
-        await journal.start_run(
-            "secrets-run",
-            started_at=started_at,
-            config_snapshot=json.loads(config.model_dump_json()),
-        )
-        report = await image_fleet(
-            config,
-            endpoint_url=mock.endpoint_url,
-            on_event=[journal, LogSubscriber(), events.append],
-            run_id="secrets-run",
-            started_at=started_at,
-        )
-        await journal.finish_run("secrets-run", status="finished", finished_at=now())
+    report = await image_fleet(
+        config,
+        journal=journal_path,
+        endpoint_url=mock.endpoint_url,
+        on_event=[LogSubscriber(), events.append],
+        run_id="secrets-run",
+    )
 
     # The run really exercised both credential paths, failures and retries.
     assert len(assumed) == 1  # the denied role got no credentials
     assert report.counts["available"] > 0 and report.failures()
-    assert any(r.error_code == "AccessDenied" for r in report.results)
+    assert {f.error_code for f in report.lane_failures} == {"AccessDenied"}
     assert mock.count(account=ROLE_ACCOUNT, action="CreateImage") > 0
     assert mock.count(account=OWN, action="CreateImage") > 0
 
@@ -167,7 +156,8 @@ async def test_no_secret_in_logs_report_journal_errors_or_reprs(
         f"logs ({fmt})": logs,
         "report.json": (tmp_path / "report.json").read_text(),
         "report.csv": (tmp_path / "report.csv").read_text(),
-        "errors": "\n".join(f"{r.error_code}: {r.error_message}" for r in report.failures()),
+        "errors": "\n".join(f"{r.error_code}: {r.error_message}" for r in report.failures())
+        + "\n".join(f"{f.error_code}: {f.error_message}" for f in report.lane_failures),
         "repr(report)": repr(report),
         "repr(events)": "\n".join(repr(e) for e in events),
         "repr(config)": repr(config) + str(config.model_dump()),
