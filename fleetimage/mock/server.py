@@ -4,15 +4,22 @@ One server serves every region and account: the region and service (``ec2``/``st
 from the SigV4 credential scope of the ``Authorization`` header, the account from the access
 key id (``AKIA``/``ASIA`` + 12 digits, else the default account). Signatures are not checked.
 
-Per request: AuthFailure without SigV4 → unknown action → injected fault → token bucket →
-handler → (lost answer) → (slow) → answer. Throttled and faulted requests apply nothing.
+Per request: due instance events applied → AuthFailure without SigV4 → expired key
+(``RequestExpired`` / ``ExpiredToken``) → unknown action → outage window → injected fault →
+token bucket → handler → (lost answer) → (slow + latency) → answer. Throttled, faulted,
+expired and outage requests apply nothing.
+
+Time: :meth:`MockEC2.aws_now` is AWS seconds since start (wall × ``time_scale``); see
+:mod:`fleetimage.mock.clock` for how that maps to the timestamps on the wire. The controls
+for credentials, outages, instance events and latency are methods here and, over HTTP,
+``/_mock/`` routes (:mod:`fleetimage.mock.control`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
+import math
 import random
 import re
 import time
@@ -23,9 +30,11 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.errors import MockError
-from fleetimage.mock import ec2, images
+from fleetimage.mock import control, ec2, images
 from fleetimage.mock.buckets import Buckets
-from fleetimage.mock.config import INSTANCE_STATES, MockConfig
+from fleetimage.mock.clock import Latency, MockClock
+from fleetimage.mock.config import INSTANCE_STATES, InstanceEvent, MockConfig, Outage
+from fleetimage.mock.credentials import CredentialTable, expired_error
 from fleetimage.mock.faults import Fault, FaultInjector
 from fleetimage.mock.fleet import Fleet, Image, ImageRecord, InstanceRecord
 from fleetimage.mock.protocol import (
@@ -39,6 +48,7 @@ from fleetimage.mock.protocol import (
     sts_ok,
 )
 from fleetimage.mock.query import Ctx, Handler
+from fleetimage.mock.schedule import Schedule
 from fleetimage.mock.sts import StsState, account_of_key
 
 # EC2 tags are XML text: C0 controls other than tab/newline/CR cannot be served.
@@ -50,6 +60,8 @@ EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 CounterKey = tuple[str, str, str, str]
+#: The longest a "timeout" outage holds a request (wall seconds), whatever its window.
+HOLD_MAX_WALL_S = 600.0
 
 
 def check_loopback(host: str) -> str:
@@ -84,7 +96,17 @@ class MockEC2:
         self.fleet = Fleet(self.config)
         self.buckets = Buckets(self.config)
         self.faults = FaultInjector(self.config.faults, self.config.seed)
-        self.sts = StsState(self.config.denied_roles, random.Random(f"{self.config.seed}:sts"))
+        self.clock = MockClock(self.config.time_scale)
+        self.keys = CredentialTable(self.config.own_credentials_expire_after_s)
+        self.sts = StsState(
+            self.config.denied_roles,
+            random.Random(f"{self.config.seed}:sts"),
+            self.keys,
+            self.clock,
+            self.config.role_max_session_s or {},
+        )
+        self.schedule = Schedule(self.config, self.fleet)
+        self.latency = Latency(self.config)
         self._runner: web.ServerRunner | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -164,7 +186,9 @@ class MockEC2:
         return {k: n for k, n in self.fleet.images_created.items() if n > 1}
 
     def instances(self, account: str, region: str) -> list[InstanceRecord]:
-        """Copies of the instances of (account, region), in creation order."""
+        """Copies of the instances of (account, region), in creation order (due instance
+        events applied first)."""
+        self.schedule.apply_due(self.aws_now())
         return [i.record() for i in self.fleet.state(account, region).instance_list]
 
     def images(self, account: str, region: str) -> list[ImageRecord]:
@@ -234,16 +258,88 @@ class MockEC2:
         self.fleet.state(account, region).deregister(self._image(account, region, image_id))
 
     def reset(self) -> None:
-        """Back to the initial fleet: no images, no counters, full buckets."""
+        """Back to the initial fleet: no images, no counters, full buckets; the clock restarts
+        at AWS time 0, issued sessions, forced expiries and AssumeRole counts are forgotten,
+        outages, instance events and latency are the config's again."""
         self.counters.clear()
         self.fleet.reset()
         self.buckets.reset()
+        self.clock.restart()
+        self.keys = self.sts.table = CredentialTable(self.config.own_credentials_expire_after_s)
+        self.schedule = Schedule(self.config, self.fleet)
+        self.latency = Latency(self.config)
 
     def _image(self, account: str, region: str, image_id: str) -> Image:
         image = self.fleet.state(account, region).images.get(image_id)
         if image is None:
             raise MockError(f"no image {image_id} in {account}/{region}")
         return image
+
+    # --- time ---------------------------------------------------------------------------------
+
+    def aws_now(self) -> float:
+        """AWS seconds since the mock started (wall seconds × ``time_scale``)."""
+        return self.clock.aws_now()
+
+    def expire_key(self, access_key_id: str, at_s: float | None = None) -> None:
+        """Make any access key (issued by the mock or not) expire at AWS time ``at_s``
+        (default: now)."""
+        self.keys.expire_key(access_key_id, self._at(at_s, "at_s"))
+
+    def expire_all_session_credentials(self, at_s: float | None = None) -> int:
+        """Expire every session AssumeRole issued so far (at ``at_s``, default now)."""
+        return self.keys.expire_all_sessions(self._at(at_s, "at_s"))
+
+    def set_own_credentials_expiry(self, at_s: float | None) -> None:
+        """The caller's own (non-issued) keys expire at AWS time ``at_s`` (None: never)."""
+        self.keys.own_expire_at_s = None if at_s is None else self._at(at_s, "own_expire_at_s")
+
+    def assume_role_count(self, role_arn: str | None = None, account: str | None = None) -> int:
+        """Successful AssumeRole calls, for one role ARN and/or the roles of one account."""
+        return self.keys.assume_role_count(role_arn, account)
+
+    def credential_state(self) -> dict[str, object]:
+        """AssumeRole counts per role ARN and account, and the issued sessions (JSON-able)."""
+        return self.keys.snapshot(self.aws_now())
+
+    def add_outage(self, outage: Outage) -> None:
+        if not isinstance(outage, Outage):
+            raise MockError("add_outage takes an Outage")
+        self.schedule.add_outage(outage)
+
+    def clear_outages(self) -> None:
+        self.schedule.clear_outages()
+
+    def add_instance_event(self, event: InstanceEvent) -> None:
+        """Schedule an instance change; the instance must exist now (MockError otherwise)."""
+        if not isinstance(event, InstanceEvent):
+            raise MockError("add_instance_event takes an InstanceEvent")
+        account = event.account or self.config.default_account
+        region = event.region or self.config.regions[0]
+        if event.instance_id not in self.fleet.state(account, region).instances:
+            raise MockError(f"no instance {event.instance_id} in {account}/{region}")
+        self.schedule.add_event(event)
+
+    def instance_events_applied(self) -> list[dict[str, object]]:
+        """What each due instance event did (or why it was skipped), in order."""
+        self.schedule.apply_due(self.aws_now())
+        return list(self.schedule.applied)
+
+    def set_latency(
+        self,
+        latency_s: float | None = None,
+        latency_jitter_s: float | None = None,
+        region_latency_s: Mapping[str, float] | None = None,
+    ) -> None:
+        """Change the answer latency knobs given (AWS seconds); the others stay."""
+        self.latency.set(latency_s, latency_jitter_s, region_latency_s)
+
+    def _at(self, at_s: float | None, name: str) -> float:
+        if at_s is None:
+            return self.aws_now()
+        if isinstance(at_s, bool) or not isinstance(at_s, int | float) or math.isnan(at_s):
+            raise MockError(f"{name} must be AWS seconds since start, got {at_s!r}")
+        return float(at_s)
 
     # --- the wire ----------------------------------------------------------------------------
 
@@ -253,7 +349,7 @@ class MockEC2:
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/_mock/"):
-            return self._introspect(request)
+            return await control.handle(self, request)
         try:
             body = await request.read()
         except ConnectionResetError:  # the client went away mid-request (e.g. killed)
@@ -263,24 +359,43 @@ class MockEC2:
             params = {**dict(request.query), **params}
         action = params.get("Action", "")
         rid = request_id()
+        now = time.monotonic()
+        aws_now = self.clock.aws_now(now)
+        self.schedule.apply_due(aws_now)
         scope = parse_credential_scope(request.headers.get("Authorization"))
         if scope is None:
             self._bump(self.config.default_account, "", action, "error")
             message = "AWS was not able to validate the provided access credentials"
-            return _answer(401, ec2_error("AuthFailure", message, rid))
+            return await self._answer(401, ec2_error("AuthFailure", message, rid), "")
         access_key, region, service = scope
         account = account_of_key(access_key, self.config.default_account)
         is_sts = service == "sts"
+        render = sts_error if is_sts else _ec2_err
+        if self.keys.expired(access_key, aws_now):
+            self._bump(account, region, action, "expired")
+            err = expired_error(service)
+            return await self._answer(
+                err.status, render(err.code, err.message, rid, err.status), region
+            )
         if (action not in STS_ACTIONS) if is_sts else (action not in EC2_ACTIONS):
             self._bump(account, region, action, "error")
             message = f"The action {action} is not valid for this web service."
             if is_sts:
                 message = f"Could not find operation {action} for version 2011-06-15"
-                return _answer(400, sts_error("InvalidAction", message, rid, 400))
-            return _answer(400, ec2_error("InvalidAction", message, rid))
+                return await self._answer(
+                    400, sts_error("InvalidAction", message, rid, 400), region
+                )
+            return await self._answer(400, ec2_error("InvalidAction", message, rid), region)
+        outage = self.schedule.outage(region, action, aws_now) if self.schedule.outages else None
+        if outage is not None:
+            self._bump(account, region, action, "outage")
+            if outage.mode == "timeout":
+                await self._hold(request, outage.end_s)
+                return _drop(request)
+            code, message, status = _FAULT_ANSWERS[Fault.UNAVAILABLE]
+            return await self._answer(status, render(code, message, rid, status), region)
 
         fault, slow_s = self.faults.draw(action) if self.faults.enabled else (None, 0.0)
-        now = time.monotonic()
         status = 200
         outcome = "ok"
         if fault is not None and fault is not Fault.LOST_ANSWER:
@@ -289,7 +404,7 @@ class MockEC2:
                 self._bump(account, region, action, outcome)
                 return _drop(request)
             code, message, status = _FAULT_ANSWERS[fault]
-            payload = (sts_error if is_sts else _ec2_err)(code, message, rid, status)
+            payload = render(code, message, rid, status)
         elif not self.buckets.try_take(account, region, action, now):
             outcome, status = "throttled", (400 if is_sts else 503)
             payload = (
@@ -300,7 +415,7 @@ class MockEC2:
         else:
             try:
                 if is_sts:
-                    payload = self._sts(action, access_key, account, params, rid)
+                    payload = self._sts(action, access_key, account, params, rid, aws_now)
                 else:
                     st = self.fleet.state(account, region)
                     ctx = Ctx(account, region, st, self.fleet, now, time.time())
@@ -308,58 +423,41 @@ class MockEC2:
             except ApiError as err:
                 status = err.status
                 outcome = "dry_run" if err.code == "DryRunOperation" else "error"
-                render = sts_error if is_sts else _ec2_err
                 payload = render(err.code, err.message, rid, status)
             if fault is Fault.LOST_ANSWER:
                 self._bump(account, region, action, "lost_answer")
                 return _drop(request)
         self._bump(account, region, action, outcome)
-        if slow_s:
-            await asyncio.sleep(self.config.scaled(slow_s))
-        return _answer(status, payload)
+        return await self._answer(status, payload, region, slow_s)
 
-    def _sts(self, action: str, access_key: str, account: str, params: Any, rid: str) -> bytes:
+    async def _answer(
+        self, status: int, payload: bytes, region: str, slow_s: float = 0.0
+    ) -> web.Response:
+        """Wait out the slow fault and the latency (AWS seconds, scaled), then answer."""
+        delay_s = slow_s + (self.latency.draw(region) if self.latency.enabled else 0.0)
+        if delay_s > 0:
+            await asyncio.sleep(self.config.scaled(delay_s))
+        return web.Response(status=status, body=payload, content_type="text/xml", charset="UTF-8")
+
+    async def _hold(self, request: web.BaseRequest, end_s: float) -> None:
+        """Hold a request unanswered until AWS time ``end_s`` (at most HOLD_MAX_WALL_S) or
+        until the client hangs up, whichever comes first."""
+        deadline = time.monotonic() + min(self.clock.wall_until(end_s), HOLD_MAX_WALL_S)
+        while (left := deadline - time.monotonic()) > 0:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    def _sts(
+        self, action: str, access_key: str, account: str, params: Any, rid: str, aws_now: float
+    ) -> bytes:
+        _, caller_arn = self.sts.caller(access_key, account)
         if action == "AssumeRole":
-            _, caller_arn = self.sts.caller(access_key, account)
-            return sts_ok(action, self.sts.assume_role(caller_arn, params, time.time()), rid)
+            return sts_ok(
+                action, self.sts.assume_role(access_key, caller_arn, params, aws_now), rid
+            )
         return sts_ok(action, self.sts.get_caller_identity(access_key, account), rid)
-
-    def _introspect(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
-        data: Any
-        if path == "/_mock/reset" and request.method == "POST":
-            self.reset()
-            data = {"reset": True}
-        elif request.method != "GET":
-            return web.json_response({"error": "method not allowed"}, status=405)
-        elif path == "/_mock/counters":
-            data = [
-                {"account": a, "region": r, "action": act, "outcome": o, "count": n}
-                for (a, r, act, o), n in sorted(self.counters.items())
-            ]
-        elif path == "/_mock/images":
-            data = self._images_summary()
-        elif path == "/_mock/duplicates":
-            data = [
-                {"account": a, "region": r, "instance_id": i, "images": n}
-                for (a, r, i), n in sorted(self.duplicates().items())
-            ]
-        elif path == "/_mock/stats":
-            data = {"requests": sum(self.counters.values()), "cpu_s": time.process_time()}
-        else:
-            return web.json_response({"error": f"unknown path {path}"}, status=404)
-        return web.Response(body=json.dumps(data).encode(), content_type="application/json")
-
-    def _images_summary(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        out: list[dict[str, Any]] = []
-        for st in self.fleet.states():
-            states: dict[str, int] = {}
-            for image in st.image_list:
-                s = image.state(now)
-                states[s] = states.get(s, 0) + 1
-            out.append({"account": st.account, "region": st.region, "states": states})
-        return out
 
 
 _FAULT_ANSWERS: dict[Fault, tuple[str, str, int]] = {
@@ -371,10 +469,6 @@ _FAULT_ANSWERS: dict[Fault, tuple[str, str, int]] = {
 
 def _ec2_err(code: str, message: str, rid: str, status: int) -> bytes:
     return ec2_error(code, message, rid)
-
-
-def _answer(status: int, payload: bytes) -> web.Response:
-    return web.Response(status=status, body=payload, content_type="text/xml", charset="UTF-8")
 
 
 def _drop(request: web.BaseRequest) -> web.StreamResponse:
