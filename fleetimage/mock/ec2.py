@@ -177,8 +177,8 @@ def create_image(ctx: Ctx, params: Params) -> str:
     if inst.state not in _IMAGEABLE:
         raise ApiError(
             "InvalidParameterValue",
-            f"Invalid value '{iid}' for instanceId. Instance is not in state 'running' or "
-            "'stopping' or 'stopped'",
+            f"Instance '{iid}' is not in a valid state for this operation "
+            f"(current state: {inst.state}); it must be running, stopping or stopped.",
         )
     existing = st.names.get(name)
     if existing is not None:
