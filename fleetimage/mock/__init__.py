@@ -13,10 +13,23 @@ The real aiobotocore/boto3 client talks to it unchanged through ``endpoint_url``
 Region and service come from the SigV4 credential scope, the account from the access key id.
 It enforces AWS's per-action token buckets, moves images pending → available/failed over
 time, and injects faults (5xx, throttles, resets, slow and lost answers) reproducibly.
+
+Time is real, scaled by ``MockConfig.time_scale`` (``MockEC2.aws_now()`` = AWS seconds since
+start): AssumeRole sessions expire after ``DurationSeconds`` (then EC2 answers
+``RequestExpired``, STS ``ExpiredToken``), :class:`Outage` windows make a region or action
+unavailable, :class:`InstanceEvent` s change instances at given times, and every answer can
+carry latency. See :mod:`fleetimage.mock.clock` for how AWS time maps to wall time.
 """
 
 from fleetimage.mock.buckets import load_default_limits
-from fleetimage.mock.config import DEFAULT_STATE_MIX, INSTANCE_STATES, FaultConfig, MockConfig
+from fleetimage.mock.config import (
+    DEFAULT_STATE_MIX,
+    INSTANCE_STATES,
+    FaultConfig,
+    InstanceEvent,
+    MockConfig,
+    Outage,
+)
 from fleetimage.mock.fleet import ImageRecord, InstanceRecord
 from fleetimage.mock.runner import MockEC2Thread, serve
 from fleetimage.mock.server import MockEC2
@@ -26,10 +39,12 @@ __all__ = [
     "INSTANCE_STATES",
     "FaultConfig",
     "ImageRecord",
+    "InstanceEvent",
     "InstanceRecord",
     "MockConfig",
     "MockEC2",
     "MockEC2Thread",
+    "Outage",
     "load_default_limits",
     "serve",
 ]

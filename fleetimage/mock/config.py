@@ -5,8 +5,11 @@ Both are frozen dataclasses that reject bad values at construction time with
 server starts.
 
 Time knobs are in *AWS seconds*: ``time_scale`` divides every delay (pending time, visibility
-lag, slow answers) and multiplies every bucket refill rate, so ``time_scale=60`` runs an hour of
-AWS behaviour in a minute with the same shape (bursts are not scaled).
+lag, slow answers, latency, session lengths) and multiplies every bucket refill rate, so
+``time_scale=60`` runs an hour of AWS behaviour in a minute with the same shape (bursts are not
+scaled). Points in time (:class:`Outage` windows, :class:`InstanceEvent` times,
+``own_credentials_expire_after_s``) are AWS seconds since the mock started: AWS time ``t``
+happens at wall time ``start + t / time_scale`` (see :mod:`fleetimage.mock.clock`).
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from types import MappingProxyType
 
 from fleetimage.core.errors import MockError
 
-__all__ = ["DEFAULT_STATE_MIX", "INSTANCE_STATES", "FaultConfig", "MockConfig"]
+__all__ = [
+    "DEFAULT_STATE_MIX",
+    "INSTANCE_STATES",
+    "OUTAGE_MODES",
+    "FaultConfig",
+    "InstanceEvent",
+    "MockConfig",
+    "Outage",
+]
 
 INSTANCE_STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 
@@ -28,8 +39,14 @@ DEFAULT_STATE_MIX: Mapping[str, float] = MappingProxyType(
     {"running": 0.82, "stopped": 0.08, "stopping": 0.03, "terminated": 0.04, "pending": 0.03}
 )
 
+OUTAGE_MODES = ("error", "timeout")
+
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
 _REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]+$")
+_INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
+#: AWS's bounds of a role's MaxSessionDuration (IAM), and its default.
+MAX_SESSION_RANGE_S = (3600, 43200)
 
 
 def _check_rate(name: str, value: float) -> None:
@@ -40,6 +57,94 @@ def _check_rate(name: str, value: float) -> None:
 def _check_non_negative(name: str, value: float) -> None:
     if not isinstance(value, int | float) or math.isnan(value) or value < 0:
         raise MockError(f"{name} must be a number >= 0, got {value!r}")
+
+
+def _check_finite(name: str, value: float) -> None:
+    _check_non_negative(name, value)
+    if math.isinf(value):
+        raise MockError(f"{name} must be finite, got {value!r}")
+
+
+def _check_region(name: str, region: object) -> None:
+    if not isinstance(region, str) or not _REGION_RE.match(region):
+        raise MockError(f"{name}: {region!r} is not a region name")
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """From AWS time ``start_s`` to ``end_s`` (seconds since the mock started) requests of
+    ``action`` (None: every action, STS included) in ``region`` (None: every region) fail.
+
+    ``mode="error"``    answer HTTP 503 ``Unavailable`` at once, nothing applied.
+    ``mode="timeout"``  hold the request unanswered until the window ends (or the client
+                        hangs up), then close the connection: nothing applied, never forever.
+    """
+
+    start_s: float
+    end_s: float
+    region: str | None = None
+    action: str | None = None
+    mode: str = "error"
+
+    def __post_init__(self) -> None:
+        _check_finite("Outage.start_s", self.start_s)
+        _check_non_negative("Outage.end_s", self.end_s)
+        if self.end_s <= self.start_s:
+            raise MockError(f"Outage.end_s must be > start_s, got {self.start_s}..{self.end_s}")
+        if self.region is not None:
+            _check_region("Outage.region", self.region)
+        if self.action is not None and (not isinstance(self.action, str) or not self.action):
+            raise MockError(f"Outage.action must be an action name or None, got {self.action!r}")
+        if self.mode not in OUTAGE_MODES:
+            raise MockError(f"Outage.mode must be 'error' or 'timeout', got {self.mode!r}")
+
+    def covers(self, region: str, action: str, aws_now: float) -> bool:
+        return (
+            self.start_s <= aws_now < self.end_s
+            and (self.region is None or self.region == region)
+            and (self.action is None or self.action == action)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceEvent:
+    """At AWS time ``at_s`` (seconds since the mock started), instance ``instance_id`` of
+    (``account`` or the default account, ``region`` or the first configured region) changes:
+    to ``state``, and/or gains ``set_tags``, and/or loses ``remove_tags``; or, with
+    ``vanish=True``, disappears (``InvalidInstanceID.NotFound``, not listed) for good.
+    An event whose instance does not exist by then is skipped (and reported as such)."""
+
+    at_s: float
+    instance_id: str
+    region: str | None = None
+    account: str | None = None
+    state: str | None = None
+    vanish: bool = False
+    set_tags: Mapping[str, str] | None = field(default=None, hash=False)
+    remove_tags: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        _check_finite("InstanceEvent.at_s", self.at_s)
+        if not isinstance(self.instance_id, str) or not _INSTANCE_ID_RE.match(self.instance_id):
+            raise MockError(f"InstanceEvent.instance_id: {self.instance_id!r} is not an i-... id")
+        if self.region is not None:
+            _check_region("InstanceEvent.region", self.region)
+        if self.account is not None and (
+            not isinstance(self.account, str) or not _ACCOUNT_RE.match(self.account)
+        ):
+            raise MockError(f"InstanceEvent.account: {self.account!r} is not a 12-digit id")
+        if self.state is not None and self.state not in INSTANCE_STATES:
+            raise MockError(f"InstanceEvent.state: unknown instance state {self.state!r}")
+        remove: object = self.remove_tags
+        if isinstance(remove, str):
+            raise MockError("InstanceEvent.remove_tags must be a set of tag keys, not a string")
+        object.__setattr__(self, "remove_tags", frozenset(self.remove_tags))
+        if self.set_tags is not None:
+            object.__setattr__(self, "set_tags", MappingProxyType(dict(self.set_tags)))
+        if not (self.state or self.vanish or self.set_tags or self.remove_tags):
+            raise MockError(
+                "InstanceEvent must change something: state, vanish, set_tags or remove_tags"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +217,18 @@ class MockConfig:
     ``{action: (burst, rate_per_s)}``; actions not listed are unlimited. ``neighbour_load``
     is the share of every bucket drained by other tools. ``state_mix`` maps instance states to
     weights. ``denied_roles`` holds role ARNs or 12-digit accounts whose AssumeRole is denied.
+
+    Time made real (all AWS seconds, scaled by ``time_scale``):
+
+    ``role_max_session_s``   role ARN -> MaxSessionDuration (3600..43200); roles not listed
+                             have AWS's default, 3600. AssumeRole's DurationSeconds must fit.
+    ``own_credentials_expire_after_s``  the caller's own (non-mock-issued) keys expire at this
+                             AWS time; None: they never do (``MockEC2.expire_key`` still can).
+    ``outages``              :class:`Outage` windows (503 Unavailable, or held then dropped).
+    ``instance_events``      :class:`InstanceEvent` changes at given AWS times.
+    ``latency_s``            extra time before every answer; ``latency_jitter_s`` adds a
+                             uniform draw in ±jitter (seeded, clamped at 0);
+                             ``region_latency_s`` adds a per-region extra.
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -130,6 +247,13 @@ class MockConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     denied_roles: frozenset[str] = frozenset()
     max_volumes: int = 4
+    role_max_session_s: Mapping[str, int] | None = field(default=None, hash=False)
+    own_credentials_expire_after_s: float | None = None
+    outages: tuple[Outage, ...] = ()
+    instance_events: tuple[InstanceEvent, ...] = ()
+    latency_s: float = 0.0
+    latency_jitter_s: float = 0.0
+    region_latency_s: Mapping[str, float] | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -187,6 +311,33 @@ class MockConfig:
         if not isinstance(self.faults, FaultConfig):
             raise MockError("MockConfig.faults must be a FaultConfig")
         set_(self, "denied_roles", frozenset(self.denied_roles))
+        self._check_time_knobs()
+
+    def _check_time_knobs(self) -> None:
+        set_ = object.__setattr__
+        if self.role_max_session_s is not None:
+            set_(
+                self,
+                "role_max_session_s",
+                MappingProxyType(check_role_max(self.role_max_session_s)),
+            )
+        if self.own_credentials_expire_after_s is not None:
+            _check_non_negative(
+                "MockConfig.own_credentials_expire_after_s", self.own_credentials_expire_after_s
+            )
+        for name, kind in (("outages", Outage), ("instance_events", InstanceEvent)):
+            value: object = getattr(self, name)
+            if not isinstance(value, tuple | list) or not all(isinstance(v, kind) for v in value):
+                raise MockError(f"MockConfig.{name} must be a tuple of {kind.__name__}")
+            set_(self, name, tuple(value))
+        _check_finite("MockConfig.latency_s", self.latency_s)
+        _check_finite("MockConfig.latency_jitter_s", self.latency_jitter_s)
+        if self.region_latency_s is not None:
+            set_(
+                self,
+                "region_latency_s",
+                MappingProxyType(check_region_latency(self.region_latency_s)),
+            )
 
     @property
     def default_account(self) -> str:
@@ -195,3 +346,29 @@ class MockConfig:
     def scaled(self, aws_seconds: float) -> float:
         """Convert a delay in AWS seconds to wall seconds under ``time_scale``."""
         return aws_seconds / self.time_scale
+
+
+def check_role_max(value: Mapping[str, int]) -> dict[str, int]:
+    """Validate ``role_max_session_s`` (role ARN -> 3600..43200 seconds)."""
+    clean: dict[str, int] = {}
+    lo, hi = MAX_SESSION_RANGE_S
+    for arn, seconds in value.items():
+        if not isinstance(arn, str) or not _ROLE_ARN_RE.match(arn):
+            raise MockError(f"MockConfig.role_max_session_s: {arn!r} is not a role ARN")
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or not lo <= seconds <= hi:
+            raise MockError(
+                f"MockConfig.role_max_session_s[{arn!r}] must be an int in {lo}..{hi}, "
+                f"got {seconds!r}"
+            )
+        clean[arn] = seconds
+    return clean
+
+
+def check_region_latency(value: Mapping[str, float]) -> dict[str, float]:
+    """Validate ``region_latency_s`` (region -> extra AWS seconds >= 0)."""
+    clean: dict[str, float] = {}
+    for region, seconds in value.items():
+        _check_region("MockConfig.region_latency_s", region)
+        _check_finite(f"MockConfig.region_latency_s[{region!r}]", seconds)
+        clean[region] = float(seconds)
+    return clean

@@ -1,33 +1,41 @@
-"""The aiohttp server: :class:`MockEC2` (lifecycle, dispatch, introspection, test controls).
+"""The aiohttp server: :class:`MockEC2` (lifecycle, dispatch, introspection; its test controls
+are the :class:`~fleetimage.mock.controls.MockControls` mixin).
 
 One server serves every region and account: the region and service (``ec2``/``sts``) come
 from the SigV4 credential scope of the ``Authorization`` header, the account from the access
 key id (``AKIA``/``ASIA`` + 12 digits, else the default account). Signatures are not checked.
 
-Per request: AuthFailure without SigV4 → unknown action → injected fault → token bucket →
-handler → (lost answer) → (slow) → answer. Throttled and faulted requests apply nothing.
+Per request: due instance events applied → AuthFailure without SigV4 → expired key
+(``RequestExpired`` / ``ExpiredToken``) → unknown action → outage window → injected fault →
+token bucket → handler → (lost answer) → (slow + latency) → answer. Throttled, faulted,
+expired and outage requests apply nothing.
+
+Time: :meth:`MockEC2.aws_now` is AWS seconds since start (wall × ``time_scale``); see
+:mod:`fleetimage.mock.clock` for how that maps to the timestamps on the wire. The controls
+for credentials, outages, instance events and latency are methods here and, over HTTP,
+``/_mock/`` routes (:mod:`fleetimage.mock.introspect`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import random
-import re
 import time
-from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images
+from fleetimage.mock import ec2, images, introspect
 from fleetimage.mock.buckets import Buckets
-from fleetimage.mock.config import INSTANCE_STATES, MockConfig
+from fleetimage.mock.clock import Latency, MockClock
+from fleetimage.mock.config import MockConfig
+from fleetimage.mock.controls import MockControls
+from fleetimage.mock.credentials import CredentialTable, expired_error
 from fleetimage.mock.faults import Fault, FaultInjector
-from fleetimage.mock.fleet import Fleet, Image, ImageRecord, InstanceRecord
+from fleetimage.mock.fleet import Fleet, ImageRecord, InstanceRecord
 from fleetimage.mock.protocol import (
     ApiError,
     ec2_error,
@@ -39,10 +47,8 @@ from fleetimage.mock.protocol import (
     sts_ok,
 )
 from fleetimage.mock.query import Ctx, Handler
+from fleetimage.mock.schedule import Schedule
 from fleetimage.mock.sts import StsState, account_of_key
-
-# EC2 tags are XML text: C0 controls other than tab/newline/CR cannot be served.
-_XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 __all__ = ["MockEC2", "check_loopback"]
 
@@ -50,6 +56,8 @@ EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 CounterKey = tuple[str, str, str, str]
+#: The longest a "timeout" outage holds a request (wall seconds), whatever its window.
+HOLD_MAX_WALL_S = 600.0
 
 
 def check_loopback(host: str) -> str:
@@ -65,7 +73,7 @@ def check_loopback(host: str) -> str:
     return str(addr)
 
 
-class MockEC2:
+class MockEC2(MockControls):
     """A mock EC2 + STS endpoint on loopback. Use as ``async with MockEC2(cfg) as mock``.
 
     Test controls (:meth:`add_instance`, :meth:`set_instance_state`, ...) must be called from
@@ -84,7 +92,17 @@ class MockEC2:
         self.fleet = Fleet(self.config)
         self.buckets = Buckets(self.config)
         self.faults = FaultInjector(self.config.faults, self.config.seed)
-        self.sts = StsState(self.config.denied_roles, random.Random(f"{self.config.seed}:sts"))
+        self.clock = MockClock(self.config.time_scale)
+        self.keys = CredentialTable(self.config.own_credentials_expire_after_s)
+        self.sts = StsState(
+            self.config.denied_roles,
+            random.Random(f"{self.config.seed}:sts"),
+            self.keys,
+            self.clock,
+            self.config.role_max_session_s or {},
+        )
+        self.schedule = Schedule(self.config, self.fleet)
+        self.latency = Latency(self.config)
         self._runner: web.ServerRunner | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -164,7 +182,9 @@ class MockEC2:
         return {k: n for k, n in self.fleet.images_created.items() if n > 1}
 
     def instances(self, account: str, region: str) -> list[InstanceRecord]:
-        """Copies of the instances of (account, region), in creation order."""
+        """Copies of the instances of (account, region), in creation order (due instance
+        events applied first)."""
+        self.schedule.apply_due(self.aws_now())
         return [i.record() for i in self.fleet.state(account, region).instance_list]
 
     def images(self, account: str, region: str) -> list[ImageRecord]:
@@ -176,75 +196,6 @@ class MockEC2:
     def image_state(self, account: str, region: str, image_id: str) -> str:
         return self._image(account, region, image_id).state(time.monotonic())
 
-    # --- test controls -----------------------------------------------------------------------
-
-    def add_instance(
-        self,
-        account: str,
-        region: str,
-        instance_id: str | None = None,
-        state: str = "running",
-        tags: Mapping[str, str] | None = None,
-        volumes: int = 2,
-    ) -> str:
-        """Add an instance (1..20 EBS volumes, 0 allowed) and return its id."""
-        if state not in INSTANCE_STATES:
-            raise MockError(f"unknown instance state {state!r}")
-        if not 0 <= volumes <= 6:
-            raise MockError("volumes must be 0..6")
-        for text in (*(tags or {}).keys(), *(tags or {}).values()):
-            if _XML_UNSAFE.search(text):
-                raise MockError(f"tag text {text!r} has characters XML 1.0 cannot carry")
-        st = self.fleet.state(account, region)
-        if instance_id is not None and instance_id in st.instances:
-            raise MockError(f"instance {instance_id} already exists in {account}/{region}")
-        inst = st.new_instance(
-            instance_id=instance_id, state=state, tags=dict(tags or {}), volumes=volumes
-        )
-        st.add_instance(inst)
-        return inst.instance_id
-
-    def set_instance_state(self, account: str, region: str, instance_id: str, state: str) -> None:
-        if state not in INSTANCE_STATES:
-            raise MockError(f"unknown instance state {state!r}")
-        inst = self.fleet.state(account, region).instances.get(instance_id)
-        if inst is None:
-            raise MockError(f"no instance {instance_id} in {account}/{region}")
-        inst.state = state
-
-    def set_image_state(
-        self,
-        account: str,
-        region: str,
-        image_id: str,
-        state: str | None,
-        reason: tuple[str, str] | None = None,
-    ) -> None:
-        """Force an image's state (``None`` returns it to its timed course)."""
-        image = self._image(account, region, image_id)
-        if state == "deregistered":
-            self.deregister_image(account, region, image_id)
-            return
-        if state not in (None, "pending", "available", "failed", "invalid", "error", "disabled"):
-            raise MockError(f"unknown image state {state!r}")
-        image.state_override = state
-        image.reason_override = reason
-
-    def deregister_image(self, account: str, region: str, image_id: str) -> None:
-        self.fleet.state(account, region).deregister(self._image(account, region, image_id))
-
-    def reset(self) -> None:
-        """Back to the initial fleet: no images, no counters, full buckets."""
-        self.counters.clear()
-        self.fleet.reset()
-        self.buckets.reset()
-
-    def _image(self, account: str, region: str, image_id: str) -> Image:
-        image = self.fleet.state(account, region).images.get(image_id)
-        if image is None:
-            raise MockError(f"no image {image_id} in {account}/{region}")
-        return image
-
     # --- the wire ----------------------------------------------------------------------------
 
     def _bump(self, account: str, region: str, action: str, outcome: str) -> None:
@@ -253,7 +204,7 @@ class MockEC2:
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/_mock/"):
-            return self._introspect(request)
+            return await introspect.handle(self, request)
         try:
             body = await request.read()
         except ConnectionResetError:  # the client went away mid-request (e.g. killed)
@@ -263,24 +214,43 @@ class MockEC2:
             params = {**dict(request.query), **params}
         action = params.get("Action", "")
         rid = request_id()
+        now = time.monotonic()
+        aws_now = self.clock.aws_now(now)
+        self.schedule.apply_due(aws_now)
         scope = parse_credential_scope(request.headers.get("Authorization"))
         if scope is None:
             self._bump(self.config.default_account, "", action, "error")
             message = "AWS was not able to validate the provided access credentials"
-            return _answer(401, ec2_error("AuthFailure", message, rid))
+            return await self._answer(401, ec2_error("AuthFailure", message, rid), "")
         access_key, region, service = scope
         account = account_of_key(access_key, self.config.default_account)
         is_sts = service == "sts"
+        render = sts_error if is_sts else _ec2_err
+        if self.keys.expired(access_key, aws_now):
+            self._bump(account, region, action, "expired")
+            err = expired_error(service)
+            return await self._answer(
+                err.status, render(err.code, err.message, rid, err.status), region
+            )
         if (action not in STS_ACTIONS) if is_sts else (action not in EC2_ACTIONS):
             self._bump(account, region, action, "error")
             message = f"The action {action} is not valid for this web service."
             if is_sts:
                 message = f"Could not find operation {action} for version 2011-06-15"
-                return _answer(400, sts_error("InvalidAction", message, rid, 400))
-            return _answer(400, ec2_error("InvalidAction", message, rid))
+                return await self._answer(
+                    400, sts_error("InvalidAction", message, rid, 400), region
+                )
+            return await self._answer(400, ec2_error("InvalidAction", message, rid), region)
+        outage = self.schedule.outage(region, action, aws_now) if self.schedule.outages else None
+        if outage is not None:
+            self._bump(account, region, action, "outage")
+            if outage.mode == "timeout":
+                await self._hold(request, outage.end_s)
+                return _drop(request)
+            code, message, status = _FAULT_ANSWERS[Fault.UNAVAILABLE]
+            return await self._answer(status, render(code, message, rid, status), region)
 
         fault, slow_s = self.faults.draw(action) if self.faults.enabled else (None, 0.0)
-        now = time.monotonic()
         status = 200
         outcome = "ok"
         if fault is not None and fault is not Fault.LOST_ANSWER:
@@ -289,7 +259,7 @@ class MockEC2:
                 self._bump(account, region, action, outcome)
                 return _drop(request)
             code, message, status = _FAULT_ANSWERS[fault]
-            payload = (sts_error if is_sts else _ec2_err)(code, message, rid, status)
+            payload = render(code, message, rid, status)
         elif not self.buckets.try_take(account, region, action, now):
             outcome, status = "throttled", (400 if is_sts else 503)
             payload = (
@@ -300,7 +270,7 @@ class MockEC2:
         else:
             try:
                 if is_sts:
-                    payload = self._sts(action, access_key, account, params, rid)
+                    payload = self._sts(action, access_key, account, params, rid, aws_now)
                 else:
                     st = self.fleet.state(account, region)
                     ctx = Ctx(account, region, st, self.fleet, now, time.time())
@@ -308,58 +278,41 @@ class MockEC2:
             except ApiError as err:
                 status = err.status
                 outcome = "dry_run" if err.code == "DryRunOperation" else "error"
-                render = sts_error if is_sts else _ec2_err
                 payload = render(err.code, err.message, rid, status)
             if fault is Fault.LOST_ANSWER:
                 self._bump(account, region, action, "lost_answer")
                 return _drop(request)
         self._bump(account, region, action, outcome)
-        if slow_s:
-            await asyncio.sleep(self.config.scaled(slow_s))
-        return _answer(status, payload)
+        return await self._answer(status, payload, region, slow_s)
 
-    def _sts(self, action: str, access_key: str, account: str, params: Any, rid: str) -> bytes:
+    async def _answer(
+        self, status: int, payload: bytes, region: str, slow_s: float = 0.0
+    ) -> web.Response:
+        """Wait out the slow fault and the latency (AWS seconds, scaled), then answer."""
+        delay_s = slow_s + (self.latency.draw(region) if self.latency.enabled else 0.0)
+        if delay_s > 0:
+            await asyncio.sleep(self.config.scaled(delay_s))
+        return web.Response(status=status, body=payload, content_type="text/xml", charset="UTF-8")
+
+    async def _hold(self, request: web.BaseRequest, end_s: float) -> None:
+        """Hold a request unanswered until AWS time ``end_s`` (at most HOLD_MAX_WALL_S) or
+        until the client hangs up, whichever comes first."""
+        deadline = time.monotonic() + min(self.clock.wall_until(end_s), HOLD_MAX_WALL_S)
+        while (left := deadline - time.monotonic()) > 0:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                return
+            await asyncio.sleep(min(left, 0.05))
+
+    def _sts(
+        self, action: str, access_key: str, account: str, params: Any, rid: str, aws_now: float
+    ) -> bytes:
+        _, caller_arn = self.sts.caller(access_key, account)
         if action == "AssumeRole":
-            _, caller_arn = self.sts.caller(access_key, account)
-            return sts_ok(action, self.sts.assume_role(caller_arn, params, time.time()), rid)
+            return sts_ok(
+                action, self.sts.assume_role(access_key, caller_arn, params, aws_now), rid
+            )
         return sts_ok(action, self.sts.get_caller_identity(access_key, account), rid)
-
-    def _introspect(self, request: web.BaseRequest) -> web.StreamResponse:
-        path = request.path
-        data: Any
-        if path == "/_mock/reset" and request.method == "POST":
-            self.reset()
-            data = {"reset": True}
-        elif request.method != "GET":
-            return web.json_response({"error": "method not allowed"}, status=405)
-        elif path == "/_mock/counters":
-            data = [
-                {"account": a, "region": r, "action": act, "outcome": o, "count": n}
-                for (a, r, act, o), n in sorted(self.counters.items())
-            ]
-        elif path == "/_mock/images":
-            data = self._images_summary()
-        elif path == "/_mock/duplicates":
-            data = [
-                {"account": a, "region": r, "instance_id": i, "images": n}
-                for (a, r, i), n in sorted(self.duplicates().items())
-            ]
-        elif path == "/_mock/stats":
-            data = {"requests": sum(self.counters.values()), "cpu_s": time.process_time()}
-        else:
-            return web.json_response({"error": f"unknown path {path}"}, status=404)
-        return web.Response(body=json.dumps(data).encode(), content_type="application/json")
-
-    def _images_summary(self) -> list[dict[str, Any]]:
-        now = time.monotonic()
-        out: list[dict[str, Any]] = []
-        for st in self.fleet.states():
-            states: dict[str, int] = {}
-            for image in st.image_list:
-                s = image.state(now)
-                states[s] = states.get(s, 0) + 1
-            out.append({"account": st.account, "region": st.region, "states": states})
-        return out
 
 
 _FAULT_ANSWERS: dict[Fault, tuple[str, str, int]] = {
@@ -371,10 +324,6 @@ _FAULT_ANSWERS: dict[Fault, tuple[str, str, int]] = {
 
 def _ec2_err(code: str, message: str, rid: str, status: int) -> bytes:
     return ec2_error(code, message, rid)
-
-
-def _answer(status: int, payload: bytes) -> web.Response:
-    return web.Response(status=status, body=payload, content_type="text/xml", charset="UTF-8")
 
 
 def _drop(request: web.BaseRequest) -> web.StreamResponse:
