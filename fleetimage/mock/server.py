@@ -23,7 +23,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images
+from fleetimage.mock import ec2, images, lifecycle, rbin
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.config import INSTANCE_STATES, MockConfig
 from fleetimage.mock.faults import Fault, FaultInjector
@@ -46,9 +46,10 @@ _XML_UNSAFE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 __all__ = ["MockEC2", "check_loopback"]
 
-EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS}
+EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS, **lifecycle.HANDLERS}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
+_JSON = "application/json"
 CounterKey = tuple[str, str, str, str]
 
 
@@ -65,7 +66,7 @@ def check_loopback(host: str) -> str:
     return str(addr)
 
 
-class MockEC2:
+class MockEC2(lifecycle.LifecycleControls):
     """A mock EC2 + STS endpoint on loopback. Use as ``async with MockEC2(cfg) as mock``.
 
     Test controls (:meth:`add_instance`, :meth:`set_instance_state`, ...) must be called from
@@ -270,6 +271,12 @@ class MockEC2:
             return _answer(401, ec2_error("AuthFailure", message, rid))
         access_key, region, service = scope
         account = account_of_key(access_key, self.config.default_account)
+        if service == "rbin":
+            self._bump(account, region, "rbin:" + request.path, "ok")
+            status, data, headers = rbin.answer(
+                self.fleet, account, region, request.method, request.path, body
+            )
+            return web.Response(status=status, body=data, headers=headers, content_type=_JSON)
         is_sts = service == "sts"
         if (action not in STS_ACTIONS) if is_sts else (action not in EC2_ACTIONS):
             self._bump(account, region, action, "error")
