@@ -43,6 +43,12 @@ PERMISSIONS: Mapping[str, str] = {
     "DescribeImages": "ec2:DescribeImages",
     # CreateImage with TagSpecifications needs ec2:CreateTags on the image and snapshots.
     "CreateTags": "ec2:CreateTags",
+    # fleetimage prune: deletion (limited to this fleet's tag) and the safety checks.
+    "DeregisterImage": "ec2:DeregisterImage",
+    "DeleteSnapshot": "ec2:DeleteSnapshot",
+    "DescribeSnapshots": "ec2:DescribeSnapshots",
+    "DescribeImageReferences": "ec2:DescribeImageReferences",
+    "ListRules": "rbin:ListRules",
     "AssumeRole": "sts:AssumeRole",
     "GetCallerIdentity": "sts:GetCallerIdentity",
 }
@@ -116,14 +122,17 @@ def ec2_client(
     endpoint_url: str | None,
     credentials: Credentials | None,
     config: AioConfig,
+    service: str = "ec2",
 ) -> contextlib.AbstractAsyncContextManager[Any]:
-    """An EC2 client context manager; enter it once per lane and keep it for the run."""
+    """An EC2 (or ``service``, e.g. rbin) client context manager; one per lane, kept."""
     kwargs: dict[str, Any] = {"region_name": region, "config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
     if credentials is not None:
         kwargs.update(credentials.client_kwargs())
-    return cast(contextlib.AbstractAsyncContextManager[Any], session.create_client("ec2", **kwargs))
+    return cast(
+        contextlib.AbstractAsyncContextManager[Any], session.create_client(service, **kwargs)
+    )
 
 
 def _sts_client(

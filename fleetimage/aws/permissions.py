@@ -11,6 +11,11 @@ Statements:
   config uses ``accounts``). The EC2 statements then belong on each role, this one on the
   identity running fleetimage.
 
+- ``Prune``: ``ec2:DeregisterImage`` on images tagged ``fleetimage:fleet`` = the config's
+  name, and ``ec2:DeleteSnapshot`` on snapshots (tag-limited too when ``tag_snapshots``).
+- ``PruneChecks``: what DescribeImageReferences reads for us (launch templates, SSM
+  parameters, Image Builder recipes) and ``rbin:ListRules``, ``Resource "*"``.
+
 ``sts:GetCallerIdentity`` is needed but cannot be denied, so it is not listed.
 """
 
@@ -20,6 +25,7 @@ from typing import Any
 
 from fleetimage.aws.clients import PERMISSIONS
 from fleetimage.config import FleetConfig
+from fleetimage.core.tags import FLEET_TAG
 
 __all__ = ["iam_policy", "partitions"]
 
@@ -79,7 +85,8 @@ def iam_policy(config: FleetConfig) -> dict[str, Any]:
                 "Condition": {"StringEquals": {"ec2:CreateAction": "CreateImage"}},
             }
         )
-    handled = {*describe, "ec2:CreateImage", "ec2:CreateTags", "sts:AssumeRole"}
+    statements.extend(_prune_statements(config, arns))
+    handled = {*describe, "ec2:CreateImage", "ec2:CreateTags", "sts:AssumeRole", *_PRUNE}
     other = [a for a in actions if a not in handled]
     if other:  # an action added to PERMISSIONS later still shows up
         statements.append({"Sid": "Other", "Effect": "Allow", "Action": other, "Resource": "*"})
@@ -94,3 +101,45 @@ def iam_policy(config: FleetConfig) -> dict[str, Any]:
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+_PRUNE = ("ec2:DeregisterImage", "ec2:DeleteSnapshot", "rbin:ListRules")
+# DescribeImageReferences reads these on the caller's behalf (AWS docs, "Identify your
+# resources referencing specified AMIs").
+_REFERENCE_READS = [
+    "ec2:DescribeLaunchTemplates",
+    "ec2:DescribeLaunchTemplateVersions",
+    "ssm:DescribeParameters",
+    "ssm:GetParameters",
+    "imagebuilder:ListImageRecipes",
+    "imagebuilder:ListContainerRecipes",
+    "imagebuilder:GetImageRecipe",
+    "imagebuilder:GetContainerRecipe",
+]
+
+
+def _prune_statements(config: FleetConfig, arns: Any) -> list[dict[str, Any]]:
+    tagged = {"StringEquals": {f"aws:ResourceTag/{FLEET_TAG}": config.name}}
+    image_stmt: dict[str, Any] = {
+        "Sid": "Prune",
+        "Effect": "Allow",
+        "Action": "ec2:DeregisterImage",
+        "Resource": arns("image"),
+    }
+    snap_stmt: dict[str, Any] = {
+        "Sid": "PruneSnapshots",
+        "Effect": "Allow",
+        "Action": "ec2:DeleteSnapshot",
+        "Resource": arns("snapshot"),
+    }
+    if config.name is not None:
+        image_stmt["Condition"] = tagged
+        if config.image.tag_snapshots:
+            snap_stmt["Condition"] = tagged
+    checks = {
+        "Sid": "PruneChecks",
+        "Effect": "Allow",
+        "Action": [*_REFERENCE_READS, "rbin:ListRules"],
+        "Resource": "*",
+    }
+    return [image_stmt, snap_stmt, checks]

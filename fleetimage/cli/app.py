@@ -47,6 +47,7 @@ from fleetimage.cli.options import (
     parse_report_path,
     read_config,
 )
+from fleetimage.cli.prune import prune_command
 from fleetimage.cli.views import (
     plan_data,
     plan_view,
@@ -69,6 +70,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
 app.add_typer(mock_app, name="mock")
+app.command("prune")(prune_command)
 
 
 # --- commands ------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ __all__ = [
     "SESSION_NAME_RE",
     "DeviceName",
     "FilterValue",
+    "FleetName",
     "InstanceId",
     "NonNegFloat",
     "NonNegInt",
@@ -33,8 +34,20 @@ _ROLE_ARN_RE = re.compile(r"^arn:(aws|aws-cn|aws-us-gov):iam::\d{12}:role/[\w+=,
 SESSION_NAME_RE = re.compile(r"^[\w+=,.@-]{2,64}$")
 EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]{1,15}$")
-# 50 tags per resource; fleetimage adds fleetimage:run-id and fleetimage:instance-id.
-MAX_USER_TAGS = 48
+# A fleet name is a tag value (fleetimage:fleet): printable, no leading/trailing space.
+_FLEET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:/=+@-]{0,127}$")
+# 50 tags per resource; fleetimage adds fleetimage:run-id, fleetimage:instance-id and
+# fleetimage:fleet.
+MAX_USER_TAGS = 47
+
+
+def _check_fleet_name(value: str) -> str:
+    if not _FLEET_NAME_RE.fullmatch(value) or value != value.strip():
+        raise ValueError(
+            f"fleet name {value!r} is not usable as a tag value: 1-128 characters of letters, "
+            "digits, space and _.:/=+@-, starting with a letter or digit"
+        )
+    return value
 
 
 def _check_region(value: str) -> str:
@@ -104,6 +117,7 @@ def non_empty(what: str, example: str) -> Any:
 
 
 Region = Annotated[str, AfterValidator(_check_region)]
+FleetName = Annotated[str, Field(strict=True), AfterValidator(_check_fleet_name)]
 InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
 RoleArn = Annotated[str, AfterValidator(_check_role_arn)]
 TagKey = Annotated[str, AfterValidator(_check_tag_key)]

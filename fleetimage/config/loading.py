@@ -36,6 +36,9 @@ def load_config(path: str | os.PathLike[str]) -> FleetConfig:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(one_line(f"invalid YAML{where}: {problem}"), file=file) from None
+    if isinstance(data, dict) and "name" not in data:
+        # The fleet's name defaults to the file's stem: fleet.yaml -> "fleet".
+        data = {"name": Path(file).stem, **data}
     return parse_config(data, source=file)
 
 

@@ -26,6 +26,7 @@ from fleetimage.config.checks import (
     SESSION_NAME_RE,
     DeviceName,
     FilterValue,
+    FleetName,
     InstanceId,
     NonNegFloat,
     NonNegInt,
@@ -44,6 +45,7 @@ from fleetimage.config.errors import (
     to_config_error,
 )
 from fleetimage.config.limits import load_default_limits
+from fleetimage.config.retention import RetentionOptions
 from fleetimage.core import naming
 from fleetimage.core.errors import ConfigError
 
@@ -56,6 +58,7 @@ __all__ = [
     "LimitSpec",
     "Limits",
     "RegionLimits",
+    "RetentionOptions",
     "RetryOptions",
     "TargetSpec",
     "WaitOptions",
@@ -156,7 +159,7 @@ class ImageOptions(BaseModel):
     @classmethod
     def _tag_count(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_USER_TAGS:
-            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 2)")
+            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 3)")
         return value
 
 
@@ -320,9 +323,14 @@ class ErrorBudget(BaseModel):
 
 
 class FleetConfig(BaseModel):
-    """A whole, validated fleet config. ``source`` is the file it came from."""
+    """A whole, validated fleet config. ``source`` is the file it came from.
+
+    ``name`` is the fleet's name, written on every image as tag ``fleetimage:fleet``; prune
+    touches only images carrying it. ``load_config`` defaults it to the file's stem.
+    """
 
     model_config = _FROZEN
+    name: FleetName | None = None
     targets: Annotated[tuple[TargetSpec, ...], non_empty("target", "a regions + filters entry")]
     image: ImageOptions = Field(default_factory=ImageOptions)
     wait: WaitOptions = Field(default_factory=WaitOptions)
@@ -330,6 +338,7 @@ class FleetConfig(BaseModel):
     concurrency: ConcurrencyOptions = Field(default_factory=ConcurrencyOptions)
     retry: RetryOptions = Field(default_factory=RetryOptions)
     max_errors: ErrorBudget = Field(default_factory=lambda: ErrorBudget.model_validate("10%"))
+    retention: RetentionOptions = Field(default_factory=RetentionOptions)
     source: str | None = None
 
     def limits_for(self, region: str) -> dict[str, tuple[int, float]]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from fleetimage.config import FleetConfig
 from fleetimage.core.models import ImageSpec, Target
 from fleetimage.core.naming import render_description, render_name
-from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.core.tags import FLEET_TAG, INSTANCE_TAG, RUN_TAG
 
 __all__ = ["MAX_TAGS", "build_spec", "build_tags"]
 
@@ -26,8 +26,12 @@ def build_tags(config: FleetConfig, target: Target, run_id: str) -> dict[str, st
     tags.update(config.image.tags)
     tags[RUN_TAG] = run_id
     tags[INSTANCE_TAG] = target.instance_id
+    if config.name is not None:
+        tags[FLEET_TAG] = config.name
     if len(tags) > MAX_TAGS:
         own = {**config.image.tags, RUN_TAG: run_id, INSTANCE_TAG: target.instance_id}
+        if config.name is not None:
+            own[FLEET_TAG] = config.name
         extra = [k for k in tags if k not in own][: MAX_TAGS - len(own)]
         tags = {**{k: tags[k] for k in extra}, **own}
     return tags

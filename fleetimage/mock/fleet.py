@@ -130,6 +130,10 @@ class Image:
     state_override: str | None = None
     reason_override: tuple[str, str] | None = None
     deregistered: bool = False
+    # Retention (mock/lifecycle.py): deregistration protection, last launch (wall clock).
+    protection: str = "disabled"  # disabled | enabled | enabled-with-cooldown
+    protected_until: float | None = None  # monotonic end of a cooldown after disabling
+    last_launched: float | None = None
 
     def state(self, now: float) -> str:
         if self.deregistered:
@@ -179,6 +183,15 @@ class Snapshot:
     started_at: float  # wall clock
     image: Image | None
     tags: dict[str, str] = field(default_factory=dict)
+    # Other images registered from this snapshot (hand-made AMIs): it is shared with them.
+    users: list[Image] = field(default_factory=list)
+    # A DeregisterImage(DeleteAssociatedSnapshots) return code to give once instead of success.
+    delete_fails: str | None = None
+
+    def in_use_by(self) -> list[Image]:
+        """The registered images that use this snapshot."""
+        owners = [self.image] if self.image is not None else []
+        return [i for i in (*owners, *self.users) if not i.deregistered]
 
     def state(self, now: float) -> str:
         if self.image is None or self.image.deregistered:
@@ -203,6 +216,11 @@ class RegionState:
     names: dict[str, str] = field(default_factory=dict)  # name -> image id (not deregistered)
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     snapshot_list: list[Snapshot] = field(default_factory=list)
+    # Image references (mock/lifecycle.py): launch template id -> image id per version
+    # (version N at index N-1), SSM parameter name -> image id; Recycle Bin rules.
+    launch_templates: dict[str, list[str]] = field(default_factory=dict)
+    ssm_parameters: dict[str, str] = field(default_factory=dict)
+    rbin_rules: list[dict[str, object]] = field(default_factory=list)
 
     def add_instance(self, instance: Instance) -> None:
         self.instances[instance.instance_id] = instance

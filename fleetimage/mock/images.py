@@ -1,12 +1,15 @@
-"""EC2 action handlers for images and snapshots: DescribeImages, DeregisterImage,
-DescribeSnapshots, DeleteSnapshot."""
+"""EC2 action handlers for images and snapshots: DescribeImages, DescribeSnapshots.
+
+DeregisterImage and DeleteSnapshot are in ``lifecycle.py``."""
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 
 from fleetimage.mock.fleet import Image, Snapshot
+from fleetimage.mock.lifecycle import protection_text
 from fleetimage.mock.protocol import (
     ApiError,
     Params,
@@ -26,7 +29,6 @@ from fleetimage.mock.query import (
     match_filters,
     next_token_xml,
     paginate,
-    require,
 )
 
 __all__ = ["HANDLERS", "render_image"]
@@ -60,6 +62,9 @@ def render_image(image: Image, now: float) -> str:
             if snap is not None
         ),
     )
+    launched = image.last_launched
+    launched_xml = f"<lastLaunchedTime>{iso(launched)}</lastLaunchedTime>" if launched else ""
+    protection = protection_text(image, now, time.time())
     reason = image.state_reason(now)
     reason_xml = (
         f"<stateReason><code>{esc(reason[0])}</code><message>{esc(reason[1])}</message>"
@@ -79,7 +84,8 @@ def render_image(image: Image, now: float) -> str:
         f"</rootDeviceName>{devices}<virtualizationType>hvm</virtualizationType>"
         "<hypervisor>xen</hypervisor><enaSupport>true</enaSupport>"
         "<platformDetails>Linux/UNIX</platformDetails><usageOperation>RunInstances"
-        f"</usageOperation>{reason_xml}{tag_set(image.tags)}"
+        f"</usageOperation>{reason_xml}{launched_xml}"
+        f"<deregistrationProtection>{protection}</deregistrationProtection>{tag_set(image.tags)}"
     )
 
 
@@ -116,9 +122,12 @@ def describe_images(ctx: Ctx, params: Params) -> str:
     dry_run(params)
     st, now = ctx.st, ctx.now
     owned = _owned(ctx, params)
+    include_disabled = bool_param(params, "IncludeDisabled")
 
     def visible(image: Image) -> bool:
-        return not image.deregistered and now >= image.visible_at
+        if image.deregistered or now < image.visible_at:
+            return False
+        return include_disabled or image.state_override != "disabled"
 
     token: str | None = None
     if ids:
@@ -143,33 +152,6 @@ def describe_images(ctx: Ctx, params: Params) -> str:
     chosen = [i for i in candidates if owned and visible(i) and (keep is None or keep(i))]
     body = items("imagesSet", (render_image(i, now) for i in chosen))
     return body + next_token_xml(token)
-
-
-# --- DeregisterImage ------------------------------------------------------------------------
-
-
-def deregister_image(ctx: Ctx, params: Params) -> str:
-    image_id = require(params, "ImageId")
-    _check_ids((image_id,), _AMI_ID_RE, "InvalidAMIID.Malformed", "ami")
-    delete_snapshots = bool_param(params, "DeleteAssociatedSnapshots")
-    st = ctx.st
-    image = st.images.get(image_id)
-    if image is None or image.deregistered:
-        raise image_not_found((image_id,))
-    dry_run(params)
-    st.deregister(image)
-    results = ""
-    if delete_snapshots:
-        deleted = []
-        for snap_id in image.snapshot_ids():
-            snap = st.snapshots.pop(snap_id, None)
-            if snap is not None:
-                st.snapshot_list.remove(snap)
-                deleted.append(
-                    f"<snapshotId>{snap_id}</snapshotId><returnCode>success</returnCode>"
-                )
-        results = items("deleteSnapshotResultSet", deleted)
-    return f"<return>true</return>{results}"
 
 
 # --- DescribeSnapshots / DeleteSnapshot -----------------------------------------------------
@@ -219,27 +201,7 @@ def describe_snapshots(ctx: Ctx, params: Params) -> str:
     return body + next_token_xml(token)
 
 
-def delete_snapshot(ctx: Ctx, params: Params) -> str:
-    snap_id = require(params, "SnapshotId")
-    _check_ids((snap_id,), _SNAP_ID_RE, "InvalidSnapshotID.Malformed", "snap")
-    st = ctx.st
-    snap = st.snapshots.get(snap_id)
-    if snap is None:
-        raise ApiError("InvalidSnapshot.NotFound", f"The snapshot '{snap_id}' does not exist.")
-    if snap.image is not None and not snap.image.deregistered:
-        raise ApiError(
-            "InvalidSnapshot.InUse",
-            f"The snapshot {snap_id} is currently in use by {snap.image.image_id}",
-        )
-    dry_run(params)
-    del st.snapshots[snap_id]
-    st.snapshot_list.remove(snap)
-    return "<return>true</return>"
-
-
 HANDLERS: dict[str, Handler] = {
     "DescribeImages": describe_images,
-    "DeregisterImage": deregister_image,
     "DescribeSnapshots": describe_snapshots,
-    "DeleteSnapshot": delete_snapshot,
 }

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images, introspect
+from fleetimage.mock import ec2, images, introspect, lifecycle, rbin
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.clock import Latency, MockClock
 from fleetimage.mock.config import MockConfig
@@ -52,9 +52,10 @@ from fleetimage.mock.sts import StsState, account_of_key
 
 __all__ = ["MockEC2", "check_loopback"]
 
-EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS}
+EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS, **lifecycle.HANDLERS}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
+_JSON = "application/json"
 CounterKey = tuple[str, str, str, str]
 #: The longest a "timeout" outage holds a request (wall seconds), whatever its window.
 HOLD_MAX_WALL_S = 600.0
@@ -73,7 +74,7 @@ def check_loopback(host: str) -> str:
     return str(addr)
 
 
-class MockEC2(MockControls):
+class MockEC2(MockControls, lifecycle.LifecycleControls):
     """A mock EC2 + STS endpoint on loopback. Use as ``async with MockEC2(cfg) as mock``.
 
     Test controls (:meth:`add_instance`, :meth:`set_instance_state`, ...) must be called from
@@ -224,6 +225,12 @@ class MockEC2(MockControls):
             return await self._answer(401, ec2_error("AuthFailure", message, rid), "")
         access_key, region, service = scope
         account = account_of_key(access_key, self.config.default_account)
+        if service == "rbin":
+            self._bump(account, region, "rbin:" + request.path, "ok")
+            status, data, headers = rbin.answer(
+                self.fleet, account, region, request.method, request.path, body
+            )
+            return web.Response(status=status, body=data, headers=headers, content_type=_JSON)
         is_sts = service == "sts"
         render = sts_error if is_sts else _ec2_err
         if self.keys.expired(access_key, aws_now):

@@ -215,12 +215,23 @@ def test_permissions(tmp_path: Path) -> None:
         for s in policy["Statement"]
         for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
     }
-    assert actions == {
-        "ec2:DescribeInstances",
-        "ec2:DescribeImages",
-        "ec2:CreateImage",
-        "ec2:CreateTags",
+    imaging = {"ec2:DescribeInstances", "ec2:DescribeImages", "ec2:CreateImage", "ec2:CreateTags"}
+    pruning = {
+        "ec2:DeregisterImage",
+        "ec2:DeleteSnapshot",
+        "ec2:DescribeSnapshots",
+        "ec2:DescribeImageReferences",
+        "ec2:DescribeLaunchTemplates",
+        "ec2:DescribeLaunchTemplateVersions",
+        "ssm:DescribeParameters",
+        "ssm:GetParameters",
+        "rbin:ListRules",
     }
+    assert imaging | pruning <= actions
+    assert {a for a in actions - imaging - pruning if not a.startswith("imagebuilder:")} == set()
+    # deregistration is limited to this fleet's images (the name defaults to the file's stem)
+    prune = next(s for s in policy["Statement"] if s["Action"] == "ec2:DeregisterImage")
+    assert prune["Condition"] == {"StringEquals": {"aws:ResourceTag/fleetimage:fleet": "own"}}
     tag = next(s for s in policy["Statement"] if s["Action"] == "ec2:CreateTags")
     assert tag["Condition"] == {"StringEquals": {"ec2:CreateAction": "CreateImage"}}
 
