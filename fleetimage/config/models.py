@@ -254,13 +254,19 @@ class ConcurrencyOptions(BaseModel):
 
 
 class RetryOptions(BaseModel):
+    """Retries and the lane breaker; every time constant is a knob (tests scale them down)."""
+
     model_config = _FROZEN
-    max_attempts: PosInt = 8
+    max_attempts: PosInt = 8  # calls outside a lane (STS); lane calls: breaker + max_outage_s
     base_delay_s: PosFloat = 0.5
     max_delay_s: PosFloat = 30.0
     quota_delay_s: PosFloat = 60.0
     quota_max_attempts: PosInt = 5
     request_timeout_s: PosFloat = 60.0
+    max_outage_s: PosFloat = 1800.0
+    breaker_failures: PosInt = 5
+    breaker_cooldown_s: PosFloat = 1.0
+    breaker_max_cooldown_s: PosFloat = 60.0
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -268,6 +274,12 @@ class RetryOptions(BaseModel):
             raise FieldError(
                 f"max_delay_s ({self.max_delay_s}) must be >= base_delay_s ({self.base_delay_s})",
                 ("max_delay_s",),
+            )
+        if self.breaker_max_cooldown_s < self.breaker_cooldown_s:
+            raise FieldError(
+                f"breaker_max_cooldown_s ({self.breaker_max_cooldown_s}) must be >= "
+                f"breaker_cooldown_s ({self.breaker_cooldown_s})",
+                ("breaker_max_cooldown_s",),
             )
         return self
 

@@ -13,6 +13,8 @@ from typing import Any
 
 __all__ = [
     "Available",
+    "BreakerChanged",
+    "BreakerState",
     "Created",
     "Discovered",
     "DryRunChecked",
@@ -292,3 +294,22 @@ class Retried(Event):
 class Throttled(Event):
     action: str
     new_rate_per_s: float
+
+
+class BreakerState(enum.StrEnum):
+    """A lane's circuit breaker (see ``fleetimage.engine.breaker``)."""
+
+    CLOSED = "closed"  # sends flow at the limiter's rate
+    OPEN = "open"  # transient failures: every send of the lane waits out a cool-down
+    HALF_OPEN = "half_open"  # one probe request at a time
+    STOPPED = "stopped"  # open longer than retry.max_outage_s: no new images in this lane
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged(Event):
+    """A lane's breaker changed state (``instance_id`` is None). ``reason`` says why in one
+    line; ``last_error`` is the last transient error (``Code: message``), or ""."""
+
+    state: BreakerState
+    reason: str
+    last_error: str = ""

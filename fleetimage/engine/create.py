@@ -20,8 +20,8 @@ from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import ImageSpec, Requested
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
-from fleetimage.engine.retry import retrying
 
 __all__ = [
     "CreatedImage",
@@ -32,9 +32,6 @@ __all__ = [
 
 _AMI_ID = re.compile(r"\bami-[0-9a-f]{8,17}\b")
 _GONE = frozenset({"deregistered", "invalid", "error"})
-# Server errors in a row, with no CreateImage success yet in the lane, before the lane
-# concludes that the endpoint rejects the request itself rather than failing transiently.
-REJECT_STREAK = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,22 +104,17 @@ async def _resolve_duplicate(
         delay = min(delay * 2, 2.0)
 
 
-def _rejected(spec: ImageSpec, params: dict[str, Any], error: AwsError) -> AwsError:
-    """The lane's endpoint has failed every CreateImage so far: name what the request used."""
+def _options_hint(spec: ImageSpec, params: dict[str, Any]) -> str:
+    """For a lane whose CreateImage never succeeded: what the request used, in config terms."""
     options = []
     if spec.tag_snapshots:
         options.append("TagSpecifications for snapshots (image.tag_snapshots)")
     if "BlockDeviceMappings" in params:
         options.append("BlockDeviceMappings NoDevice (image.exclude_devices)")
     options.append(f"NoReboot={spec.no_reboot} (image.no_reboot)")
-    return AwsError(
-        "CreateImageRejected",
-        f"CreateImage failed {REJECT_STREAK} times in a row in this region with server errors "
-        f"(last: {error.code}: {error.message[:120]}) and has never succeeded here; the "
-        f"endpoint may not support an option of the request: {'; '.join(options)}. "
-        "Not retrying, to avoid a retry storm.",
-        action="CreateImage",
-        kind=ErrorKind.FATAL,
+    return (
+        "CreateImage has not succeeded in this lane yet; if this endpoint always fails it, "
+        f"check that it supports the request's options: {'; '.join(options)}"
     )
 
 
@@ -155,62 +147,83 @@ async def create_image(
 
     ``lookup_first`` is for resume: the journal says a request may have been sent.
     The ledger commits ``requesting`` (the Requested event) before each send.
+
+    Transient failures, timeouts and resets never fail the target: they are retried through
+    the lane's breaker (which pauses the lane and probes) until the lane stops after
+    ``retry.max_outage_s``; then :class:`~fleetimage.engine.breaker.LaneOutage` is raised (the
+    target did not start; its name still makes a resend safe). Only EC2's answer about the
+    request (a fatal code, a quota once its budget is spent) is raised as a failure.
     """
+    params = create_params(spec)
+    try:
+        return await _create(lane, spec, params, lookup_first=lookup_first, grace_s=grace_s)
+    except LaneOutage as outage:
+        last = outage.last_error
+        if lane.create_successes == 0 and last is not None and last.action == "CreateImage":
+            raise outage.again(hint=_options_hint(spec, params)) from None
+        raise
+
+
+async def _create(
+    lane: Lane, spec: ImageSpec, params: dict[str, Any], *, lookup_first: bool, grace_s: float
+) -> CreatedImage:
     run_id = lane.run_id
     target = spec.target
-    params = create_params(spec)
     must_look = lookup_first
     sent = 0
-    async for attempt in retrying(
-        lane.retry_policy, on_retry=lane.on_retry("CreateImage", target.instance_id)
-    ):
-        with attempt:
-            if must_look:
-                images = await find_image_by_name(lane, spec.name, instance_id=target.instance_id)
-                found = _adopt(spec, run_id, images)
-                if found is not None:
-                    lane.create_successes += 1
-                    return CreatedImage(found, adopted=True, attempts=sent)
-                must_look = False
-            sent += 1
-            await lane.bus.before_send(
-                Requested(
-                    run_id,
-                    target.account,
-                    target.region,
-                    target.instance_id,
-                    now(),
-                    image_name=spec.name,
-                    attempt=sent,
+    try:
+        async for attempt in lane.retrying("CreateImage", target.instance_id):
+            with attempt:
+                if must_look:
+                    images = await find_image_by_name(
+                        lane, spec.name, instance_id=target.instance_id
+                    )
+                    found = _adopt(spec, run_id, images)
+                    if found is not None:
+                        lane.create_successes += 1
+                        return CreatedImage(found, adopted=True, attempts=sent)
+                    must_look = False
+                sent += 1
+                await lane.bus.before_send(
+                    Requested(
+                        run_id,
+                        target.account,
+                        target.region,
+                        target.instance_id,
+                        now(),
+                        image_name=spec.name,
+                        attempt=sent,
+                    )
                 )
-            )
-            try:
-                answer = await lane.send("CreateImage", params, instance_id=target.instance_id)
-            except AwsError as error:
-                if error.kind in (ErrorKind.AMBIGUOUS, ErrorKind.TRANSIENT):
-                    lane.create_failure_streak += 1
-                    if lane.create_successes == 0 and lane.create_failure_streak >= REJECT_STREAK:
-                        raise _rejected(spec, params, error) from None
-                if error.kind is ErrorKind.DUPLICATE_NAME:
-                    image_id = await _resolve_duplicate(lane, spec, run_id, error, grace_s=grace_s)
-                    return CreatedImage(image_id, adopted=True, attempts=sent)
-                if error.kind is ErrorKind.AMBIGUOUS:
+                try:
+                    answer = await lane.send("CreateImage", params, instance_id=target.instance_id)
+                except AwsError as error:
+                    if error.kind is ErrorKind.DUPLICATE_NAME:
+                        image_id = await _resolve_duplicate(
+                            lane, spec, run_id, error, grace_s=grace_s
+                        )
+                        lane.create_successes += 1
+                        return CreatedImage(image_id, adopted=True, attempts=sent)
+                    if error.kind is ErrorKind.AMBIGUOUS:
+                        must_look = True
+                    raise
+                new_id = answer.get("ImageId") if isinstance(answer, dict) else None
+                if not new_id:
+                    # A 200 without an image id (a proxy, a broken endpoint): it may or may
+                    # not have been applied, so resolve it like any ambiguous answer, by name.
                     must_look = True
-                raise
-            new_id = answer.get("ImageId") if isinstance(answer, dict) else None
-            if not new_id:
-                # A 200 without an image id (a proxy, a broken endpoint): it may or may not
-                # have been applied, so resolve it like any ambiguous answer, by name.
-                must_look = True
-                raise AwsError(
-                    "InvalidResponse",
-                    "CreateImage answered without an ImageId",
-                    action="CreateImage",
-                    kind=ErrorKind.AMBIGUOUS,
-                )
-            lane.create_successes += 1
-            lane.create_failure_streak = 0
-            return CreatedImage(str(new_id), adopted=False, attempts=sent)
+                    invalid = AwsError(
+                        "InvalidResponse",
+                        "CreateImage answered without an ImageId",
+                        action="CreateImage",
+                        kind=ErrorKind.AMBIGUOUS,
+                    )
+                    await lane.breaker.report_failure("CreateImage", invalid)
+                    raise invalid
+                lane.create_successes += 1
+                return CreatedImage(str(new_id), adopted=False, attempts=sent)
+    except AwsError as error:
+        raise await lane.gave_up(error) from None
     raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
 

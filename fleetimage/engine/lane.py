@@ -1,40 +1,58 @@
-"""One lane per (account, region): its client, its token buckets, its retry policy.
+"""One lane per (account, region): its client, its token buckets, its breaker, its retries.
 
-Every request of the lane goes through :meth:`Lane.send`, retries included, so the lane's
-buckets see everything the lane sends and the server's throttles tell them how fast to go.
+Every request of the lane goes through :meth:`Lane.send`, retries included: the lane's
+breaker admits it (it waits while the lane is paused by transient failures), then the lane's
+bucket paces it, and the server's answers tell both how things go.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
+
+from tenacity import AsyncRetrying
 
 from fleetimage.aws.clients import to_aws_error
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import LaneKey, Retried, Throttled
+from fleetimage.core.models import BreakerChanged, BreakerState, LaneKey, Retried, Throttled
+from fleetimage.engine.breaker import Breaker, describe_error
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.limiter import Limiter
-from fleetimage.engine.retry import RetryPolicy, retrying
+from fleetimage.engine.retry import TIME_BOUNDED, RetryPolicy, retrying
 
-__all__ = ["Lane"]
+__all__ = ["Lane", "LanePolicy"]
 
 _SNAKE = re.compile(r"(?<!^)(?=[A-Z])")
 
 
+class LanePolicy(RetryPolicy, Protocol):
+    """The retry knobs plus the breaker's (``config.RetryOptions`` satisfies it)."""
+
+    @property
+    def request_timeout_s(self) -> float: ...
+    @property
+    def breaker_failures(self) -> int: ...
+    @property
+    def breaker_cooldown_s(self) -> float: ...
+    @property
+    def breaker_max_cooldown_s(self) -> float: ...
+
+
 class Lane:
-    """The (account, region) unit: a long-lived client and its own buckets."""
+    """The (account, region) unit: a long-lived client, its own buckets and its breaker."""
 
     def __init__(
         self,
         key: LaneKey,
         client: Any,
         limiter: Limiter,
-        retry_policy: RetryPolicy,
+        retry_policy: LanePolicy,
         *,
         run_id: str,
         bus: Bus,
+        breaker: Breaker | None = None,
     ) -> None:
         self.key = key
         self.client = client
@@ -42,49 +60,95 @@ class Lane:
         self.retry_policy = retry_policy
         self.run_id = run_id
         self.bus = bus
-        # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
+        p = retry_policy
+        self.breaker = breaker or Breaker(
+            key,
+            failures=p.breaker_failures,
+            cooldown_s=p.breaker_cooldown_s,
+            max_cooldown_s=p.breaker_max_cooldown_s,
+            max_outage_s=p.max_outage_s,
+            # A failed call comes back within its retry backoff plus a cool-down.
+            linger_s=p.max_delay_s + p.breaker_max_cooldown_s,
+            probe_wait_s=p.request_timeout_s,
+            on_change=self._breaker_changed,
+        )
+        # CreateImage successes in this lane (a lane outage with none names the options).
         self.create_successes = 0
-        self.create_failure_streak = 0
 
     async def send(
-        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+        self,
+        action: str,
+        params: dict[str, Any],
+        *,
+        instance_id: str | None = None,
+        through_outage: bool = False,
     ) -> Any:
-        """One attempt: wait for a token, send, feed the outcome back to the bucket."""
-        bucket = self.limiter.bucket(action)
-        await bucket.acquire()
-        sent_at = bucket.now()  # a late throttle of a request sent before a cut is no new signal
-        method = getattr(self.client, _SNAKE.sub("_", action).lower())
+        """One attempt: pass the breaker, wait for a token, send, feed the outcome back.
+
+        ``through_outage``: still send after the lane stopped (reads for created images).
+        """
+        ticket = await self.breaker.admit(action, through_outage=through_outage)
         try:
-            answer = await method(**params)
-        except Exception as exc:
-            error = to_aws_error(exc, action)
-            if error.kind is ErrorKind.THROTTLE:
-                rate = bucket.on_throttle(sent_at=sent_at)
-                await self.bus.emit(
-                    Throttled(
-                        self.run_id,
-                        self.key.account,
-                        self.key.region,
-                        instance_id,
-                        now(),
-                        action=action,
-                        new_rate_per_s=rate,
+            bucket = self.limiter.bucket(action)
+            await bucket.acquire()
+            sent_at = bucket.now()  # a late throttle of a request sent before a cut is no news
+            method = getattr(self.client, _SNAKE.sub("_", action).lower())
+            try:
+                answer = await method(**params)
+            except Exception as exc:
+                error = to_aws_error(exc, action)
+                if error.kind is ErrorKind.THROTTLE:
+                    rate = bucket.on_throttle(sent_at=sent_at)
+                    await self.bus.emit(
+                        Throttled(
+                            self.run_id,
+                            self.key.account,
+                            self.key.region,
+                            instance_id,
+                            now(),
+                            action=action,
+                            new_rate_per_s=rate,
+                        )
                     )
-                )
-            raise error from None
-        bucket.on_success()
-        return answer
+                await self.breaker.record(ticket, error)
+                raise error from None
+            bucket.on_success()
+            await self.breaker.record(ticket, None)
+            return answer
+        finally:
+            self.breaker.release(ticket)  # no-op once recorded
 
     async def call(
-        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+        self,
+        action: str,
+        params: dict[str, Any],
+        *,
+        instance_id: str | None = None,
+        through_outage: bool = False,
     ) -> Any:
-        """A call that is safe to repeat (reads): retried per the policy."""
-        async for attempt in retrying(
-            self.retry_policy, on_retry=self.on_retry(action, instance_id)
-        ):
-            with attempt:
-                return await self.send(action, params, instance_id=instance_id)
+        """A call that is safe to repeat (reads): retried per the policy, through the breaker."""
+        try:
+            async for attempt in self.retrying(action, instance_id):
+                with attempt:
+                    return await self.send(
+                        action, params, instance_id=instance_id, through_outage=through_outage
+                    )
+        except AwsError as error:
+            raise await self.gave_up(error) from None
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def retrying(self, action: str, instance_id: str | None) -> AsyncRetrying:
+        """The retry controller for one logical call of this lane (see ``retry.py``)."""
+        return retrying(
+            self.retry_policy, on_retry=self.on_retry(action, instance_id), in_lane=True
+        )
+
+    async def gave_up(self, error: AwsError) -> AwsError:
+        """What a call whose retries ended raises: a spent throttle/transient budget
+        (``max_outage_s`` of trying) stops the lane (LaneOutage); anything else as is."""
+        if error.kind in TIME_BOUNDED:
+            return await self.breaker.trip(error)
+        return error
 
     def on_retry(
         self, action: str, instance_id: str | None
@@ -109,3 +173,19 @@ class Lane:
             )
 
         return on_retry
+
+    async def _breaker_changed(
+        self, state: BreakerState, reason: str, error: AwsError | None
+    ) -> None:
+        await self.bus.emit(
+            BreakerChanged(
+                self.run_id,
+                self.key.account,
+                self.key.region,
+                None,
+                now(),
+                state=state,
+                reason=reason,
+                last_error=describe_error(error),
+            )
+        )

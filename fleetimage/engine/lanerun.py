@@ -29,6 +29,7 @@ from fleetimage.core.models import (
     Skipped,
     TargetRecord,
 )
+from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus, SubscriberError
 from fleetimage.engine.create import check_dry_run, create_image
 from fleetimage.engine.plan import LanePlan
@@ -112,6 +113,7 @@ class LaneRun:
             not_found_grace_s=config.wait.not_found_grace_s,
         )
         state.waiters.append(self.waiter)
+        self._feeding = anyio.CancelScope()
 
     async def run(self) -> None:
         async with anyio.create_task_group() as lane_tg:
@@ -124,10 +126,10 @@ class LaneRun:
     async def _feed(self, work: anyio.abc.TaskGroup) -> None:
         specs = self.lp.specs
         started = 0
-        with anyio.CancelScope() as scope:
+        with self._feeding as scope:
             self.state.feeders.append(scope)
             for spec in specs:
-                if self.state.stopping():
+                if self.state.stopping() or self.lane.breaker.stopped:
                     break
                 record = self.prior.get(event_fields(spec))
                 if record is not None and record.state in _SETTLED:
@@ -139,16 +141,22 @@ class LaneRun:
                 except BaseException:
                     self.pending.release()
                     raise
-                if self.state.stopping():  # the stop came while we waited for a cap
+                if self.state.stopping() or self.lane.breaker.stopped:  # came while we waited
                     self.in_flight.release()
                     self.pending.release()
                     break
                 work.start_soon(self._target, spec, record)
                 started += 1
         reason = self.state.stop_reason or StopReason.INTERRUPTED
+        outage = self.lane.breaker.stopped
         for spec in specs[started:]:
             record = self.prior.get(event_fields(spec))
             if record is not None and record.state in _SETTLED:
+                continue
+            if outage is not None and self.state.stop_reason is None:
+                await self._fail(
+                    spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
+                )
                 continue
             await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
 
@@ -172,6 +180,13 @@ class LaneRun:
                         lookup_first=record is not None and record.state is JournalState.REQUESTING,
                         grace_s=self.config.wait.not_found_grace_s,
                     )
+                except LaneOutage as outage:
+                    # Breaker hook: the lane stopped; not this target's failure, resumable.
+                    self._feeding.cancel()
+                    await self._fail(
+                        spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
+                    )
+                    return
                 except AwsError as error:
                     await self._fail(spec, Outcome.FAILED, error.code, error.message)
                     return

@@ -4,16 +4,21 @@
   resend, so sleeping here too would only waste the bucket's refill.
 - TRANSIENT / AMBIGUOUS: jittered exponential backoff. (AMBIGUOUS calls are resolved by a
   lookup before the resend; that is the caller's job, see ``create.py``.)
-- QUOTA: snapshot limits clear in minutes: a long, jittered, bounded backoff.
+- QUOTA: snapshot limits clear in minutes: a long, jittered, bounded backoff; once spent, the
+  call fails with the quota's own code (EC2 talking about the request).
 - FATAL and DUPLICATE_NAME: never retried here.
 
-Throttles get their own, larger budget: under a noisy neighbour they are expected and cost
-nothing, while eight 5xx in a row mean something is really wrong.
+Inside a lane (``in_lane=True``) throttles and transient errors are not counted: throttles
+are pacing signals and transient errors are the lane breaker's business (it pauses the lane
+and probes). Their budget is time instead, ``max_outage_s`` from the call's first such error;
+the lane turns a spent budget into a lane outage, never into a failed target. Outside a lane
+(STS) they keep a count: ``max_attempts`` (throttles ``THROTTLE_BUDGET_FACTOR`` times that).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -21,11 +26,13 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fleetimage.core.errors import AwsError, ErrorKind
 
-__all__ = ["RETRYABLE", "RetryPolicy", "retrying"]
+__all__ = ["RETRYABLE", "TIME_BOUNDED", "RetryPolicy", "retrying"]
 
 RETRYABLE = frozenset(
     {ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.QUOTA}
 )
+#: In a lane, these are bounded by time (``max_outage_s``), not by a count.
+TIME_BOUNDED = frozenset({ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS})
 THROTTLE_BUDGET_FACTOR = 4
 
 
@@ -42,6 +49,8 @@ class RetryPolicy(Protocol):
     def quota_delay_s(self) -> float: ...
     @property
     def quota_max_attempts(self) -> int: ...
+    @property
+    def max_outage_s(self) -> float: ...
 
 
 def _error(state: RetryCallState) -> AwsError | None:
@@ -59,10 +68,13 @@ def _is_retryable(exc: BaseException) -> bool:
 class _Budget:
     """Counts failures per kind across one call's attempts; decides stop and wait."""
 
-    def __init__(self, policy: RetryPolicy) -> None:
+    def __init__(self, policy: RetryPolicy, *, in_lane: bool, clock: Callable[[], float]) -> None:
         self.policy = policy
+        self.in_lane = in_lane
+        self.clock = clock
         self.counts: dict[ErrorKind, int] = {}
         self._counted = 0
+        self._first_at: float | None = None  # the call's first time-bounded error
 
     def _count(self, state: RetryCallState, err: AwsError) -> int:
         # tenacity calls wait and stop once each per attempt, in an order that has changed
@@ -70,6 +82,8 @@ class _Budget:
         if state.attempt_number != self._counted:
             self._counted = state.attempt_number
             self.counts[err.kind] = self.counts.get(err.kind, 0) + 1
+            if self._first_at is None and err.kind in TIME_BOUNDED:
+                self._first_at = self.clock()
         return self.counts[err.kind]
 
     def stop(self, state: RetryCallState) -> bool:
@@ -77,11 +91,14 @@ class _Budget:
         if err is None:
             return True
         n = self._count(state, err)
-        if err.kind is ErrorKind.THROTTLE:
-            return n >= self.policy.max_attempts * THROTTLE_BUDGET_FACTOR
         if err.kind is ErrorKind.QUOTA:
             return n >= self.policy.quota_max_attempts
-        others = sum(c for k, c in self.counts.items() if k is not ErrorKind.THROTTLE)
+        if self.in_lane and self._first_at is not None and err.kind in TIME_BOUNDED:
+            return self.clock() - self._first_at >= self.policy.max_outage_s
+        if err.kind is ErrorKind.THROTTLE:
+            return n >= self.policy.max_attempts * THROTTLE_BUDGET_FACTOR
+        uncounted = TIME_BOUNDED if self.in_lane else {ErrorKind.THROTTLE}
+        others = sum(c for k, c in self.counts.items() if k not in uncounted)
         return others >= self.policy.max_attempts
 
     def wait(self, state: RetryCallState) -> float:
@@ -103,9 +120,15 @@ def retrying(
     policy: RetryPolicy,
     *,
     on_retry: Callable[[AwsError, int, float], Awaitable[None]] | None = None,
+    in_lane: bool = False,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncRetrying:
-    """A fresh tenacity controller for one logical call (its budget is per call)."""
-    budget = _Budget(policy)
+    """A fresh tenacity controller for one logical call (its budget is per call).
+
+    ``in_lane``: the call goes through a lane (its breaker and limiter); throttles and
+    transient errors are then bounded by ``max_outage_s`` of ``clock`` rather than counted.
+    """
+    budget = _Budget(policy, in_lane=in_lane, clock=clock)
 
     async def before_sleep(state: RetryCallState) -> None:
         err = _error(state)

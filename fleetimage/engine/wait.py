@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
 
 __all__ = ["TERMINAL_STATES", "ImageState", "ImageWaiter"]
@@ -92,16 +93,27 @@ class ImageWaiter:
             # and a shorter first poll would spend DescribeImages tokens on nothing.
             await anyio.sleep(self.poll_interval_s)
             try:
-                await self.poll_once()
+                # A poll waits at the lane's breaker through an outage; the images' own
+                # timeouts still end their wait on time.
+                with anyio.move_on_after(self._until_first_timeout()):
+                    await self.poll_once()
+            except LaneOutage:
+                pass  # the lane stopped new work; its created images are still waited for
             except AwsError as error:
                 if error.kind is ErrorKind.FATAL:
                     # e.g. UnauthorizedOperation: waiting longer cannot help; say why now
                     # rather than as a WaitTimeout hours later.
                     self._fail_all(error)
-                else:
-                    # The lane's retries are spent (e.g. a long 5xx streak): keep the images
-                    # pending and try again next interval, but let the overdue ones time out.
-                    self._expire(anyio.current_time())
+            # Whatever the poll did, the overdue images time out (DescribeImages may be
+            # failing: the lane's breaker keeps them pending and tries again).
+            self._expire(anyio.current_time())
+
+    def _until_first_timeout(self) -> float:
+        if not self._watches:
+            return 0.0
+        first = min(w.timeout_at for w in self._watches.values())
+        # A little past it, so that a poll under way can still see the image settle.
+        return max(0.0, first - anyio.current_time()) + self.poll_interval_s
 
     async def poll_once(self) -> None:
         """One round over every watched image, in chunks.
@@ -121,7 +133,9 @@ class ImageWaiter:
             filters = [{"Name": "image-id", "Values": chunk}]
             if not census:
                 filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
-            answer = await self.lane.call("DescribeImages", {"Filters": filters})
+            answer = await self.lane.call(
+                "DescribeImages", {"Filters": filters}, through_outage=True
+            )
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:
@@ -186,7 +200,8 @@ class ImageWaiter:
                     ImageState(
                         "timed_out",
                         "WaitTimeout",
-                        f"DescribeImages kept failing; no answer for {self.timeout_s:g} s",
+                        f"no state seen within {self.timeout_s:g} s (DescribeImages kept "
+                        "failing); the image may still become available",
                     ),
                 )
 

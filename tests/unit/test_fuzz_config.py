@@ -73,6 +73,10 @@ VALID: dict[str, Any] = {
         "quota_delay_s": 60.0,
         "quota_max_attempts": 5,
         "request_timeout_s": 60.0,
+        "max_outage_s": 1800.0,
+        "breaker_failures": 5,
+        "breaker_cooldown_s": 1.0,
+        "breaker_max_cooldown_s": 60.0,
     },
     "max_errors": "5%",
 }

@@ -17,6 +17,7 @@ class Policy:
     max_delay_s: float = 0.0
     quota_delay_s: float = 0.0
     quota_max_attempts: int = 2
+    max_outage_s: float = 60.0
 
 
 @pytest.mark.parametrize(
@@ -37,12 +38,28 @@ def test_classify(code: str, status: int, kind: ErrorKind) -> None:
     assert classify(code, status) is kind
 
 
-async def _attempts(policy: Policy, errors: list[AwsError]) -> tuple[int, BaseException | None]:
+class Ticking:
+    """A clock that moves ``step_s`` each time an attempt is made."""
+
+    def __init__(self, step_s: float) -> None:
+        self.t = 0.0
+        self.step_s = step_s
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def _attempts(
+    policy: Policy, errors: list[AwsError], *, clock: Ticking | None = None
+) -> tuple[int, BaseException | None]:
     calls = 0
+    in_lane = clock is not None
     try:
-        async for attempt in retrying(policy):
+        async for attempt in retrying(policy, in_lane=in_lane, clock=clock or Ticking(0.0)):
             with attempt:
                 calls += 1
+                if clock is not None:
+                    clock.t += clock.step_s
                 if errors:
                     raise errors.pop(0)
     except AwsError as exc:
@@ -86,3 +103,40 @@ async def test_ambiguous_is_retried_and_mixed_kinds_share_the_error_budget() -> 
     ]
     calls, exc = await _attempts(Policy(), errors)
     assert calls == 3 and exc is not None
+
+
+# --- in a lane: throttles and transient errors are bounded by time, not counted -----------
+
+
+async def test_in_a_lane_throttles_never_spend_a_count() -> None:
+    many = [err("RequestLimitExceeded", 503) for _ in range(200)]
+    calls, exc = await _attempts(Policy(max_outage_s=1e9), many, clock=Ticking(1.0))
+    assert calls == 201 and exc is None  # 200 throttles, then success; max_attempts is 3
+
+
+async def test_in_a_lane_transient_errors_never_spend_a_count() -> None:
+    errors = [err("Unavailable", 503) for _ in range(50)]
+    errors += [err("ReadTimeout", kind=ErrorKind.AMBIGUOUS) for _ in range(50)]
+    calls, exc = await _attempts(Policy(max_outage_s=1e9), errors, clock=Ticking(1.0))
+    assert calls == 101 and exc is None
+
+
+async def test_in_a_lane_the_budget_is_max_outage_s_of_trying() -> None:
+    many = [err("RequestLimitExceeded", 503) for _ in range(200)]
+    calls, exc = await _attempts(Policy(max_outage_s=30.0), many, clock=Ticking(1.0))
+    assert calls == 31 and isinstance(exc, AwsError) and exc.code == "RequestLimitExceeded"
+    many = [err("InternalError", 500) for _ in range(200)]
+    calls, exc = await _attempts(Policy(max_outage_s=10.0), many, clock=Ticking(2.0))
+    assert calls == 6 and isinstance(exc, AwsError) and exc.code == "InternalError"
+
+
+async def test_in_a_lane_quota_errors_keep_their_count_and_their_code() -> None:
+    errors = [err("ConcurrentSnapshotLimitExceeded") for _ in range(5)]
+    calls, exc = await _attempts(Policy(max_outage_s=1e9), errors, clock=Ticking(1.0))
+    assert calls == 2 and isinstance(exc, AwsError)
+    assert exc.code == "ConcurrentSnapshotLimitExceeded"
+
+
+async def test_in_a_lane_fatal_answers_are_not_retried() -> None:
+    calls, exc = await _attempts(Policy(), [err("InvalidParameterValue")], clock=Ticking(1.0))
+    assert calls == 1 and isinstance(exc, AwsError)
