@@ -35,7 +35,14 @@ def fleet_config(scale: float = 1.0, **overrides: Any) -> dict[str, Any]:
         },
         "wait": {"poll_interval_s": 0.05, "timeout_s": 60, "not_found_grace_s": 5},
         "limits": limits,
-        "retry": {"base_delay_s": 0.01, "max_delay_s": 0.2, "quota_delay_s": 0.1},
+        "retry": {
+            "base_delay_s": 0.01,
+            "max_delay_s": 0.2,
+            "quota_delay_s": 0.1,
+            "max_outage_s": 30,
+            "breaker_cooldown_s": 0.05,
+            "breaker_max_cooldown_s": 0.3,
+        },
         "max_errors": "100%",
     }
     for key, value in overrides.items():
@@ -370,6 +377,8 @@ async def test_failed_assume_role_fails_that_lane_only(fleet_mock: Any) -> None:
 
 
 async def test_endpoint_that_always_fails_create_image_is_not_stormed(fleet_mock: Any) -> None:
+    """The lane's breaker, not a failure count, protects an endpoint that always fails: the
+    lane pauses and probes, then stops after max_outage_s; nothing is blamed on the request."""
     mock = await fleet_mock(
         MockConfig(
             regions=("us-east-1",),
@@ -379,15 +388,20 @@ async def test_endpoint_that_always_fails_create_image_is_not_stormed(fleet_mock
             faults=FaultConfig(internal_error=1.0, actions=frozenset({"CreateImage"})),
         )
     )
-    report = await image_fleet(parse_config(fleet_config(1)), endpoint_url=mock.endpoint_url)
-    assert report.counts["failed"] == 30
-    codes = Counter(r.error_code for r in report.results)
-    assert codes["CreateImageRejected"] >= 1
-    rejected = next(r for r in report.results if r.error_code == "CreateImageRejected")
-    assert rejected.error_message is not None and "image.tag_snapshots" in rejected.error_message
-    # a storm would be 30 targets x 8 attempts; each target gives up after its first failure
-    # once the lane has seen the streak
-    assert mock.count(action="CreateImage") <= 30 + 20
+    cfg = fleet_config(1)
+    cfg["retry"]["max_outage_s"] = 1.5
+    report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
+    assert report.counts["not_started"] == 30 and report.counts["failed"] == 0
+    assert not report.ok
+    for result in report.results:
+        assert result.error_code == "LaneOutage"
+        message = result.error_message or ""
+        assert "us-east-1" in message and "InternalError" in message, message
+    # CreateImage never succeeded in the lane: the targets it stopped name the request's options
+    assert any("image.tag_snapshots" in (r.error_message or "") for r in report.results)
+    # A storm would be 30 targets retried for 1.5 s each; the breaker lets through the first
+    # wave (max_in_flight_per_region = 20) and then one probe per cool-down.
+    assert mock.count(action="CreateImage") <= 20 + 20
 
 
 def test_run_fleet_is_the_sync_entry_point(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -240,7 +240,6 @@ async def test_open_longer_than_max_outage_stops_the_lane() -> None:
     assert breaker.stopped is not None
     assert BreakerState.STOPPED in states(changes)
     # New work is refused at once, every time, each with its own exception object.
-    first = second = None
     with pytest.raises(LaneOutage) as first:
         await breaker.admit("CreateImage")
     with pytest.raises(LaneOutage) as second:
