@@ -146,6 +146,9 @@ class Scenario:
                 "base_delay_s": self.wall(0.5),
                 "max_delay_s": self.wall(30.0),
                 "quota_delay_s": self.wall(60.0),
+                "max_outage_s": self.wall(1800.0),
+                "breaker_cooldown_s": self.wall(1.0),
+                "breaker_max_cooldown_s": self.wall(60.0),
             },
             "max_errors": "100%",
         }

@@ -34,7 +34,14 @@ def fleet_config(
             "DescribeInstances": {"burst": 100, "rate_per_s": 20 * scale},
         },
         "wait": {"poll_interval_s": 0.05, "timeout_s": 60, "not_found_grace_s": 5},
-        "retry": {"base_delay_s": 0.01, "max_delay_s": 0.2, "quota_delay_s": 0.1},
+        "retry": {
+            "base_delay_s": 0.01,
+            "max_delay_s": 0.2,
+            "quota_delay_s": 0.1,
+            "max_outage_s": 30,
+            "breaker_cooldown_s": 0.05,
+            "breaker_max_cooldown_s": 0.3,
+        },
         "max_errors": "100%",
     }
     cfg.update(overrides)

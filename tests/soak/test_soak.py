@@ -133,7 +133,13 @@ async def test_soak_50k_targets_20_regions_5_accounts(
                     "DescribeInstances": {"burst": 100, "rate_per_s": 20 * rate},
                 },
                 "concurrency": {"max_in_flight_per_region": 10},
-                "retry": {"base_delay_s": 0.05, "max_delay_s": 1.0, "quota_delay_s": 1.0},
+                "retry": {
+                    "base_delay_s": 0.05,
+                    "max_delay_s": 1.0,
+                    "quota_delay_s": 1.0,
+                    "breaker_cooldown_s": 0.05,
+                    "breaker_max_cooldown_s": 1.0,
+                },
                 "max_errors": "1%",
             }
         )
