@@ -49,6 +49,7 @@ import platformdirs
 from fleetimage.core.errors import JournalError
 from fleetimage.core.models import (
     Event,
+    ImageSpec,
     JournalState,
     LaneFailure,
     Requested,
@@ -329,7 +330,7 @@ def _read_targets(conn: sqlite3.Connection, run_id: str) -> list[TargetRecord]:
         raise _unknown_run(run_id)
     rows = conn.execute(
         "SELECT account, region, instance_id, state, image_name, image_id, attempts, "
-        "error_code, error_message FROM targets WHERE run_id = ? "
+        "error_code, error_message, spec_json FROM targets WHERE run_id = ? "
         "ORDER BY account, region, instance_id",
         (run_id,),
     )
@@ -344,6 +345,7 @@ def _read_targets(conn: sqlite3.Connection, run_id: str) -> list[TargetRecord]:
             attempts=attempts,
             error_code=code,
             error_message=message,
+            spec=ImageSpec.from_dict(json.loads(spec)) if spec else None,
         )
-        for a, r, i, s, name, image_id, attempts, code, message in rows
+        for a, r, i, s, name, image_id, attempts, code, message, spec in rows
     ]

@@ -25,27 +25,17 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetimage.core.durations import format_duration
-from fleetimage.core.models import (
-    Available,
-    Created,
-    Discovered,
-    DryRunChecked,
-    Event,
-    Failed,
-    JournalState,
-    Outcome,
-    Requested,
-    Skipped,
-    TargetRecord,
-    Throttled,
-)
+from fleetimage.core.models import DryRunChecked, Event, JournalState, TargetRecord, Throttled
+from fleetimage.core.states import SENT, event_kind, transition
+
+S = JournalState
 
 __all__ = ["ProgressRow", "ProgressTracker", "show_progress"]
 
 _RATE_WINDOW_S = 5.0
-_UNSENT = frozenset({None, "planned", "not_started", "skipped", "dry_run"})
-_FAILED = {Outcome.TIMED_OUT: "timed_out", Outcome.NOT_STARTED: "not_started"}
-_DONE = frozenset({"available", "failed", "timed_out", "not_started", "skipped", "dry_run"})
+# Counted as failed in the display: not done, and not going to be without a resume.
+_NOT_OK = frozenset({S.FAILED, S.TIMED_OUT, S.NOT_STARTED, S.UNKNOWN})
+_DONE = frozenset({S.AVAILABLE, S.FAILED, S.TIMED_OUT, S.NOT_STARTED, S.SKIPPED, S.DRY_RUN})
 
 
 @dataclass(slots=True)
@@ -67,10 +57,11 @@ class ProgressRow:
 
 @dataclass(slots=True)
 class _Lane:
-    states: dict[str, str] = field(default_factory=dict)  # instance id -> state
+    states: dict[str, JournalState] = field(default_factory=dict)  # instance id -> state
     sent: set[str] = field(default_factory=set)
     throttled: int = 0
     requests: deque[float] = field(default_factory=deque)
+    failed_checks: set[str] = field(default_factory=set)  # dry runs that would not succeed
 
 
 class ProgressTracker:
@@ -85,8 +76,8 @@ class ProgressTracker:
         """Resume: start from the journal's view of each target."""
         for rec in records:
             lane = self._lane(rec.account, rec.region)
-            lane.states[rec.instance_id] = rec.state.value
-            if rec.state in (JournalState.REQUESTING, JournalState.PENDING) or rec.image_id:
+            lane.states[rec.instance_id] = rec.state
+            if rec.state in SENT or rec.image_id:
                 lane.sent.add(rec.instance_id)
 
     def _lane(self, account: str, region: str) -> _Lane:
@@ -100,31 +91,19 @@ class ProgressTracker:
         if isinstance(event, Throttled):
             lane.throttled += 1
             return
-        target = event.instance_id
-        if target is None:
+        target, kind = event.instance_id, event_kind(event)
+        if target is None or kind is None:
             return
-        current = lane.states.get(target)
-        if current == "available":
-            return  # final
-        match event:
-            case Discovered():
-                if current in _UNSENT:
-                    lane.states[target] = "planned"
-            case Requested():
-                lane.states[target] = "requesting"
-                lane.sent.add(target)
-                lane.requests.append(self._clock())
-            case Created():
-                lane.states[target] = "pending"
-                lane.sent.add(target)
-            case Available():
-                lane.states[target] = "available"
-            case Failed():
-                lane.states[target] = _FAILED.get(event.outcome, "failed")
-            case Skipped():
-                lane.states[target] = "skipped"
-            case DryRunChecked():
-                lane.states[target] = "dry_run" if event.ok else "failed"
+        new = transition(lane.states.get(target), kind)
+        if new is None:
+            return  # the one state machine says this event changes nothing
+        lane.states[target] = new
+        if kind == "requested":
+            lane.requests.append(self._clock())
+        if kind in ("requested", "created"):
+            lane.sent.add(target)
+        if isinstance(event, DryRunChecked) and not event.ok:
+            lane.failed_checks.add(target)
 
     def rows(self) -> list[ProgressRow]:
         """One row per lane, sorted by (account, region)."""
@@ -135,16 +114,17 @@ class ProgressTracker:
             while lane.requests and lane.requests[0] < now - _RATE_WINDOW_S:
                 lane.requests.popleft()
             counts = Counter(lane.states.values())
+            not_ok = sum(counts[s] for s in _NOT_OK) + len(lane.failed_checks)
             rows.append(
                 ProgressRow(
                     account=account,
                     region=region,
                     targets=len(lane.states),
                     requested=len(lane.sent),
-                    pending=counts["pending"],
-                    available=counts["available"],
-                    failed=counts["failed"] + counts["timed_out"] + counts["not_started"],
-                    skipped=counts["skipped"],
+                    pending=counts[S.PENDING],
+                    available=counts[S.AVAILABLE],
+                    failed=not_ok,
+                    skipped=counts[S.SKIPPED],
                     done=sum(n for state, n in counts.items() if state in _DONE),
                     throttled=lane.throttled,
                     rate_per_s=len(lane.requests) / window,

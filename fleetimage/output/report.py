@@ -28,9 +28,12 @@ JSON format (``RunReport.to_json()``, and ``RunReport.write(path)`` for any non-
     }
 
 Outcomes: ``available`` (done), ``pending`` (created, not waited for: --no-wait or the run
-stopped while waiting), ``failed`` / ``timed_out`` (with the AWS error code), ``not_started``
-(never sent; error_code ``NotStarted`` when the run ended first), ``skipped`` (error_message says
-why), ``dry_run`` (error_code is null when the dry run passed, else why it would fail).
+stopped while waiting), ``failed`` (EC2 said so: the image failed, or the request was refused;
+with the AWS error code), ``timed_out`` (the wait ran out; the image may still become
+available), ``unknown`` (CreateImage may have been applied, or the image's state could not be
+read: resume looks again), ``not_started`` (never sent; error_code ``NotStarted`` when the run
+ended first), ``skipped`` (error_message says why), ``dry_run`` (error_code is null when the dry
+run passed, else why it would fail).
 
 CSV (``write("x.csv")``): one row per result, header = the result fields in the order above,
 empty cell for null, RFC 4180 quoting and CRLF line ends. Lane failures are not rows of it (they
@@ -57,7 +60,7 @@ from fleetimage.core.models import ImageResult, LaneFailure, Outcome
 
 __all__ = ["BAD_OUTCOMES", "RESULT_FIELDS", "RunReport", "read_results_csv", "result_from_dict"]
 
-BAD_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.NOT_STARTED})
+BAD_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.NOT_STARTED, Outcome.UNKNOWN})
 RESULT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageResult))
 
 
