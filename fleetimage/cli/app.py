@@ -19,6 +19,7 @@ import typer
 from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
+from fleetimage.cli.flags import FlagGroup
 from fleetimage.cli.options import (
     STATE,
     ConfigOpt,
@@ -64,6 +65,7 @@ from fleetimage.mock.cli import mock_app
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=FlagGroup,  # --yes, not --yes <bool>
     help="Take AMIs of a whole EC2 fleet as fast as AWS's rate limits allow.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
@@ -84,12 +86,17 @@ def _root(
 
 @app.command()
 def demo(
-    regions: int = typer.Option(6, "--regions", help=f"Regions (1-{len(DEMO_REGIONS)})."),
+    regions: int = typer.Option(
+        6, "--regions", help=f"Regions (1-{len(DEMO_REGIONS)}).", metavar="N"
+    ),
     instances_per_region: int = typer.Option(
-        50, "--instances-per-region", help="Instances per region (1-2000)."
+        50, "--instances-per-region", help="Instances per region (1-2000).", metavar="N"
     ),
     time_scale: float = typer.Option(
-        20.0, "--time-scale", help="How much faster than AWS the mock runs (rates ×, delays ÷)."
+        20.0,
+        "--time-scale",
+        help="How much faster than AWS the mock runs (rates ×, delays ÷).",
+        metavar="X",
     ),
     report: str | None = ReportOpt,
 ) -> None:
