@@ -9,13 +9,17 @@ is consistent: ``fleetimage resume RUN_ID``). Every expected error is one line o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import typer
+from aiobotocore.session import AioSession
 
+from fleetimage.aws import clients
+from fleetimage.aws.identity import check_credentials
 from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
@@ -58,6 +62,7 @@ from fleetimage.cli.views import (
     target_data,
     unfinished,
 )
+from fleetimage.config import FleetConfig
 from fleetimage.engine.plan import plan_fleet
 from fleetimage.journal import Journal, default_journal_path
 from fleetimage.mock.cli import mock_app
@@ -74,6 +79,21 @@ app.add_typer(mock_app, name="mock")
 
 
 # --- commands ------------------------------------------------------------------------------
+
+
+def _credentials(cfg: FleetConfig, endpoint_url: str | None) -> AioSession:
+    """Resolve the caller's credentials once, before any table: missing or rejected ones are
+    one line and exit 2 (aws.identity). The session is reused by planning and the run."""
+    session = clients.new_session()
+    arun(
+        lambda: check_credentials(
+            session,
+            region=cfg.targets[0].regions[0],
+            endpoint_url=endpoint_url,
+            request_timeout_s=cfg.retry.request_timeout_s,
+        )
+    )
+    return session
 
 
 @app.callback()
@@ -139,7 +159,8 @@ def plan(
     """
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
-    result = arun(lambda: plan_fleet(cfg, endpoint_url=url))
+    session = _credentials(cfg, url)
+    result = arun(lambda: plan_fleet(cfg, endpoint_url=url, session=session))
     data = plan_data(result, cfg)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -179,8 +200,10 @@ def run(
         raise fail(
             "--dry-run and --journal conflict: dry runs create nothing and are not journaled"
         )
+    url = parse_endpoint(endpoint_url)
+    cfg = read_config(config)
     opts = RunOptions(
-        endpoint_url=parse_endpoint(endpoint_url),
+        endpoint_url=url,
         dry_run=dry_run,
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),
@@ -191,8 +214,10 @@ def run(
         allow_empty=allow_empty,
         progress_interval_s=max(progress_interval, 0.1),
     )
-    cfg = read_config(config)
     with logging_to(log_format, log_file, log_level):
+        if not dry_run:  # a locked or corrupt journal fails before any call, STS's included
+            arun(_probe_journal, opts.journal())
+        opts = dataclasses.replace(opts, session=_credentials(cfg, url))
         ex = arun(run_command, cfg, opts, consoles())
     exit_with(ex)
 
@@ -226,6 +251,11 @@ def resume(
     with logging_to(log_format, log_file, log_level):
         ex = arun(resume_command, run_id, opts, consoles())
     exit_with(ex)
+
+
+async def _probe_journal(path: Path) -> None:
+    journal = await Journal.open(path)
+    await journal.close()
 
 
 async def _read_journal(path: Path, run_id: str | None) -> Any:
