@@ -112,6 +112,9 @@ class MockConfig:
     ``{action: (burst, rate_per_s)}``; actions not listed are unlimited. ``neighbour_load``
     is the share of every bucket drained by other tools. ``state_mix`` maps instance states to
     weights. ``denied_roles`` holds role ARNs or 12-digit accounts whose AssumeRole is denied.
+    ``rejected_access_keys``: requests signed with these access keys are refused as AWS
+    refuses unknown keys (403 ``InvalidClientTokenId`` from STS, 401 ``AuthFailure`` from
+    EC2), before anything else.
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -130,6 +133,7 @@ class MockConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     denied_roles: frozenset[str] = frozenset()
     max_volumes: int = 4
+    rejected_access_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -187,6 +191,7 @@ class MockConfig:
         if not isinstance(self.faults, FaultConfig):
             raise MockError("MockConfig.faults must be a FaultConfig")
         set_(self, "denied_roles", frozenset(self.denied_roles))
+        set_(self, "rejected_access_keys", frozenset(self.rejected_access_keys))
 
     @property
     def default_account(self) -> str:

@@ -271,6 +271,13 @@ class MockEC2:
         access_key, region, service = scope
         account = account_of_key(access_key, self.config.default_account)
         is_sts = service == "sts"
+        if access_key in self.config.rejected_access_keys:
+            self._bump(account, region, action, "error")
+            if is_sts:
+                message = "The security token included in the request is invalid."
+                return _answer(403, sts_error("InvalidClientTokenId", message, rid, 403))
+            message = "AWS was not able to validate the provided access credentials"
+            return _answer(401, ec2_error("AuthFailure", message, rid))
         if (action not in STS_ACTIONS) if is_sts else (action not in EC2_ACTIONS):
             self._bump(account, region, action, "error")
             message = f"The action {action} is not valid for this web service."
