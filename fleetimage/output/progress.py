@@ -78,11 +78,14 @@ class ProgressRow:
 
     @property
     def eta(self) -> str:
-        """``1m 20s``, ``< 1s``, ``≥ 12s + pending`` (pending time not observed yet), ``?``."""
+        """``1m 20s``, ``< 1s``, ``≥ 12s + pending`` / ``≥ pending time`` (no image has
+        completed yet, so the pending time is unknown), ``?`` (nothing to go on yet)."""
         if self.eta_s is not None:
             return "< 1s" if self.eta_s < 1 else format_duration(round(self.eta_s))
-        if self.sending_s is not None:
+        if self.sending_s is not None and self.sending_s >= 1:
             return f"≥ {format_duration(round(self.sending_s))} + pending"
+        if self.sending_s is not None:
+            return "≥ pending time"
         return "?"
 
 
@@ -275,7 +278,9 @@ class ProgressTracker:
         out = []
         for row in [*rows, self.total(rows)] if len(rows) > 1 else rows:
             cells = ", ".join(f"{v} {n}" for n, v in zip(_COLUMNS, _cells(row), strict=True))
-            out.append(f"{stamp} {self._label(row, accounts)}: {_bar(row)} {cells}, ETA {row.eta}")
+            # The bar goes after the counts: "region: N targets, ..." stays greppable.
+            label = self._label(row, accounts)
+            out.append(f"{stamp} {label}: {cells}, {_bar(row)}, ETA {row.eta}")
         return out
 
 

@@ -125,5 +125,5 @@ async def test_eta_at_the_halfway_point_of_a_mock_run(
     live = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen["live"])
     assert "ETA" in live and "done/s" in live and "━" in live
     for line in seen["lines"]:
-        assert re.search(r": \[[#.]{10}\] +\d+% .*create/s, .*done/s, ETA ", line), line
+        assert re.search(r": \d+ targets, .*create/s, .*done/s, \[[#.]{10}\] +\d+%, ETA ", line)
     assert seen["lines"][-1].split("] ", 1)[1].startswith("all: ")
