@@ -135,6 +135,7 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
             return watch.confirmed(_confirm(opts, f"{verb} {what}?"))
 
         watch = _Watch(run_id, opts, con)
+        watch.tracker.limits = config.limits_for  # the CreateImage bucket bounds the ETA
         return await watch.execute(
             image_fleet(
                 config,
@@ -173,6 +174,7 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
                 counts[s] for s in ("planned", "not_started", "requesting", "pending", "timed_out")
             )
             watch.tracker.seed(seen.records)
+            watch.tracker.limits = seen.config.limits_for
             return watch.confirmed(
                 _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?")
             )
