@@ -237,10 +237,28 @@ def resume(
     log_level: str | None = LogLevelOpt,
     endpoint_url: str | None = EndpointOpt,
     yes: bool = YesOpt,
+    rediscover: bool = typer.Option(
+        False,
+        "--rediscover",
+        help="Discover every lane again and add instances found since the run started "
+        "(shown first; asks unless --yes).",
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Image again the targets whose image failed, under a new name (-r2, ...), after "
+        "deregistering the failed AMI (this run's only) and its snapshots.",
+    ),
     progress_interval: float = IntervalOpt,
 ) -> None:
-    """Finish an interrupted or crashed run: keep what is done, look up before re-sending."""
+    """Finish an interrupted or crashed run: keep what is done, look up before re-sending.
+
+    It images exactly what the run planned (the journal holds it); lanes whose discovery never
+    completed are discovered. Images already created are waited for, even if their instance
+    is gone since."""
     opts = RunOptions(
+        rediscover=rediscover,
+        retry_failed=retry_failed,
         endpoint_url=parse_endpoint(endpoint_url),
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),

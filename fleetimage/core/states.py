@@ -12,7 +12,7 @@ resume all move a target with this table and nothing else, so they cannot disagr
     available      anything but available                             available
     failed         anything but available                             failed
     timed_out      pending unknown timed_out                          timed_out
-    unknown        pending unknown timed_out                          unknown
+    unknown        requesting pending unknown timed_out               unknown
     not_started    (new) planned not_started skipped dry_run          not_started
     skipped        (new) planned not_started skipped dry_run          skipped
     dry_run        (new) planned not_started skipped dry_run          dry_run
@@ -79,7 +79,7 @@ TRANSITIONS: Mapping[str, tuple[frozenset[JournalState | None], JournalState]] =
         "available": (_ALL - {S.AVAILABLE}, S.AVAILABLE),
         "failed": (_ALL - {S.AVAILABLE}, S.FAILED),
         "timed_out": (_IMAGE_KNOWN, S.TIMED_OUT),
-        "unknown": (_IMAGE_KNOWN, S.UNKNOWN),
+        "unknown": (_IMAGE_KNOWN | {S.REQUESTING}, S.UNKNOWN),
         "not_started": (UNSENT, S.NOT_STARTED),
         "skipped": (UNSENT, S.SKIPPED),
         "dry_run": (UNSENT, S.DRY_RUN),

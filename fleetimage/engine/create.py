@@ -162,7 +162,9 @@ async def create_image(
     must_look = lookup_first
     sent = 0
     async for attempt in retrying(
-        lane.retry_policy, on_retry=lane.on_retry("CreateImage", target.instance_id)
+        lane.retry_policy,
+        on_retry=lane.on_retry("CreateImage", target.instance_id),
+        stopper=lane.stopper,
     ):
         with attempt:
             if must_look:
@@ -173,19 +175,19 @@ async def create_image(
                     return CreatedImage(found, adopted=True, attempts=sent)
                 must_look = False
             sent += 1
-            await lane.bus.before_send(
-                Requested(
-                    run_id,
-                    target.account,
-                    target.region,
-                    target.instance_id,
-                    now(),
-                    image_name=spec.name,
-                    attempt=sent,
-                )
+            request = Requested(
+                run_id,
+                target.account,
+                target.region,
+                target.instance_id,
+                now(),
+                image_name=spec.name,
+                attempt=sent,
             )
             try:
-                answer = await lane.send("CreateImage", params, instance_id=target.instance_id)
+                answer = await lane.send(
+                    "CreateImage", params, instance_id=target.instance_id, write_ahead=request
+                )
             except AwsError as error:
                 if error.kind in (ErrorKind.AMBIGUOUS, ErrorKind.TRANSIENT):
                     lane.create_failure_streak += 1

@@ -13,10 +13,11 @@ from typing import Any
 from fleetimage.aws.clients import to_aws_error
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import LaneKey, Retried, Throttled
+from fleetimage.core.models import LaneKey, Requested, Retried, Throttled
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.retry import RetryPolicy, retrying
+from fleetimage.engine.stop import Stopper
 
 __all__ = ["Lane"]
 
@@ -35,6 +36,7 @@ class Lane:
         *,
         run_id: str,
         bus: Bus,
+        stopper: Stopper | None = None,
     ) -> None:
         self.key = key
         self.client = client
@@ -42,16 +44,33 @@ class Lane:
         self.retry_policy = retry_policy
         self.run_id = run_id
         self.bus = bus
+        self.stopper = stopper or Stopper()
         # CreateImage health, for telling "this endpoint rejects our request" from flakiness.
         self.create_successes = 0
         self.create_failure_streak = 0
 
     async def send(
-        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+        self,
+        action: str,
+        params: dict[str, Any],
+        *,
+        instance_id: str | None = None,
+        write_ahead: Requested | None = None,
+        interruptible: bool = True,
     ) -> Any:
-        """One attempt: wait for a token, send, feed the outcome back to the bucket."""
+        """One attempt: wait for a token, send, feed the outcome back to the bucket.
+
+        ``write_ahead``: committed to the ledger once the token is ours, right before the
+        send (a stop during the wait then leaves nothing that looks sent). ``interruptible``:
+        False for what must go on after a stop of new work (the waiter's polls)."""
         bucket = self.limiter.bucket(action)
-        await bucket.acquire()
+        if interruptible:
+            with self.stopper.interruptible():  # a stop ends the wait; never the send below
+                await bucket.acquire()
+        else:
+            await bucket.acquire()
+        if write_ahead is not None:
+            await self.bus.before_send(write_ahead)
         sent_at = bucket.now()  # a late throttle of a request sent before a cut is no new signal
         method = getattr(self.client, _SNAKE.sub("_", action).lower())
         try:
@@ -76,14 +95,23 @@ class Lane:
         return answer
 
     async def call(
-        self, action: str, params: dict[str, Any], *, instance_id: str | None = None
+        self,
+        action: str,
+        params: dict[str, Any],
+        *,
+        instance_id: str | None = None,
+        interruptible: bool = True,
     ) -> Any:
         """A call that is safe to repeat (reads): retried per the policy."""
         async for attempt in retrying(
-            self.retry_policy, on_retry=self.on_retry(action, instance_id)
+            self.retry_policy,
+            on_retry=self.on_retry(action, instance_id),
+            stopper=self.stopper if interruptible else None,
         ):
             with attempt:
-                return await self.send(action, params, instance_id=instance_id)
+                return await self.send(
+                    action, params, instance_id=instance_id, interruptible=interruptible
+                )
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
     def on_retry(

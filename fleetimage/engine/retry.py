@@ -17,9 +17,11 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.engine.stop import Stopper
 
 __all__ = ["RETRYABLE", "RetryPolicy", "retrying"]
 
@@ -103,9 +105,19 @@ def retrying(
     policy: RetryPolicy,
     *,
     on_retry: Callable[[AwsError, int, float], Awaitable[None]] | None = None,
+    stopper: Stopper | None = None,
 ) -> AsyncRetrying:
-    """A fresh tenacity controller for one logical call (its budget is per call)."""
+    """A fresh tenacity controller for one logical call (its budget is per call).
+
+    ``stopper``: a stop ends a backoff at once (raising :class:`~fleetimage.engine.stop.Stopped`)."""
     budget = _Budget(policy)
+
+    async def sleep(seconds: float) -> None:
+        if stopper is None:
+            await anyio.sleep(seconds)
+            return
+        with stopper.interruptible():
+            await anyio.sleep(seconds)
 
     async def before_sleep(state: RetryCallState) -> None:
         err = _error(state)
@@ -118,5 +130,6 @@ def retrying(
         stop=budget.stop,
         wait=budget.wait,
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )

@@ -121,7 +121,10 @@ class ImageWaiter:
             filters = [{"Name": "image-id", "Values": chunk}]
             if not census:
                 filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
-            answer = await self.lane.call("DescribeImages", {"Filters": filters})
+            # Not interruptible: created images are waited for after a stop of new work.
+            answer = await self.lane.call(
+                "DescribeImages", {"Filters": filters}, interruptible=False
+            )
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:

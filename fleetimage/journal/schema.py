@@ -49,7 +49,10 @@ from fleetimage.core.states import TRANSITIONS, event_kind
 __all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
 
 SCHEMA_VERSION = 2
-RUN_STATUSES = frozenset({"running", "finished", "interrupted", "failed"})
+# finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
+# deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
+RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
+_STATUS_CHECK = ", ".join(f"'{s}'" for s in sorted(RUN_STATUSES))
 
 
 # One row per lane that planned (discovery complete) or failed as a whole.
@@ -67,17 +70,21 @@ CREATE TABLE lanes (
 ) WITHOUT ROWID;
 """
 
-SCHEMA = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+_RUNS = f"""
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     started_at TEXT NOT NULL,
     finished_at TEXT,
-    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ({_STATUS_CHECK})),
     config_json TEXT NOT NULL DEFAULT '{{}}',
     notes TEXT
 );
+"""
+
+SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+{_RUNS}
 CREATE TABLE targets (
     run_id TEXT NOT NULL,
     account TEXT NOT NULL,
@@ -110,6 +117,12 @@ INSERT INTO lanes (run_id, account, region, state, action, error_code, error_mes
     FROM targets WHERE instance_id = '*';
 DELETE FROM targets WHERE instance_id = '*';
 ALTER TABLE targets ADD COLUMN spec_json TEXT;
+ALTER TABLE runs RENAME TO runs_v1;
+"""
+    + _RUNS
+    + """
+INSERT INTO runs SELECT * FROM runs_v1;
+DROP TABLE runs_v1;
 """,
 }
 

@@ -55,7 +55,6 @@ from fleetimage.core.models import (
     Requested,
     TargetRecord,
 )
-from fleetimage.core.redaction import redact
 from fleetimage.journal.schema import (
     MIGRATIONS,
     RUN_STATUSES,
@@ -179,7 +178,9 @@ class Journal:
         self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
     ) -> None:
         """Record a run as running. On resume (same id) the original start and config stay."""
-        config_json = json.dumps(redact(config_snapshot), sort_keys=True, default=str)
+        # As it is: the config has no place for credentials, and resume must read it back
+        # exactly (redacting secret-shaped values would turn a git SHA tag into <redacted>).
+        config_json = json.dumps(config_snapshot, sort_keys=True, default=str)
         await self._call(
             lambda conn: conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, config_json) "
@@ -249,6 +250,16 @@ class Journal:
             return cast(dict[str, Any], json.loads(found[0]))
 
         return await self._call(read)
+
+    async def planned_lanes(self, run_id: str) -> set[tuple[str, str]]:
+        """The (account, region) lanes of ``run_id`` whose discovery completed."""
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT account, region FROM lanes WHERE run_id = ? AND state = 'planned'",
+                (run_id,),
+            ).fetchall()
+        )
+        return {(a, r) for a, r in rows}
 
     async def lane_failures(self, run_id: str) -> list[LaneFailure]:
         """The lanes of ``run_id`` that could not run, as last recorded."""

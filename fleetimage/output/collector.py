@@ -135,7 +135,9 @@ class ReportCollector:
         target.state = new
         target.apply(event)
 
-    def report(self, *, finished_at: datetime, interrupted: bool = False) -> RunReport:
+    def report(
+        self, *, finished_at: datetime, interrupted: bool = False, journal_error: str | None = None
+    ) -> RunReport:
         """The report so far: each target's outcome is what its state means."""
         results = [self._result(key, t) for key, t in self._targets.items() if t.state]
         return RunReport(
@@ -146,6 +148,7 @@ class ReportCollector:
             lane_failures=tuple(self._lanes[k] for k in sorted(self._lanes)),
             dry_run=self.dry_run,
             interrupted=interrupted,
+            journal_error=journal_error,
         )
 
     @staticmethod

@@ -113,6 +113,8 @@ class RunReport:
     lane_failures: tuple[LaneFailure, ...] = ()
     dry_run: bool = False
     interrupted: bool = False
+    # The journal failed mid-run: this report is the only full record of the run.
+    journal_error: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", tuple(sorted(self.results, key=_sort_key)))
@@ -129,7 +131,11 @@ class RunReport:
     def ok(self) -> bool:
         """True when no lane failed and no target failed, timed out, went unstarted or failed
         its dry run."""
-        return not self.lane_failures and not any(_is_failure(r) for r in self.results)
+        return (
+            self.journal_error is None
+            and not self.lane_failures
+            and not any(_is_failure(r) for r in self.results)
+        )
 
     def failures(self) -> list[ImageResult]:
         return [r for r in self.results if _is_failure(r)]
@@ -144,6 +150,7 @@ class RunReport:
             "counts": self.counts,
             "results": [r.to_dict() for r in self.results],
             "lane_failures": [f.to_dict() for f in self.lane_failures],
+            "journal_error": self.journal_error,
         }
 
     @classmethod
@@ -157,6 +164,7 @@ class RunReport:
             lane_failures=tuple(LaneFailure.from_dict(f) for f in data.get("lane_failures", ())),
             dry_run=bool(data.get("dry_run", False)),
             interrupted=bool(data.get("interrupted", False)),
+            journal_error=data.get("journal_error"),
         )
 
     def to_json(self) -> str:

@@ -161,7 +161,8 @@ def test_the_rules_the_table_exists_for() -> None:
             assert transition(state, kind) is None, (state, kind)
     # a created image is never forgotten by the wait's own endings
     assert transition(JournalState.PENDING, "unknown") is JournalState.UNKNOWN
-    assert transition(JournalState.REQUESTING, "unknown") is None  # no image id: stays open
+    # sent, never confirmed either way: unknown, open for resume (never failed)
+    assert transition(JournalState.REQUESTING, "unknown") is JournalState.UNKNOWN
     # failed is left only by a new request (--retry-failed)
     leaving = {k for k in TRANSITIONS if transition(JournalState.FAILED, k) not in (None,)}
     assert leaving == {"requested", "created", "available", "failed"}
