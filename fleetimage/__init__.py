@@ -19,6 +19,7 @@ from fleetimage.core.errors import (
     JournalError,
     MockError,
     RunDeclined,
+    UsageError,
 )
 from fleetimage.core.models import (
     Available,
@@ -74,6 +75,7 @@ __all__ = [
     "Skipped",
     "Subscriber",
     "Throttled",
+    "UsageError",
     "image_fleet",
     "load_config",
     "parse_config",

@@ -9,16 +9,21 @@ is consistent: ``fleetimage resume RUN_ID``). Every expected error is one line o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import typer
+from aiobotocore.session import AioSession
 
+from fleetimage.aws import clients
+from fleetimage.aws.identity import check_credentials
 from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
+from fleetimage.cli.flags import FlagGroup
 from fleetimage.cli.options import (
     STATE,
     ConfigOpt,
@@ -58,6 +63,7 @@ from fleetimage.cli.views import (
     target_data,
     unfinished,
 )
+from fleetimage.config import FleetConfig
 from fleetimage.engine.plan import plan_fleet
 from fleetimage.journal import Journal, default_journal_path
 from fleetimage.mock.cli import mock_app
@@ -65,6 +71,7 @@ from fleetimage.mock.cli import mock_app
 __all__ = ["app", "main"]
 
 app = typer.Typer(
+    cls=FlagGroup,  # --yes, not --yes <bool>
     help="Take AMIs of a whole EC2 fleet as fast as AWS's rate limits allow.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
@@ -74,6 +81,21 @@ app.command("prune")(prune_command)
 
 
 # --- commands ------------------------------------------------------------------------------
+
+
+def _credentials(cfg: FleetConfig, endpoint_url: str | None) -> AioSession:
+    """Resolve the caller's credentials once, before any table: missing or rejected ones are
+    one line and exit 2 (aws.identity). The session is reused by planning and the run."""
+    session = clients.new_session()
+    arun(
+        lambda: check_credentials(
+            session,
+            region=cfg.targets[0].regions[0],
+            endpoint_url=endpoint_url,
+            request_timeout_s=cfg.retry.request_timeout_s,
+        )
+    )
+    return session
 
 
 @app.callback()
@@ -86,12 +108,17 @@ def _root(
 
 @app.command()
 def demo(
-    regions: int = typer.Option(6, "--regions", help=f"Regions (1-{len(DEMO_REGIONS)})."),
+    regions: int = typer.Option(
+        6, "--regions", help=f"Regions (1-{len(DEMO_REGIONS)}).", metavar="N"
+    ),
     instances_per_region: int = typer.Option(
-        50, "--instances-per-region", help="Instances per region (1-2000)."
+        50, "--instances-per-region", help="Instances per region (1-2000).", metavar="N"
     ),
     time_scale: float = typer.Option(
-        20.0, "--time-scale", help="How much faster than AWS the mock runs (rates ×, delays ÷)."
+        20.0,
+        "--time-scale",
+        help="How much faster than AWS the mock runs (rates ×, delays ÷).",
+        metavar="X",
     ),
     report: str | None = ReportOpt,
 ) -> None:
@@ -134,7 +161,8 @@ def plan(
     """
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
-    result = arun(lambda: plan_fleet(cfg, endpoint_url=url))
+    session = _credentials(cfg, url)
+    result = arun(lambda: plan_fleet(cfg, endpoint_url=url, session=session))
     data = plan_data(result, cfg)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -174,8 +202,10 @@ def run(
         raise fail(
             "--dry-run and --journal conflict: dry runs create nothing and are not journaled"
         )
+    url = parse_endpoint(endpoint_url)
+    cfg = read_config(config)
     opts = RunOptions(
-        endpoint_url=parse_endpoint(endpoint_url),
+        endpoint_url=url,
         dry_run=dry_run,
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),
@@ -186,8 +216,10 @@ def run(
         allow_empty=allow_empty,
         progress_interval_s=max(progress_interval, 0.1),
     )
-    cfg = read_config(config)
     with logging_to(log_format, log_file, log_level):
+        if not dry_run:  # a locked or corrupt journal fails before any call, STS's included
+            arun(_probe_journal, opts.journal())
+        opts = dataclasses.replace(opts, session=_credentials(cfg, url))
         ex = arun(run_command, cfg, opts, consoles())
     exit_with(ex)
 
@@ -205,10 +237,28 @@ def resume(
     log_level: str | None = LogLevelOpt,
     endpoint_url: str | None = EndpointOpt,
     yes: bool = YesOpt,
+    rediscover: bool = typer.Option(
+        False,
+        "--rediscover",
+        help="Discover every lane again and add instances found since the run started "
+        "(shown first; asks unless --yes).",
+    ),
+    retry_failed: bool = typer.Option(
+        False,
+        "--retry-failed",
+        help="Image again the targets whose image failed, under a new name (-r2, ...), after "
+        "deregistering the failed AMI (this run's only) and its snapshots.",
+    ),
     progress_interval: float = IntervalOpt,
 ) -> None:
-    """Finish an interrupted or crashed run: keep what is done, look up before re-sending."""
+    """Finish an interrupted or crashed run: keep what is done, look up before re-sending.
+
+    It images exactly what the run planned (the journal holds it); lanes whose discovery never
+    completed are discovered. Images already created are waited for, even if their instance
+    is gone since."""
     opts = RunOptions(
+        rediscover=rediscover,
+        retry_failed=retry_failed,
         endpoint_url=parse_endpoint(endpoint_url),
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),
@@ -221,6 +271,11 @@ def resume(
     with logging_to(log_format, log_file, log_level):
         ex = arun(resume_command, run_id, opts, consoles())
     exit_with(ex)
+
+
+async def _probe_journal(path: Path) -> None:
+    journal = await Journal.open(path)
+    await journal.close()
 
 
 async def _read_journal(path: Path, run_id: str | None) -> Any:

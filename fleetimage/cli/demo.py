@@ -15,6 +15,7 @@ instance — else 1. The injected failures therefore do not make the demo exit 1
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,12 +23,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiobotocore.session import get_session
+from rich.console import Console
 
 from fleetimage.cli.execution import Consoles, Execution, RunOptions, run_command
+from fleetimage.cli.views import plural
 from fleetimage.config import FleetConfig, parse_config
-from fleetimage.core.models import Outcome
+from fleetimage.core.durations import format_duration
+from fleetimage.core.models import ImageResult, Outcome
 from fleetimage.mock import MockConfig, MockEC2Thread
 from fleetimage.output.report import RunReport
+from fleetimage.output.summary import render_summary
 
 __all__ = [
     "AWS_ENV_DROP",
@@ -36,6 +41,7 @@ __all__ = [
     "check_demo",
     "demo_fleet_config",
     "demo_mock_config",
+    "is_injected",
     "run_demo",
 ]
 
@@ -211,23 +217,68 @@ def run_demo(
             session=session,
             log_events=False,
         )
-        ex = anyio.run(run_command, config, opts, con)
+        # run_command's own summary would end "not ok" (the injected failures), then the
+        # check would say ok: the demo prints one summary instead, with one verdict.
+        captured = Consoles(out=_capture(con.out), err=con.err)
+        ex = anyio.run(run_command, config, opts, captured)
         if ex.report is None:
+            _replay(captured.out, con.out)
             return ex
         check = check_demo(mock, ex.report)
     ex.extra["check"] = check
+    if not check.ok or ex.exit_code not in (0, 1):  # interrupted: what run said, as is
+        _replay(captured.out, con.out)
+    else:
+        con.out.print(render_summary(ex.report, expected=is_injected, verdict=False))
+        for line in (f"report: {ex.report_path}", f"run id: {ex.run_id}"):
+            con.out.print(line, markup=False, highlight=False)
+    elapsed = format_duration((ex.report.finished_at - ex.report.started_at).total_seconds())
     if check.ok:
+        if ex.exit_code == 1 and ex.report_path is not None:
+            ex.exit_code = 0
         con.out.print(
-            f"demo check: ok — exactly one image per imageable instance ({check.imageable}), "
-            f"no duplicates; {check.injected_failures} injected image failures reported as "
-            f"failed. Journal: {opts.journal_path} (fleetimage runs --journal {opts.journal_path})",
+            f"journal: {opts.journal_path} (fleetimage runs --journal {opts.journal_path})",
             markup=False,
             highlight=False,
         )
-        if ex.exit_code == 1 and ex.report_path is not None:
-            ex.exit_code = 0
+        con.out.print(
+            f"demo: ok — {ex.report.counts['total']} targets in {elapsed}: exactly one image "
+            f"per imageable instance ({check.imageable}), no duplicates; "
+            f"{plural(check.injected_failures, 'failure')} injected on purpose and reported "
+            "as failed (expected)",
+            markup=False,
+            highlight=False,
+        )
     else:
         for problem in check.problems[:20]:
             con.err.print(f"demo check: {problem}", markup=False, highlight=False)
         ex.exit_code = 1 if ex.exit_code == 0 else ex.exit_code
+        con.out.print(
+            f"demo: not ok — {plural(len(check.problems), 'problem')} (listed on stderr)",
+            markup=False,
+            highlight=False,
+        )
     return ex
+
+
+def is_injected(result: ImageResult) -> bool:
+    """A failure the mock injected on purpose (``failure_rate``): expected."""
+    return result.outcome is Outcome.FAILED and result.error_code == INJECTED_FAILURE
+
+
+def _capture(like: Console) -> Console:
+    """A console that records what is printed to it, with ``like``'s width and terminal-ness."""
+    return Console(
+        file=io.StringIO(),
+        record=True,
+        width=like.width,
+        force_terminal=like.is_terminal,
+        no_color=like.no_color,
+        soft_wrap=like.soft_wrap,
+    )
+
+
+def _replay(captured: Console, out: Console) -> None:
+    text = captured.export_text(styles=not out.no_color)
+    out.file.write(text)
+    out.file.flush()

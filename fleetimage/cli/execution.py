@@ -27,8 +27,9 @@ from rich.console import Console
 
 from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
-from fleetimage.core.errors import FleetImageError, RunDeclined
+from fleetimage.core.errors import RunDeclined, UsageError
 from fleetimage.core.naming import new_run_id
+from fleetimage.core.states import OPEN
 from fleetimage.engine.api import ResumePlan, image_fleet, resume_fleet
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan
@@ -54,10 +55,6 @@ __all__ = [
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
-class UsageError(FleetImageError):
-    """A bad flag or combination of flags; reported in one line with exit code 2."""
-
-
 @dataclass(frozen=True, slots=True)
 class Consoles:
     out: Console  # results: summary tables, JSON
@@ -79,6 +76,8 @@ class RunOptions:
     live: bool | None = None  # None: live display iff stderr is a terminal
     session: AioSession | None = None
     log_events: bool = True
+    rediscover: bool = False  # resume: add instances found since the run started
+    retry_failed: bool = False  # resume: image failed targets again under a new name
 
     def journal(self) -> Path:
         return self.journal_path or default_journal_path()
@@ -135,6 +134,7 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
             return watch.confirmed(_confirm(opts, f"{verb} {what}?"))
 
         watch = _Watch(run_id, opts, con)
+        watch.tracker.limits = config.limits_for  # the CreateImage bucket bounds the ETA
         return await watch.execute(
             image_fleet(
                 config,
@@ -161,25 +161,45 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
             con.err.print(
                 f"resuming run {run_id} ({seen.run.status}, started "
                 f"{seen.run.started_at.isoformat()}): {counts['available']} available (kept), "
-                f"{counts['requesting']} requesting (looked up by name before anything is "
-                f"re-sent), {counts['pending']} pending (waited for), "
+                f"{counts['requesting'] + counts['unknown']} requesting or unknown (looked up "
+                f"before anything is re-sent), {counts['pending']} pending (waited for), "
                 f"{counts['planned'] + counts['not_started']} not started, "
                 f"{counts['timed_out']} timed out (waited for again), {counts['failed']} failed "
-                "(kept as failed); targets found since the run started are added",
+                "(kept as failed)",
                 markup=False,
                 highlight=False,
             )
-            todo = sum(
-                counts[s] for s in ("planned", "not_started", "requesting", "pending", "timed_out")
-            )
+            todo = sum(counts[s.value] for s in OPEN)
+            if seen.new_targets:
+                shown = ", ".join(
+                    f"{s.target.account}/{s.target.region}/{s.target.instance_id}"
+                    for s in seen.new_targets[:20]
+                )
+                more = len(seen.new_targets) - 20
+                con.err.print(
+                    f"found since the run started: {plural(len(seen.new_targets), 'instance')} "
+                    f"({shown}{f', and {more} more' if more > 0 else ''}); they are added",
+                    markup=False,
+                    highlight=False,
+                )
+            elif opts.rediscover:
+                con.err.print("found since the run started: no new instance", markup=False)
             watch.tracker.seed(seen.records)
+            watch.tracker.limits = seen.config.limits_for
             return watch.confirmed(
                 _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?")
             )
 
         watch = _Watch(run_id, opts, con)
         return await watch.execute(
-            resume_fleet(run_id, journal=journal, confirm=confirm, **watch.engine_options())
+            resume_fleet(
+                run_id,
+                journal=journal,
+                confirm=confirm,
+                rediscover=opts.rediscover,
+                retry_failed=opts.retry_failed,
+                **watch.engine_options(),
+            )
         )
     finally:
         await journal.close()
@@ -312,7 +332,16 @@ def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Exec
         con.err.print(f"error: cannot write the report to {path}: {exc}", markup=False)
     con.out.print(f"run id: {ex.run_id}", markup=False, highlight=False)
     counts = report.counts
-    open_targets = counts["pending"] + counts["not_started"] + counts["timed_out"]
+    if report.journal_error is not None:
+        made = sum(1 for r in report.results if r.image_id)
+        where = f"the report {ex.report_path}" if ex.report_path else "the summary above"
+        con.err.print(
+            f"error: the journal failed mid-run ({report.journal_error}); no new image was "
+            f"started after it. {made} images were created: {where} lists them all.",
+            markup=False,
+            highlight=False,
+        )
+    open_targets = sum(counts[o] for o in ("pending", "not_started", "timed_out", "unknown"))
     if report.interrupted:
         ex.exit_code = EXIT_INTERRUPTED
     elif report.ok and ex.report_path is not None:
@@ -320,7 +349,7 @@ def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Exec
     else:
         ex.exit_code = EXIT_FAILED
     if not opts.dry_run and (report.interrupted or open_targets):
-        pending_only = counts["pending"] and not (counts["not_started"] + counts["timed_out"])
+        pending_only = counts["pending"] and counts["pending"] == open_targets
         if pending_only and opts.wait is False and not report.interrupted:
             con.out.print(
                 f"{counts['pending']} images pending (--no-wait); to wait for them: {hint}",

@@ -77,7 +77,9 @@ MaxErrorsOpt = typer.Option(
     metavar="N|P%",
 )
 NoWaitOpt = typer.Option(False, "--no-wait", help="Don't wait for images to become available.")
-LogFormatOpt = typer.Option("console", "--log-format", help="Log line format.")
+LogFormatOpt = typer.Option(
+    "console", "--log-format", help="Log line format.", metavar="json|console"
+)
 LogFileOpt = typer.Option(
     None, "--log-file", help="Write log lines to this file (level info).", metavar="PATH"
 )
@@ -85,6 +87,7 @@ LogLevelOpt = typer.Option(
     None,
     "--log-level",
     help="debug, info, warning or error (default: warning on stderr, info in --log-file).",
+    metavar="LEVEL",
 )
 YesOpt = typer.Option(False, "--yes", "-y", help="Don't ask for confirmation.")
 IntervalOpt = typer.Option(

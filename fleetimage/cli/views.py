@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
-from rich.table import Table
 from rich.text import Text
 
 from fleetimage.config import FleetConfig
@@ -18,6 +17,7 @@ from fleetimage.core.durations import format_duration
 from fleetimage.core.models import JournalState, TargetRecord
 from fleetimage.engine.plan import Plan
 from fleetimage.journal import RunSummary
+from fleetimage.output.tables import Column, FitTable
 
 __all__ = [
     "plan_data",
@@ -84,6 +84,13 @@ def plan_data(plan: Plan, config: FleetConfig) -> dict[str, Any]:
                     "message": lp.error.message,
                 },
                 "minimum_seconds": _lane_seconds(config, lp.key.region, len(lp.specs)),
+                "create_limit": dict(
+                    zip(
+                        ("burst", "rate_per_s"),
+                        config.limits_for(lp.key.region).get("CreateImage", (0, 0.0)),
+                        strict=True,
+                    )
+                ),
             }
         )
     return {
@@ -100,32 +107,64 @@ def plan_data(plan: Plan, config: FleetConfig) -> dict[str, Any]:
 
 
 def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType:
-    """Per-lane counts, then the targets (``limit`` per lane, None: all) with names/reasons."""
-    summary = Table(title="plan", title_justify="left")
-    for name in ("account", "region", "to image", "skipped", "missing", "min. time", "problem"):
-        summary.add_column(name, justify="right" if name in _COUNTS else "left")
-    details = Table(title="targets", title_justify="left")
+    """Per-lane counts, then the targets (``limit`` per lane, None: all) with names/reasons.
+
+    Lane problems are named in the table and given in full under it, never cut."""
+    summary = FitTable(
+        [
+            Column("account", "id"),
+            Column("region", lead=True),
+            Column("to image", "number"),
+            Column("skipped", "number"),
+            Column("missing", "number"),
+            Column("min. time"),
+            Column("problem"),
+        ],
+        title="plan",
+    )
     one_account = data["accounts"] <= 1
-    for name in ("account", "region", "instance", "state", "AMI name / why skipped"):
-        if name == "account" and one_account:
-            continue
-        details.add_column(name, overflow="fold" if name.startswith("AMI") else "ellipsis")
+    where_cols = [Column("region", lead=True)]
+    if not one_account:
+        where_cols.insert(0, Column("account", "id"))
+    details = FitTable(
+        [
+            *where_cols,
+            Column("instance", "id"),
+            Column("state"),
+            Column("AMI name / why skipped", "text", named=False),
+        ],
+        title="targets",
+    )
     hidden = 0
+    problems: list[Text] = []
     for lane in data["lanes"]:
         error = lane["error"]
-        problem = f"{error['action']}: {error['code']}: {error['message']}" if error else ""
+        notes = []
+        if error:
+            notes.append(f"{error['action']}: {error['code']}")
+            problems.append(
+                Text(
+                    f"{lane['account']}/{lane['region']}: {error['action']}: {error['code']}: "
+                    + " ".join(str(error["message"]).split()),
+                    style="red",
+                )
+            )
         if lane["missing"]:
-            problem = (
-                problem + "; " if problem else ""
-            ) + f"not found: {', '.join(lane['missing'])}"
+            notes.append(f"{len(lane['missing'])} not found")
+            problems.append(
+                Text(
+                    f"{lane['account']}/{lane['region']}: not found: {', '.join(lane['missing'])}",
+                    style="red",
+                )
+            )
         summary.add_row(
             lane["account"],
             lane["region"],
             str(len(lane["targets"])),
             str(len(lane["skipped"])),
             str(len(lane["missing"])),
-            format_duration(lane["minimum_seconds"]),
-            Text(problem, style="red" if problem else ""),
+            lane_time(lane),
+            Text("; ".join(notes), style="red" if notes else ""),
         )
         rows = [(t["instance_id"], t["state"], Text(t["name"])) for t in lane["targets"]]
         shown = rows if limit is None else rows[:limit]
@@ -139,29 +178,44 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
             where = [lane["region"]] if one_account else [lane["account"], lane["region"]]
             details.add_row(*where, instance, state, what)
     summary.add_row(
-        Text("all", style="bold"),
+        "all",
         "",
-        Text(str(data["targets"]), style="bold"),
-        Text(str(data["skipped"]), style="bold"),
-        Text(str(data["missing"]), style="bold"),
-        Text(format_duration(data["minimum_seconds"]), style="bold"),
+        str(data["targets"]),
+        str(data["skipped"]),
+        str(data["missing"]),
+        lane_time(data),
         "",
+        style="bold",
         end_section=True,
     )
-    parts: list[RenderableType] = [summary, details]
+    parts: list[RenderableType] = [summary]
+    if problems:
+        parts.append(Text(f"{plural(len(problems), 'problem')}:"))
+        parts.extend(problems)
+    parts.append(details)
     if hidden:
         parts.append(Text(f"… and {hidden} more targets (--all shows every one, --json too)"))
     parts.append(
         Text(
             f"{plural(data['targets'], 'instance')} to image in "
             f"{plural(data['regions'], 'region')}, {plural(data['accounts'], 'account')}; "
-            f"{data['skipped']} skipped. Estimated minimum time "
-            f"(CreateImage rate limits): {format_duration(data['minimum_seconds'])}, plus the "
-            f"time AWS takes to make the images available. Names are shown for run id "
+            f"{data['skipped']} skipped. Estimated minimum time: {lane_time(data)} (the CreateImage "
+            "rate limits: a burst at once per region, then the refill rate) + pending time "
+            "(how long AWS takes to make the images available: unknown before a run, which "
+            f"measures it). Names are shown for run id "
             f"{data['run_id']}; a run gets its own id."
         )
     )
     return Group(*parts)
+
+
+def lane_time(item: dict[str, Any]) -> str:
+    """The least time the CreateImage bucket allows, never a bare "0s" (which reads as
+    "instant"): a lane within the burst sends everything at once, "< 1s"."""
+    seconds = float(item["minimum_seconds"])
+    if seconds < 1:
+        return "< 1s" if item.get("targets") else "-"
+    return format_duration(seconds)
 
 
 # --- runs and status -----------------------------------------------------------------------
@@ -196,11 +250,20 @@ def unfinished(summary: RunSummary) -> int:
 
 
 def runs_view(runs: list[RunSummary], journal: str) -> RenderableType:
-    table = Table(title=f"runs in {journal}", title_justify="left", box=None, pad_edge=False)
-    for name in ("run id", "status", "started (UTC)", "took"):
-        table.add_column(name, no_wrap=True)
-    for name in ("targets", "available", "pending", "failed", "skipped", "to resume"):
-        table.add_column(name, justify="right", no_wrap=True)
+    table = FitTable(
+        [
+            Column("run id", "id"),
+            Column("status"),
+            Column("started (UTC)"),
+            Column("took"),
+            *(
+                Column(name, "number")
+                for name in ("targets", "available", "pending", "failed", "skipped", "to resume")
+            ),
+        ],
+        title=f"runs in {journal}",
+        box=None,
+    )
     for run in runs:
         took = (
             format_duration((run.finished_at - run.started_at).total_seconds())
@@ -235,12 +298,15 @@ def status_view(
         + f" (journal {journal})"
     )
     states = [s for s in JournalState if summary.counts.get(s.value)]
-    table = Table(box=None, pad_edge=False)
-    table.add_column("account")
-    table.add_column("region")
-    for state in states:
-        table.add_column(state.value, justify="right")
-    table.add_column("total", justify="right")
+    table = FitTable(
+        [
+            Column("account", "id"),
+            Column("region", lead=True),
+            *(Column(state.value, "number") for state in states),
+            Column("total", "number"),
+        ],
+        box=None,
+    )
     per_lane: dict[tuple[str, str], Counter[JournalState]] = {}
     for rec in targets:
         per_lane.setdefault((rec.account, rec.region), Counter())[rec.state] += 1
@@ -249,9 +315,17 @@ def status_view(
     parts: list[RenderableType] = [head, table]
     failures = [r for r in targets if r.state in _BAD_STATES]
     if failures:
-        ft = Table(title=f"{len(failures)} failed / not done", title_justify="left")
-        for name in ("instance", "region", "state", "image", "code", "message"):
-            ft.add_column(name, overflow="fold" if name == "message" else "ellipsis")
+        ft = FitTable(
+            [
+                Column("instance", "id"),
+                Column("region", lead=True),
+                Column("state"),
+                Column("image", "id", lead=False),
+                Column("code"),
+                Column("message", "text"),
+            ],
+            title=f"{len(failures)} failed / not done",
+        )
         for r in failures[:max_failures]:
             ft.add_row(
                 r.instance_id,

@@ -6,6 +6,7 @@ Every exception fleetimage raises derives from :class:`FleetImageError`::
      ├── ConfigError        bad config file / value; raised before any API call
      ├── JournalError       the run journal is unreadable, locked, or of another schema
      ├── RunDeclined        the caller's confirm callback said no: nothing was sent
+     ├── UsageError         arguments that do not fit (a flag combination, a run's state)
      ├── MockError          the mock endpoint was asked for something it cannot do
      └── AwsError           an AWS API call failed; ``kind`` says what to do about it
 
@@ -27,6 +28,7 @@ __all__ = [
     "JournalError",
     "MockError",
     "RunDeclined",
+    "UsageError",
     "classify",
 ]
 
@@ -55,6 +57,10 @@ class JournalError(FleetImageError):
 
 class RunDeclined(FleetImageError):
     """A run or resume was declined at its confirmation: nothing was sent."""
+
+
+class UsageError(FleetImageError):
+    """Arguments that do not fit together or with a run's state; raised before anything is sent."""
 
 
 class MockError(FleetImageError):

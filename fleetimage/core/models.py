@@ -77,6 +77,46 @@ class ImageSpec:
     tag_snapshots: bool
     exclude_devices: tuple[str, ...] = ()
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the journal keeps it, so resume images exactly what was planned."""
+        t = self.target
+        return {
+            "target": {
+                "account": t.account,
+                "region": t.region,
+                "instance_id": t.instance_id,
+                "state": t.state,
+                "tags": dict(t.tags),
+                "role_arn": t.role_arn,
+            },
+            "name": self.name,
+            "description": self.description,
+            "no_reboot": self.no_reboot,
+            "tags": dict(self.tags),
+            "tag_snapshots": self.tag_snapshots,
+            "exclude_devices": list(self.exclude_devices),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImageSpec:
+        t = data["target"]
+        return cls(
+            target=Target(
+                account=t["account"],
+                region=t["region"],
+                instance_id=t["instance_id"],
+                state=t.get("state", "running"),
+                tags=dict(t.get("tags") or {}),
+                role_arn=t.get("role_arn"),
+            ),
+            name=data["name"],
+            description=data.get("description", ""),
+            no_reboot=bool(data["no_reboot"]),
+            tags=dict(data.get("tags") or {}),
+            tag_snapshots=bool(data.get("tag_snapshots", True)),
+            exclude_devices=tuple(data.get("exclude_devices") or ()),
+        )
+
 
 class Outcome(enum.StrEnum):
     """The final state of one target in a run."""
@@ -88,6 +128,9 @@ class Outcome(enum.StrEnum):
     NOT_STARTED = "not_started"
     DRY_RUN = "dry_run"
     PENDING = "pending"  # created but not waited for (wait disabled / --no-wait)
+    # CreateImage may have been applied (sent, answer lost) or the image's state could not be
+    # read: not failed, since EC2 never said so; resume looks again.
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +202,9 @@ class LaneFailure:
 
 
 class JournalState(enum.StrEnum):
-    """A target's state in the run journal. `requesting` is committed before CreateImage is sent."""
+    """A target's state (journal, report, progress, resume); :mod:`fleetimage.core.states` holds
+    the one table of how events move it. ``requesting`` is committed before CreateImage is sent;
+    ``unknown``: the image id is known but its state was not confirmed."""
 
     PLANNED = "planned"
     REQUESTING = "requesting"
@@ -170,6 +215,7 @@ class JournalState(enum.StrEnum):
     TIMED_OUT = "timed_out"
     NOT_STARTED = "not_started"
     DRY_RUN = "dry_run"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +231,7 @@ class TargetRecord:
     attempts: int = 0
     error_code: str | None = None
     error_message: str | None = None
+    spec: ImageSpec | None = field(default=None, compare=False)  # the planned request
 
 
 # --- events -------------------------------------------------------------------------------
@@ -203,10 +250,11 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Discovered(Event):
-    """A target was found; ``image_name`` is the name it will get."""
+    """A target was found; ``image_name`` is the name it will get, ``spec`` the request."""
 
     image_name: str
     state: str
+    spec: ImageSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)

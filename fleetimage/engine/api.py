@@ -29,11 +29,12 @@ from aiobotocore.session import AioSession
 
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
-from fleetimage.core.errors import FleetImageError, JournalError, RunDeclined
-from fleetimage.core.models import TargetRecord
+from fleetimage.core.errors import FleetImageError, JournalError, RunDeclined, UsageError
+from fleetimage.core.models import ImageSpec, JournalState, Outcome, TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan, plan_fleet
+from fleetimage.engine.resume import journal_plan, new_targets
 from fleetimage.engine.run import execute
 from fleetimage.journal import Journal, RunSummary, default_journal_path
 from fleetimage.output.report import RunReport
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+# Outcomes a resume still has work for.
+OPEN_OUTCOMES = frozenset(
+    {Outcome.NOT_STARTED, Outcome.PENDING, Outcome.UNKNOWN, Outcome.TIMED_OUT}
+)
 #: A journal path (opened and closed by the call), an open :class:`Journal`, or None.
 JournalArg = str | os.PathLike[str] | Journal | None
 Confirm = Callable[[T], bool | Awaitable[bool]]
@@ -60,6 +65,8 @@ class ResumePlan:
     run: RunSummary
     records: tuple[TargetRecord, ...]
     config: FleetConfig
+    # ``rediscover``: instances discovery found that the run never planned (added if confirmed)
+    new_targets: tuple[ImageSpec, ...] = ()
 
 
 async def image_fleet(
@@ -148,6 +155,8 @@ async def resume_fleet(
     *,
     journal: JournalArg = None,
     confirm: Confirm[ResumePlan] | None = None,
+    rediscover: bool = False,
+    retry_failed: bool = False,
     endpoint_url: str | None = None,
     on_event: Subscriber | Sequence[Subscriber] | None = None,
     wait: bool | None = None,
@@ -158,15 +167,44 @@ async def resume_fleet(
 ) -> RunReport:
     """Finish what run ``run_id`` left undone, from ``journal`` (default: the user's journal).
 
-    Settled targets are kept, ``requesting`` ones are looked up by name before anything is
-    sent again, known images are waited for; the config is the run's own snapshot.
+    It images exactly the plan the journal holds (see :mod:`fleetimage.engine.resume`): settled
+    targets are kept, ``requesting`` ones are looked up by name before anything is sent again,
+    known images are waited for even if their instance is gone, and only lanes whose discovery
+    never completed are discovered. ``rediscover``: discover every lane again and add the
+    instances found since (``confirm`` sees them as ``ResumePlan.new_targets``).
+    ``retry_failed``: targets whose image failed are imaged again under a new name (``-r2``,
+    ...) after their failed AMI, if it is this run's, is deregistered with its snapshots. The
+    config is the run's own, as journaled.
     """
     async with _open(journal or default_journal_path()) as ledger:
         assert ledger is not None
         summary = await ledger.run(run_id)
+        if rediscover and summary.status == "finished":
+            raise UsageError(
+                f"run {run_id} is finished: there is nothing to rediscover into it; start a "
+                "new run for the instances found since"
+            )
         config = FleetConfig.from_snapshot(await ledger.config_snapshot(run_id))
         records = tuple(await ledger.targets(run_id))
-        if confirm is not None and not await _ask(confirm, ResumePlan(summary, records, config)):
+        if retry_failed and not any(r.state is JournalState.FAILED for r in records):
+            raise UsageError(f"run {run_id} has no failed target to retry")
+        prior = {(r.account, r.region, r.instance_id): r for r in records}
+        started = summary.started_at
+        if rediscover:
+            found = await plan_fleet(
+                config,
+                endpoint_url=endpoint_url,
+                session=session,
+                run_id=run_id,
+                started_at=started,
+            )
+            plan: Plan = found
+            fresh = tuple(new_targets(found, prior))
+        else:
+            lanes = await ledger.planned_lanes(run_id)
+            plan, fresh = journal_plan(run_id, started, records, lanes, config), ()
+        seen = ResumePlan(summary, records, config, fresh)
+        if confirm is not None and not await _ask(confirm, seen):
             raise RunDeclined(f"resume of run {run_id} declined: nothing was sent")
         await ledger.start_run(
             run_id, started_at=summary.started_at, config_snapshot=config.model_dump(mode="json")
@@ -181,10 +219,11 @@ async def resume_fleet(
             deadline=deadline,
             max_errors=max_errors,
             run_id=run_id,
-            started_at=summary.started_at,
             resume=records,
             stop=stop,
             session=session,
+            plan=plan,
+            retry_failed=retry_failed,
         )
         return await _journaled(ledger, run_id, run)
 
@@ -222,12 +261,18 @@ async def _journaled(
     status = "failed"
     try:
         report = await run()
-        status = "interrupted" if report.interrupted else "finished"
+        if report.interrupted:
+            status = "interrupted"
+        else:  # finished only when nothing is left for a resume to do
+            open_ = any(r.outcome in OPEN_OUTCOMES for r in report.results)
+            status = "incomplete" if open_ or report.lane_failures else "finished"
         return report
     except anyio.get_cancelled_exc_class():
         status = "interrupted"
         raise
     finally:
         if journal is not None:
-            with anyio.move_on_after(10, shield=True):
+            # A journal that failed mid-run fails here too: the report (which says so) is then
+            # the run's record, and the run shows as interrupted when the journal is next open.
+            with anyio.move_on_after(10, shield=True), contextlib.suppress(JournalError):
                 await journal.finish_run(run_id, status=status, finished_at=now())

@@ -14,8 +14,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from fleetimage.core.errors import FleetImageError
 from fleetimage.core.ledger import Ledger, NullLedger
 from fleetimage.core.models import Event, Requested
+from fleetimage.engine.stop import Stopped
 
-__all__ = ["Bus", "Emit", "Subscriber", "SubscriberError"]
+__all__ = ["LEDGER_FAILED", "Bus", "Emit", "Subscriber", "SubscriberError"]
+
+LEDGER_FAILED = "JournalFailed"  # the stop reason once the ledger cannot record
 
 Subscriber = Callable[[Event], Awaitable[None] | None]
 Emit = Callable[[Event], Awaitable[None]]
@@ -28,18 +31,45 @@ class SubscriberError(FleetImageError):
 class Bus:
     """The ledger plus the observers of one run."""
 
-    def __init__(self, subscribers: Sequence[Subscriber], ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        subscribers: Sequence[Subscriber],
+        ledger: Ledger | None = None,
+        *,
+        on_ledger_failure: Callable[[Exception], None] | None = None,
+    ) -> None:
         self.subscribers = list(subscribers)
         self.ledger: Ledger = ledger if ledger is not None else NullLedger()
+        # The first ledger failure (disk full, I/O error): from then on nothing is sent that
+        # would need write-ahead, and what happens is kept in memory (the report) only.
+        self.ledger_error: Exception | None = None
+        self._on_ledger_failure = on_ledger_failure
 
     async def before_send(self, event: Requested) -> None:
-        """Write-ahead: the ledger commits ``event`` before the caller sends the request."""
-        await self.ledger.before_send(event)
+        """Write-ahead: the ledger commits ``event`` before the caller sends the request.
+
+        Raises :class:`~fleetimage.engine.stop.Stopped` (nothing sent) once the ledger failed."""
+        if self.ledger_error is None:
+            try:
+                await self.ledger.before_send(event)
+            except Exception as exc:
+                self._failed(exc)
+        if self.ledger_error is not None:
+            raise Stopped(LEDGER_FAILED)
         await self._notify(event)
 
     async def emit(self, event: Event) -> None:
-        self.ledger.record(event)
+        if self.ledger_error is None:
+            try:
+                self.ledger.record(event)
+            except Exception as exc:
+                self._failed(exc)
         await self._notify(event)
+
+    def _failed(self, exc: Exception) -> None:
+        self.ledger_error = exc
+        if self._on_ledger_failure is not None:
+            self._on_ledger_failure(exc)
 
     async def _notify(self, event: Event) -> None:
         for subscriber in self.subscribers:

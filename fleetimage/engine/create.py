@@ -184,19 +184,19 @@ async def _create(
                         return CreatedImage(found, adopted=True, attempts=sent)
                     must_look = False
                 sent += 1
-                await lane.bus.before_send(
-                    Requested(
-                        run_id,
-                        target.account,
-                        target.region,
-                        target.instance_id,
-                        now(),
-                        image_name=spec.name,
-                        attempt=sent,
-                    )
+                request = Requested(
+                    run_id,
+                    target.account,
+                    target.region,
+                    target.instance_id,
+                    now(),
+                    image_name=spec.name,
+                    attempt=sent,
                 )
                 try:
-                    answer = await lane.send("CreateImage", params, instance_id=target.instance_id)
+                    answer = await lane.send(
+                        "CreateImage", params, instance_id=target.instance_id, write_ahead=request
+                    )
                 except AwsError as error:
                     if error.kind is ErrorKind.DUPLICATE_NAME:
                         image_id = await _resolve_duplicate(

@@ -16,11 +16,19 @@ from tenacity import AsyncRetrying
 from fleetimage.aws.clients import to_aws_error
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import BreakerChanged, BreakerState, LaneKey, Retried, Throttled
-from fleetimage.engine.breaker import Breaker, describe_error
+from fleetimage.core.models import (
+    BreakerChanged,
+    BreakerState,
+    LaneKey,
+    Requested,
+    Retried,
+    Throttled,
+)
+from fleetimage.engine.breaker import Breaker, Ticket, describe_error
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.retry import TIME_BOUNDED, RetryPolicy, retrying
+from fleetimage.engine.stop import Stopper
 
 __all__ = ["Lane", "LanePolicy"]
 
@@ -52,6 +60,7 @@ class Lane:
         *,
         run_id: str,
         bus: Bus,
+        stopper: Stopper | None = None,
         breaker: Breaker | None = None,
     ) -> None:
         self.key = key
@@ -60,6 +69,7 @@ class Lane:
         self.retry_policy = retry_policy
         self.run_id = run_id
         self.bus = bus
+        self.stopper = stopper or Stopper()
         p = retry_policy
         self.breaker = breaker or Breaker(
             key,
@@ -81,16 +91,29 @@ class Lane:
         params: dict[str, Any],
         *,
         instance_id: str | None = None,
-        through_outage: bool = False,
+        write_ahead: Requested | None = None,
+        interruptible: bool = True,
     ) -> Any:
         """One attempt: pass the breaker, wait for a token, send, feed the outcome back.
 
-        ``through_outage``: still send after the lane stopped (reads for created images).
+        ``write_ahead``: committed to the ledger once the breaker and the token let the
+        request go, right before the send (a stop or a lane outage during the waits then
+        leaves nothing that looks sent). ``interruptible``: False for what must go on after
+        new work stops (the waiter's polls): neither a run's stop nor the lane's outage
+        (:class:`~fleetimage.engine.breaker.LaneOutage`) ends its waits.
         """
-        ticket = await self.breaker.admit(action, through_outage=through_outage)
+        bucket = self.limiter.bucket(action)
+        ticket: Ticket | None = None
         try:
-            bucket = self.limiter.bucket(action)
-            await bucket.acquire()
+            if interruptible:
+                with self.stopper.interruptible():  # a stop ends the waits; never the send
+                    ticket = await self.breaker.admit(action)
+                    await bucket.acquire()
+            else:
+                ticket = await self.breaker.admit(action, through_outage=True)
+                await bucket.acquire()
+            if write_ahead is not None:
+                await self.bus.before_send(write_ahead)
             sent_at = bucket.now()  # a late throttle of a request sent before a cut is no news
             method = getattr(self.client, _SNAKE.sub("_", action).lower())
             try:
@@ -116,7 +139,8 @@ class Lane:
             await self.breaker.record(ticket, None)
             return answer
         finally:
-            self.breaker.release(ticket)  # no-op once recorded
+            if ticket is not None:
+                self.breaker.release(ticket)  # no-op once recorded
 
     async def call(
         self,
@@ -124,23 +148,28 @@ class Lane:
         params: dict[str, Any],
         *,
         instance_id: str | None = None,
-        through_outage: bool = False,
+        interruptible: bool = True,
     ) -> Any:
         """A call that is safe to repeat (reads): retried per the policy, through the breaker."""
         try:
-            async for attempt in self.retrying(action, instance_id):
+            async for attempt in self.retrying(action, instance_id, interruptible=interruptible):
                 with attempt:
                     return await self.send(
-                        action, params, instance_id=instance_id, through_outage=through_outage
+                        action, params, instance_id=instance_id, interruptible=interruptible
                     )
         except AwsError as error:
             raise await self.gave_up(error) from None
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    def retrying(self, action: str, instance_id: str | None) -> AsyncRetrying:
+    def retrying(
+        self, action: str, instance_id: str | None, *, interruptible: bool = True
+    ) -> AsyncRetrying:
         """The retry controller for one logical call of this lane (see ``retry.py``)."""
         return retrying(
-            self.retry_policy, on_retry=self.on_retry(action, instance_id), in_lane=True
+            self.retry_policy,
+            on_retry=self.on_retry(action, instance_id),
+            in_lane=True,
+            stopper=self.stopper if interruptible else None,
         )
 
     async def gave_up(self, error: AwsError) -> AwsError:

@@ -7,14 +7,13 @@ what a lane announces before it images (Discovered, Skipped, and its planning fa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import anyio
 import anyio.abc
 
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
-from fleetimage.core.errors import AwsError
+from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import (
     Available,
     Created,
@@ -29,20 +28,23 @@ from fleetimage.core.models import (
     Skipped,
     TargetRecord,
 )
+from fleetimage.core.states import SETTLED
 from fleetimage.engine.breaker import LaneOutage
-from fleetimage.engine.bus import Bus, SubscriberError
+from fleetimage.engine.bus import LEDGER_FAILED, Bus, SubscriberError
 from fleetimage.engine.create import check_dry_run, create_image
 from fleetimage.engine.plan import LanePlan
-from fleetimage.engine.specs import build_spec
+from fleetimage.engine.recreate import discard_failed_image, with_retry_name
+from fleetimage.engine.stop import Stopped, Stopper
 from fleetimage.engine.wait import ImageState, ImageWaiter
 
-__all__ = ["LaneRun", "RunState", "StopReason", "announce_lane", "event_fields", "pin_names"]
+__all__ = ["LaneRun", "RunState", "StopReason", "announce_lane", "event_fields"]
 
 
 class StopReason:
     INTERRUPTED = "Interrupted"
     DEADLINE = "DeadlineReached"
     ERROR_BUDGET = "ErrorBudgetExceeded"
+    JOURNAL = LEDGER_FAILED
 
 
 @dataclass(slots=True)
@@ -53,13 +55,18 @@ class RunState:
     total: int  # targets to image, discovered so far
     discovering: bool = True  # a percent budget means nothing until the total is known
     errors: int = 0
-    stop_reason: str | None = None
+    stopper: Stopper = field(default_factory=Stopper)
+    interrupted: bool = False  # Ctrl-C / stop event, whatever stopped new work first
     feeders: list[anyio.CancelScope] = field(default_factory=list)
     waiters: list[ImageWaiter] = field(default_factory=list)
 
+    @property
+    def stop_reason(self) -> str | None:
+        return self.stopper.reason
+
     def request_stop(self, reason: str, *, stop_waiting: bool) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
+        # Token waits, backoffs and discovery pages end at once; sends in flight are answered.
+        self.stopper.request(reason)
         for scope in self.feeders:
             scope.cancel()
         if stop_waiting:
@@ -67,7 +74,7 @@ class RunState:
                 waiter.release_all(ImageState("released", reason))
 
     def stopping(self) -> bool:
-        return self.stop_reason is not None
+        return self.stopper.reason is not None
 
     def record_error(self, count: int = 1) -> None:
         self.errors += count
@@ -100,8 +107,10 @@ class LaneRun:
         dry_run: bool,
         wait: bool,
         prior: dict[tuple[str, str, str], TargetRecord],
+        retry_failed: bool = False,
     ) -> None:
         assert lp.lane is not None
+        self.retry_failed = retry_failed
         self.lp, self.lane, self.config, self.state, self.bus = lp, lp.lane, config, state, bus
         self.run_id, self.dry_run, self.wait, self.prior = run_id, dry_run, wait, prior
         self.in_flight = anyio.Semaphore(config.concurrency.max_in_flight_per_region)
@@ -132,7 +141,7 @@ class LaneRun:
                 if self.state.stopping() or self.lane.breaker.stopped:
                     break
                 record = self.prior.get(event_fields(spec))
-                if record is not None and record.state in _SETTLED:
+                if record is not None and self._settled(record):
                     started += 1
                     continue
                 await self.pending.acquire()
@@ -151,7 +160,7 @@ class LaneRun:
         outage = self.lane.breaker.stopped
         for spec in specs[started:]:
             record = self.prior.get(event_fields(spec))
-            if record is not None and record.state in _SETTLED:
+            if record is not None and self._settled(record):
                 continue
             if outage is not None and self.state.stop_reason is None:
                 await self._fail(
@@ -159,6 +168,10 @@ class LaneRun:
                 )
                 continue
             await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
+
+    def _settled(self, record: TargetRecord) -> bool:
+        retry = self.retry_failed and record.state is JournalState.FAILED
+        return record.state in SETTLED and not retry
 
     async def _target(self, spec: ImageSpec, record: TargetRecord | None) -> None:
         try:
@@ -171,24 +184,47 @@ class LaneRun:
                     DryRunChecked(self.run_id, *event_fields(spec), now(), ok, code, message)
                 )
                 return
-            image_id = record.image_id if record is not None else None
+            retry = record is not None and record.state is JournalState.FAILED  # --retry-failed
+            image_id = record.image_id if record is not None and not retry else None
             if image_id is None:
                 try:
+                    if retry and record is not None:
+                        if record.image_id is not None:  # ours only; with its snapshots
+                            await discard_failed_image(
+                                self.lane, record.image_id, instance_id=spec.target.instance_id
+                            )
+                        spec, record = with_retry_name(spec, record.image_name), None
                     created = await create_image(
                         self.lane,
                         spec,
-                        lookup_first=record is not None and record.state is JournalState.REQUESTING,
+                        # it may exist: look it up by name before anything is sent again
+                        lookup_first=record is not None and record.state in _MAYBE_SENT,
                         grace_s=self.config.wait.not_found_grace_s,
                     )
                 except LaneOutage as outage:
-                    # Breaker hook: the lane stopped; not this target's failure, resumable.
+                    # Breaker hook: the lane stopped after retry.max_outage_s. Not this
+                    # target's failure: not started (resumable; a request sent earlier is
+                    # found by name on resume), and the lane starts nothing more.
                     self._feeding.cancel()
                     await self._fail(
                         spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
                     )
                     return
+                except Stopped as stop:
+                    # Nothing of this target is in flight. Never sent: not started; sent
+                    # before (this run or the last): it stays open, resume looks it up.
+                    reason = stop.reason
+                    await self._fail(
+                        spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False
+                    )
+                    return
                 except AwsError as error:
-                    await self._fail(spec, Outcome.FAILED, error.code, error.message)
+                    # Only EC2's word about the request fails a target; an exhausted retry of
+                    # 5xx, timeouts or throttles leaves it unknown (resume looks it up).
+                    outcome = (
+                        Outcome.FAILED if error.kind in _ABOUT_THE_REQUEST else Outcome.UNKNOWN
+                    )
+                    await self._fail(spec, outcome, error.code, error.message)
                     return
                 finally:
                     self.in_flight.release()
@@ -228,6 +264,8 @@ class LaneRun:
                     count=False,
                 )
             # Interrupted: the image stays pending in the journal; resume waits for it.
+        elif result.state == "unknown":  # DescribeImages refused: EC2 never said "failed"
+            await self._fail(spec, Outcome.UNKNOWN, result.code, result.message, image_id=image_id)
         elif result.state == "timed_out":
             await self._fail(
                 spec, Outcome.TIMED_OUT, result.code, result.message, image_id=image_id
@@ -254,13 +292,14 @@ class LaneRun:
             self.state.record_error()
 
 
-_SETTLED = frozenset(
-    {JournalState.AVAILABLE, JournalState.FAILED, JournalState.SKIPPED, JournalState.DRY_RUN}
-)
+_MAYBE_SENT = frozenset({JournalState.REQUESTING, JournalState.UNKNOWN})
+_ABOUT_THE_REQUEST = frozenset({ErrorKind.FATAL, ErrorKind.DUPLICATE_NAME, ErrorKind.QUOTA})
 _NOT_STARTED = {
     StopReason.INTERRUPTED: "the run was interrupted before this target started; resume it",
     StopReason.DEADLINE: "the deadline passed before this target started",
     StopReason.ERROR_BUDGET: "max_errors was exceeded; no new images were started",
+    StopReason.JOURNAL: "the journal failed, so no CreateImage could be journaled before it "
+    "was sent; no new images were started",
 }
 
 
@@ -273,7 +312,7 @@ async def announce_lane(
         affected = sorted(
             r.instance_id
             for (account, region, _), r in prior.items()
-            if (account, region) == (key.account, key.region) and r.state not in _SETTLED
+            if (account, region) == (key.account, key.region) and r.state not in SETTLED
         )
         await bus.emit(
             LaneFailed(
@@ -328,21 +367,3 @@ async def announce_lane(
                 "no such instance in this account and region",
             )
         )
-
-
-def pin_names(
-    lp: LanePlan,
-    config: FleetConfig,
-    run_id: str,
-    started_at: datetime,
-    prior: dict[tuple[str, str, str], TargetRecord],
-) -> None:
-    """Resume: a journaled name wins over a re-rendered one (tags may have changed since)."""
-    lp.specs = [
-        build_spec(config, s.target, run_id, started_at, name=rec.image_name)
-        if (rec := prior.get(event_fields(s))) is not None
-        and rec.image_name
-        and rec.image_name != s.name
-        else s
-        for s in lp.specs
-    ]

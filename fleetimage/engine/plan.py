@@ -25,6 +25,7 @@ from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.specs import build_spec
+from fleetimage.engine.stop import Stopped, Stopper
 
 __all__ = ["LanePlan", "Plan", "open_lanes", "plan_fleet"]
 
@@ -88,6 +89,7 @@ async def open_lanes(
     started_at: datetime,
     bus: Bus,
     stack: contextlib.AsyncExitStack,
+    stopper: Stopper | None = None,
     planned: Plan | None = None,
     on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
 ) -> Plan:
@@ -162,6 +164,7 @@ async def open_lanes(
             config.retry,
             run_id=run_id,
             bus=bus,
+            stopper=stopper,
         )
         earlier = planned.lanes.get(key) if planned is not None else None
         if earlier is not None and earlier.error is None:
@@ -173,6 +176,13 @@ async def open_lanes(
                 found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
         except AwsError as error:
             lp.error = error
+            return
+        except Stopped as stop:  # its targets are unknown: resume discovers the lane again
+            lp.error = AwsError(
+                stop.reason,
+                "the run stopped before this lane's discovery finished; resume discovers it",
+                action="DescribeInstances",
+            )
             return
         except Exception as exc:  # one lane's surprise must not take the fleet down
             lp.error = AwsError(

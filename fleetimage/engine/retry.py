@@ -22,9 +22,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import anyio
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.engine.stop import Stopper
 
 __all__ = ["RETRYABLE", "TIME_BOUNDED", "RetryPolicy", "retrying"]
 
@@ -122,13 +124,22 @@ def retrying(
     on_retry: Callable[[AwsError, int, float], Awaitable[None]] | None = None,
     in_lane: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    stopper: Stopper | None = None,
 ) -> AsyncRetrying:
     """A fresh tenacity controller for one logical call (its budget is per call).
 
     ``in_lane``: the call goes through a lane (its breaker and limiter); throttles and
     transient errors are then bounded by ``max_outage_s`` of ``clock`` rather than counted.
+    ``stopper``: a stop ends a backoff at once (raising :class:`~fleetimage.engine.stop.Stopped`).
     """
     budget = _Budget(policy, in_lane=in_lane, clock=clock)
+
+    async def sleep(seconds: float) -> None:
+        if stopper is None:
+            await anyio.sleep(seconds)
+            return
+        with stopper.interruptible():
+            await anyio.sleep(seconds)
 
     async def before_sleep(state: RetryCallState) -> None:
         err = _error(state)
@@ -141,5 +152,6 @@ def retrying(
         stop=budget.stop,
         wait=budget.wait,
         before_sleep=before_sleep,
+        sleep=sleep,
         reraise=True,
     )

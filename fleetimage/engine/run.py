@@ -23,8 +23,9 @@ from fleetimage.core.ledger import Ledger
 from fleetimage.core.models import TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
-from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane, pin_names
+from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
 from fleetimage.engine.plan import LanePlan, Plan, open_lanes
+from fleetimage.engine.resume import complete_from_journal
 from fleetimage.output.collector import ReportCollector
 from fleetimage.output.report import RunReport
 
@@ -47,6 +48,7 @@ async def execute(
     stop: anyio.Event | None = None,
     session: AioSession | None = None,
     plan: Plan | None = None,
+    retry_failed: bool = False,
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -57,7 +59,8 @@ async def execute(
     run with the same ``run_id`` and ``started_at``: settled targets are kept, ``requesting``
     ones are looked up by name before anything is sent, pending ones are waited for.
     ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to image exactly (no second
-    discovery); its run id and start time are the run's.
+    discovery); its run id and start time are the run's. ``retry_failed``: resumed targets
+    whose image failed are imaged again under a new name (see :mod:`.recreate`).
     """
     if plan is not None:  # its names were rendered with its run id and start time
         run_id, started_at = plan.run_id, plan.started_at
@@ -70,8 +73,13 @@ async def execute(
     collector = ReportCollector(run_id, started_at, dry_run=dry_run)
     prior = {(r.account, r.region, r.instance_id): r for r in resume}
     collector.seed(prior.values())
-    bus = Bus([collector, *subscribers], ledger)
     state = RunState(max_errors or config.max_errors, total=0)
+    bus = Bus(
+        [collector, *subscribers],
+        ledger,
+        # Created images are still waited for (their states kept in memory, in the report).
+        on_ledger_failure=lambda _: state.request_stop(StopReason.JOURNAL, stop_waiting=False),
+    )
 
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         watchers = anyio.CancelScope()
@@ -80,7 +88,7 @@ async def execute(
 
             async def lane_ready(lp: LanePlan) -> None:
                 assert run_id is not None and started_at is not None
-                pin_names(lp, config, run_id, started_at, prior)
+                complete_from_journal(lp, prior, config, run_id, started_at)
                 await announce_lane(lp, bus, run_id, prior)
                 state.total += len(lp.specs)
                 if lp.lane is not None and lp.specs:
@@ -93,6 +101,7 @@ async def execute(
                         dry_run=dry_run,
                         wait=wait,
                         prior=prior,
+                        retry_failed=retry_failed,
                     )
                     lanes.start_soon(run.run)
 
@@ -103,6 +112,7 @@ async def execute(
                 run_id=run_id,
                 started_at=started_at,
                 bus=bus,
+                stopper=state.stopper,
                 stack=stack,
                 planned=plan,
                 on_lane_ready=lane_ready,
@@ -110,7 +120,9 @@ async def execute(
             state.discovery_done()
         watchers.cancel()
     return collector.report(
-        finished_at=now(), interrupted=state.stop_reason == StopReason.INTERRUPTED
+        finished_at=now(),
+        interrupted=state.interrupted,
+        journal_error=None if bus.ledger_error is None else str(bus.ledger_error),
     )
 
 
@@ -120,6 +132,7 @@ async def _watch_stop(
     async def on_stop() -> None:
         assert stop is not None
         await stop.wait()
+        state.interrupted = True
         state.request_stop(StopReason.INTERRUPTED, stop_waiting=True)
 
     async def on_deadline() -> None:

@@ -133,8 +133,10 @@ class ImageWaiter:
             filters = [{"Name": "image-id", "Values": chunk}]
             if not census:
                 filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
+            # Not interruptible: created images are waited for after a stop of new work
+            # (a run's stop, or this lane's outage: it polls on through the breaker).
             answer = await self.lane.call(
-                "DescribeImages", {"Filters": filters}, through_outage=True
+                "DescribeImages", {"Filters": filters}, interruptible=False
             )
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()

@@ -7,28 +7,28 @@ by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
     lanes(run_id, account, region, state planned|failed, action, error_code, error_message,
           updated_at, PRIMARY KEY (run_id, account, region))
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
-            error_code, error_message, requested_at, completed_at, updated_at,
+            error_code, error_message, requested_at, completed_at, spec_json, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
 
-Times are ISO 8601 text. Event → row (every write is an upsert, so resume is safe):
+Times are ISO 8601 text; ``spec_json`` is the CreateImage request planned for the target
+(``ImageSpec.to_dict()``), so resume images exactly what the run planned.
 
-- Discovered → ``planned``; on an existing row only if nothing was ever sent for it
-  (planned, not_started, skipped, dry_run): a resumed run never regresses requesting,
-  pending, available, failed or timed_out.
-- Requested → ``requesting``, ``attempts`` = max(attempts, attempt), first ``requested_at`` kept.
-- Created → ``pending`` + image_id.  Available → ``available`` + completed_at.
-- Failed → its outcome (failed / timed_out / not_started) + error; image_id kept if not given.
-- Skipped → ``skipped``, error_message = reason.  DryRunChecked → ``dry_run``; the error is
-  recorded only when the check did *not* pass, so "dry_run without error_code" means ok.
-- LanePlanned → lane ``planned`` (its discovery is complete); LaneFailed → lane ``failed``.
-- Retried / Throttled → nothing: ``Requested.attempt`` already counts CreateImage attempts.
-
-Two invariants hold across all of them: ``available`` is final, and a known image_id is never
-cleared — the journal can never forget an image it has seen.
+Event → row: each target event is one statement generated from the state machine's table
+(:data:`fleetimage.core.states.TRANSITIONS`): it moves the row only from the states its kind
+lists, and otherwise changes nothing. So ``available`` is final, a target that may have an
+image (requesting, pending, unknown, timed_out) is never relabelled skipped, not_started or
+planned, and a known image_id is never cleared — the journal never forgets an image it has
+seen. What each kind writes besides the state: Discovered the name and the request; Requested
+the name, ``attempts`` = max(attempts, attempt) and the first ``requested_at``; Created the
+image id; Available ``completed_at``; Failed (failed / timed_out / unknown / not_started), and
+DryRunChecked when the check did not pass, the error; Skipped the reason. LanePlanned → lane
+``planned`` (its discovery is complete); LaneFailed → lane ``failed``. Retried and Throttled
+are not recorded.
 """
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
@@ -39,18 +39,20 @@ from fleetimage.core.models import (
     DryRunChecked,
     Event,
     Failed,
-    JournalState,
     LaneFailed,
     LanePlanned,
-    Outcome,
     Requested,
     Skipped,
 )
+from fleetimage.core.states import TRANSITIONS, event_kind
 
 __all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
 
 SCHEMA_VERSION = 2
-RUN_STATUSES = frozenset({"running", "finished", "interrupted", "failed"})
+# finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
+# deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
+RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
+_STATUS_CHECK = ", ".join(f"'{s}'" for s in sorted(RUN_STATUSES))
 
 
 # One row per lane that planned (discovery complete) or failed as a whole.
@@ -68,17 +70,21 @@ CREATE TABLE lanes (
 ) WITHOUT ROWID;
 """
 
-SCHEMA = f"""
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+_RUNS = f"""
 CREATE TABLE runs (
     run_id TEXT PRIMARY KEY,
     started_at TEXT NOT NULL,
     finished_at TEXT,
-    status TEXT NOT NULL CHECK (status IN ('running', 'finished', 'interrupted', 'failed')),
+    status TEXT NOT NULL CHECK (status IN ({_STATUS_CHECK})),
     config_json TEXT NOT NULL DEFAULT '{{}}',
     notes TEXT
 );
+"""
+
+SCHEMA = f"""
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+{_RUNS}
 CREATE TABLE targets (
     run_id TEXT NOT NULL,
     account TEXT NOT NULL,
@@ -92,6 +98,7 @@ CREATE TABLE targets (
     error_message TEXT,
     requested_at TEXT,
     completed_at TEXT,
+    spec_json TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (run_id, account, region, instance_id)
 ) WITHOUT ROWID;
@@ -100,7 +107,8 @@ CREATE TABLE targets (
 
 # Upgrades, from version N to N + 1, run in one transaction after a backup copy of the file.
 MIGRATIONS: dict[int, str] = {
-    # 1 → 2: lane-wide failures leave the targets table (they were rows with instance "*").
+    # 1 → 2: lane-wide failures leave the targets table (they were rows with instance "*");
+    # each target keeps its CreateImage request, so resume images exactly what was planned.
     1: _LANES
     + """
 INSERT INTO lanes (run_id, account, region, state, action, error_code, error_message, updated_at)
@@ -108,58 +116,65 @@ INSERT INTO lanes (run_id, account, region, state, action, error_code, error_mes
         COALESCE(error_message, ''), updated_at
     FROM targets WHERE instance_id = '*';
 DELETE FROM targets WHERE instance_id = '*';
+ALTER TABLE targets ADD COLUMN spec_json TEXT;
+ALTER TABLE runs RENAME TO runs_v1;
+"""
+    + _RUNS
+    + """
+INSERT INTO runs SELECT * FROM runs_v1;
+DROP TABLE runs_v1;
 """,
 }
 
 # --- event → SQL ---------------------------------------------------------------------------
+# Generated from the one state machine (core.states.TRANSITIONS): a row moves only from the
+# states its event's row of the table lists; otherwise the statement changes nothing.
 
-_INSERT = """
-INSERT INTO targets (run_id, account, region, instance_id, state, image_name, image_id,
-    attempts, error_code, error_message, requested_at, completed_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (run_id, account, region, instance_id) DO UPDATE SET
-"""
-_NOT_FINAL = "WHERE targets.state <> 'available'"
-_SQL: dict[type[Event], str] = {
-    Discovered: _INSERT
-    + """state = 'planned', image_name = excluded.image_name, error_code = NULL,
-    error_message = NULL, completed_at = NULL, updated_at = excluded.updated_at
-    WHERE targets.state IN ('planned', 'not_started', 'skipped', 'dry_run')""",
-    Requested: _INSERT
-    + """state = 'requesting', image_name = excluded.image_name,
-    attempts = MAX(targets.attempts, excluded.attempts),
-    requested_at = COALESCE(targets.requested_at, excluded.requested_at),
-    error_code = NULL, error_message = NULL, completed_at = NULL,
-    updated_at = excluded.updated_at """
-    + _NOT_FINAL,
-    Created: _INSERT
-    + """state = 'pending', image_id = excluded.image_id, image_name = excluded.image_name,
-    error_code = NULL, error_message = NULL, updated_at = excluded.updated_at """
-    + _NOT_FINAL,
-    Available: _INSERT
-    + """state = 'available', image_id = excluded.image_id, error_code = NULL,
-    error_message = NULL, completed_at = excluded.completed_at,
-    updated_at = excluded.updated_at""",
-    Failed: _INSERT
-    + """state = excluded.state, image_id = COALESCE(excluded.image_id, targets.image_id),
-    error_code = excluded.error_code, error_message = excluded.error_message,
-    completed_at = excluded.completed_at, updated_at = excluded.updated_at """
-    + _NOT_FINAL,
-    Skipped: _INSERT
-    + """state = 'skipped', error_code = NULL, error_message = excluded.error_message,
-    completed_at = excluded.completed_at, updated_at = excluded.updated_at """
-    + _NOT_FINAL,
-    DryRunChecked: _INSERT
-    + """state = 'dry_run', error_code = excluded.error_code,
-    error_message = excluded.error_message, completed_at = excluded.completed_at,
-    updated_at = excluded.updated_at """
-    + _NOT_FINAL,
+_COLUMNS = (
+    "state, image_name, image_id, attempts, error_code, error_message, requested_at, "
+    "completed_at, spec_json, updated_at"
+)
+_VALUES = (
+    ":state, :image_name, :image_id, :attempts, :error_code, :error_message, :requested_at, "
+    ":completed_at, :spec_json, :updated_at"
+)
+# What each kind of event writes besides the state (``:name`` is the event's value).
+_WRITES = {
+    "discovered": "image_name = :image_name, spec_json = COALESCE(:spec_json, spec_json), "
+    "error_code = NULL, error_message = NULL, completed_at = NULL",
+    "requested": "image_name = :image_name, attempts = MAX(attempts, :attempts), "
+    "requested_at = COALESCE(requested_at, :requested_at), error_code = NULL, "
+    "error_message = NULL, completed_at = NULL",
+    "created": "image_id = :image_id, image_name = :image_name, error_code = NULL, "
+    "error_message = NULL",
+    "available": "image_id = :image_id, error_code = NULL, error_message = NULL, "
+    "completed_at = :completed_at",
+    "skipped": "error_code = NULL, error_message = :error_message, completed_at = :completed_at",
 }
-_FAILED_STATES = {
-    Outcome.FAILED: JournalState.FAILED,
-    Outcome.TIMED_OUT: JournalState.TIMED_OUT,
-    Outcome.NOT_STARTED: JournalState.NOT_STARTED,
-}
+# failed, timed_out, unknown, not_started and dry_run: an error (or none), never forgetting an id
+_ENDING = (
+    "image_id = COALESCE(:image_id, image_id), error_code = :error_code, "
+    "error_message = :error_message, completed_at = :completed_at"
+)
+
+
+def _statement(kind: str) -> str:
+    sources, _ = TRANSITIONS[kind]
+    states = ", ".join(f"'{s.value}'" for s in sorted(x for x in sources if x is not None))
+    writes = f"state = :state, {_WRITES.get(kind, _ENDING)}, updated_at = :updated_at"
+    key = "run_id = :run_id AND account = :account AND region = :region AND instance_id = :iid"
+    if None not in sources:  # never creates a row: an update of a known target, if it fits
+        return f"UPDATE targets SET {writes} WHERE {key} AND state IN ({states})"
+    # In an upsert's SET, a bare column is the stored row's value (SQLite's rule).
+    return (
+        f"INSERT INTO targets (run_id, account, region, instance_id, {_COLUMNS}) "
+        f"VALUES (:run_id, :account, :region, :iid, {_VALUES}) "
+        f"ON CONFLICT (run_id, account, region, instance_id) DO UPDATE SET {writes} "
+        f"WHERE targets.state IN ({states})"
+    )
+
+
+_SQL = {kind: _statement(kind) for kind in TRANSITIONS}
 
 
 def timestamp(dt: datetime | None) -> str | None:
@@ -175,42 +190,53 @@ ON CONFLICT (run_id, account, region) DO UPDATE SET state = excluded.state,
 """
 
 
-def event_row(event: Event) -> tuple[str, tuple[Any, ...]] | None:
-    """The upsert for ``event``, or None if the journal does not record it."""
+def event_row(event: Event) -> tuple[str, dict[str, Any] | tuple[Any, ...]] | None:
+    """The statement that records ``event``, or None if the journal does not record it."""
     lane = (event.run_id, event.account, event.region)
     if isinstance(event, LaneFailed):
         why = (event.action, event.error_code, event.error_message)
         return _LANE_UPSERT, (*lane, "failed", *why, timestamp(event.at))
     if isinstance(event, LanePlanned):
         return _LANE_UPSERT, (*lane, "planned", None, None, None, timestamp(event.at))
-    sql = _SQL.get(type(event))
-    if sql is None or event.instance_id is None:
+    kind = event_kind(event)
+    if kind is None:
         return None
-    # Columns: state, image_name, image_id, attempts, error_code, error_message,
-    # requested_at, completed_at.
     at = timestamp(event.at)
-    cols: tuple[Any, ...]
-    err: tuple[str | None, str | None]
+    row: dict[str, Any] = {
+        "run_id": event.run_id,
+        "account": event.account,
+        "region": event.region,
+        "iid": event.instance_id,
+        "state": TRANSITIONS[kind][1].value,
+        "image_name": None,
+        "image_id": None,
+        "attempts": 0,
+        "error_code": None,
+        "error_message": None,
+        "requested_at": None,
+        "completed_at": None,
+        "spec_json": None,
+        "updated_at": at,
+    }
     match event:
         case Discovered():
             # "" means "no name" (e.g. a target discovered only to be skipped).
-            cols = ("planned", event.image_name or None, None, 0, None, None, None, None)
+            row["image_name"] = event.image_name or None
+            if event.spec is not None:
+                row["spec_json"] = json.dumps(event.spec.to_dict(), sort_keys=True)
         case Requested():
-            cols = ("requesting", event.image_name, None, event.attempt, None, None, at, None)
+            row.update(image_name=event.image_name, attempts=event.attempt, requested_at=at)
         case Created():
-            cols = ("pending", event.image_name, event.image_id, 0, None, None, None, None)
+            row.update(image_name=event.image_name, image_id=event.image_id)
         case Available():
-            cols = ("available", None, event.image_id, 0, None, None, None, at)
+            row.update(image_id=event.image_id, completed_at=at)
         case Failed():
-            state = _FAILED_STATES.get(event.outcome, JournalState.FAILED).value
-            err = (event.error_code, event.error_message)
-            cols = (state, None, event.image_id, 0, *err, None, at)
+            row.update(image_id=event.image_id, completed_at=at)
+            row.update(error_code=event.error_code, error_message=event.error_message)
         case Skipped():
-            cols = ("skipped", None, None, 0, None, event.reason, None, at)
+            row.update(error_message=event.reason, completed_at=at)
         case DryRunChecked():
-            err = (None, None) if event.ok else (event.error_code, event.error_message)
-            cols = ("dry_run", None, None, 0, *err, None, at)
-        case _:  # pragma: no cover - _SQL and this match list the same types
-            return None
-    key = (event.run_id, event.account, event.region, event.instance_id)
-    return sql, (*key, *cols, at)
+            row["completed_at"] = at
+            if not event.ok:  # "dry_run without error_code" means the check passed
+                row.update(error_code=event.error_code, error_message=event.error_message)
+    return _SQL[kind], row

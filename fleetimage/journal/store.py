@@ -49,12 +49,12 @@ import platformdirs
 from fleetimage.core.errors import JournalError
 from fleetimage.core.models import (
     Event,
+    ImageSpec,
     JournalState,
     LaneFailure,
     Requested,
     TargetRecord,
 )
-from fleetimage.core.redaction import redact
 from fleetimage.journal.schema import (
     MIGRATIONS,
     RUN_STATUSES,
@@ -178,7 +178,9 @@ class Journal:
         self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
     ) -> None:
         """Record a run as running. On resume (same id) the original start and config stay."""
-        config_json = json.dumps(redact(config_snapshot), sort_keys=True, default=str)
+        # As it is: the config has no place for credentials, and resume must read it back
+        # exactly (redacting secret-shaped values would turn a git SHA tag into <redacted>).
+        config_json = json.dumps(config_snapshot, sort_keys=True, default=str)
         await self._call(
             lambda conn: conn.execute(
                 "INSERT INTO runs (run_id, started_at, status, config_json) "
@@ -248,6 +250,16 @@ class Journal:
             return cast(dict[str, Any], json.loads(found[0]))
 
         return await self._call(read)
+
+    async def planned_lanes(self, run_id: str) -> set[tuple[str, str]]:
+        """The (account, region) lanes of ``run_id`` whose discovery completed."""
+        rows = await self._call(
+            lambda conn: conn.execute(
+                "SELECT account, region FROM lanes WHERE run_id = ? AND state = 'planned'",
+                (run_id,),
+            ).fetchall()
+        )
+        return {(a, r) for a, r in rows}
 
     async def lane_failures(self, run_id: str) -> list[LaneFailure]:
         """The lanes of ``run_id`` that could not run, as last recorded."""
@@ -329,7 +341,7 @@ def _read_targets(conn: sqlite3.Connection, run_id: str) -> list[TargetRecord]:
         raise _unknown_run(run_id)
     rows = conn.execute(
         "SELECT account, region, instance_id, state, image_name, image_id, attempts, "
-        "error_code, error_message FROM targets WHERE run_id = ? "
+        "error_code, error_message, spec_json FROM targets WHERE run_id = ? "
         "ORDER BY account, region, instance_id",
         (run_id,),
     )
@@ -344,6 +356,7 @@ def _read_targets(conn: sqlite3.Connection, run_id: str) -> list[TargetRecord]:
             attempts=attempts,
             error_code=code,
             error_message=message,
+            spec=ImageSpec.from_dict(json.loads(spec)) if spec else None,
         )
-        for a, r, i, s, name, image_id, attempts, code, message in rows
+        for a, r, i, s, name, image_id, attempts, code, message, spec in rows
     ]

@@ -229,6 +229,10 @@ class MockConfig:
     ``latency_s``            extra time before every answer; ``latency_jitter_s`` adds a
                              uniform draw in ±jitter (seeded, clamped at 0);
                              ``region_latency_s`` adds a per-region extra.
+
+    ``rejected_access_keys``: requests signed with these access keys are refused as AWS
+    refuses unknown keys (403 ``InvalidClientTokenId`` from STS, 401 ``AuthFailure`` from
+    EC2), before anything else.
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -254,6 +258,7 @@ class MockConfig:
     latency_s: float = 0.0
     latency_jitter_s: float = 0.0
     region_latency_s: Mapping[str, float] | None = field(default=None, hash=False)
+    rejected_access_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -338,6 +343,7 @@ class MockConfig:
                 "region_latency_s",
                 MappingProxyType(check_region_latency(self.region_latency_s)),
             )
+        set_(self, "rejected_access_keys", frozenset(self.rejected_access_keys))
 
     @property
     def default_account(self) -> str:

@@ -232,6 +232,15 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
             )
             return web.Response(status=status, body=data, headers=headers, content_type=_JSON)
         is_sts = service == "sts"
+        if access_key in self.config.rejected_access_keys:
+            self._bump(account, region, action, "error")
+            if is_sts:
+                message = "The security token included in the request is invalid."
+                return await self._answer(
+                    403, sts_error("InvalidClientTokenId", message, rid, 403), region
+                )
+            message = "AWS was not able to validate the provided access credentials"
+            return await self._answer(401, ec2_error("AuthFailure", message, rid), region)
         render = sts_error if is_sts else _ec2_err
         if self.keys.expired(access_key, aws_now):
             self._bump(account, region, action, "expired")

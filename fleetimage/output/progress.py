@@ -5,47 +5,47 @@ blocks, never prints), so it costs the engine nothing. :func:`show_progress` ren
 periodically, as a rich live table when stderr is a terminal and as plain lines otherwise
 (CI logs, ``2> file``).
 
-Per (account, region) it shows: targets, requested (CreateImage sent or about to be, at least
-once), pending (created, not yet available), available, failed (failed, timed out or not
-started), skipped, throttled (RequestLimitExceeded answers) and the CreateImage request rate
-over the last few seconds.
+Per (account, region) and overall it shows: a bar (targets done of all), targets, requested
+(CreateImage sent or about to be, at least once), pending (created, not yet available),
+available, failed (failed, timed out or not started), skipped, throttled
+(RequestLimitExceeded answers), the CreateImage request rate and the completion rate over
+the last few seconds, and an ETA (:mod:`fleetimage.output.eta`: the CreateImage bucket's
+bound when ``limits`` is given, the observed rates, the observed pending time).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import anyio
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
 from fleetimage.core.durations import format_duration
-from fleetimage.core.models import (
-    Available,
-    Created,
-    Discovered,
-    DryRunChecked,
-    Event,
-    Failed,
-    JournalState,
-    Outcome,
-    Requested,
-    Skipped,
-    TargetRecord,
-    Throttled,
-)
+from fleetimage.core.models import DryRunChecked, Event, JournalState, TargetRecord, Throttled
+from fleetimage.core.states import SENT, event_kind, transition
+from fleetimage.output.eta import LaneClock, lane_eta
+
+S = JournalState
 
 __all__ = ["ProgressRow", "ProgressTracker", "show_progress"]
 
 _RATE_WINDOW_S = 5.0
-_UNSENT = frozenset({None, "planned", "not_started", "skipped", "dry_run"})
-_FAILED = {Outcome.TIMED_OUT: "timed_out", Outcome.NOT_STARTED: "not_started"}
-_DONE = frozenset({"available", "failed", "timed_out", "not_started", "skipped", "dry_run"})
+_PENDING_SAMPLES = 200  # the median pending time is taken over this many recent images
+# config.limits_for: region -> {action: (burst, rate_per_s)}
+Limits = Callable[[str], Mapping[str, tuple[float, float]]]
+# Counted as failed in the display: not done, and not going to be without a resume.
+_NOT_OK = frozenset({S.FAILED, S.TIMED_OUT, S.NOT_STARTED, S.UNKNOWN})
+_DONE = frozenset({S.AVAILABLE, S.FAILED, S.TIMED_OUT, S.NOT_STARTED, S.SKIPPED, S.DRY_RUN})
+_ENDS = frozenset({"available", "failed", "timed_out", "unknown", "not_started"})
 
 
 @dataclass(slots=True)
@@ -63,21 +63,46 @@ class ProgressRow:
     done: int = 0
     throttled: int = 0
     rate_per_s: float = 0.0
+    done_per_s: float = 0.0
+    eta_s: float | None = None  # None: not known yet (no image completed)
+    sending_s: float | None = None  # the part of the ETA that sending takes
+
+    @property
+    def eta(self) -> str:
+        """``1m 20s``, ``< 1s``, ``≥ 12s + pending`` / ``≥ pending time`` (no image has
+        completed yet, so the pending time is unknown), ``?`` (nothing to go on yet)."""
+        if self.eta_s is not None:
+            return "< 1s" if self.eta_s < 1 else format_duration(round(self.eta_s))
+        if self.sending_s is not None and self.sending_s >= 1:
+            return f"≥ {format_duration(round(self.sending_s))} + pending"
+        if self.sending_s is not None:
+            return "≥ pending time"
+        return "?"
 
 
 @dataclass(slots=True)
 class _Lane:
-    states: dict[str, str] = field(default_factory=dict)  # instance id -> state
+    states: dict[str, JournalState] = field(default_factory=dict)  # instance id -> state
     sent: set[str] = field(default_factory=set)
     throttled: int = 0
     requests: deque[float] = field(default_factory=deque)
+    failed_checks: set[str] = field(default_factory=set)  # dry runs that would not succeed
+    completions: deque[float] = field(default_factory=deque)
+    created_at: dict[str, float] = field(default_factory=dict)  # instance id -> when
+    pending_times: deque[float] = field(default_factory=lambda: deque(maxlen=_PENDING_SAMPLES))
+    youngest: float | None = None  # when the latest image was created
 
 
 class ProgressTracker:
     """Counts a run's events per lane. Call it with events; read :meth:`rows`."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, *, limits: Limits | None = None
+    ) -> None:
+        """``limits``: the config's ``limits_for`` (the CreateImage bucket bounds the ETA);
+        without it the ETA rests on the observed rates alone."""
         self._clock = clock
+        self.limits = limits  # settable: resume learns its config from the journal
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self.started = clock()
 
@@ -85,8 +110,8 @@ class ProgressTracker:
         """Resume: start from the journal's view of each target."""
         for rec in records:
             lane = self._lane(rec.account, rec.region)
-            lane.states[rec.instance_id] = rec.state.value
-            if rec.state in (JournalState.REQUESTING, JournalState.PENDING) or rec.image_id:
+            lane.states[rec.instance_id] = rec.state
+            if rec.state in SENT or rec.image_id:
                 lane.sent.add(rec.instance_id)
 
     def _lane(self, account: str, region: str) -> _Lane:
@@ -100,57 +125,81 @@ class ProgressTracker:
         if isinstance(event, Throttled):
             lane.throttled += 1
             return
-        target = event.instance_id
-        if target is None:
+        target, kind = event.instance_id, event_kind(event)
+        if target is None or kind is None:
             return
-        current = lane.states.get(target)
-        if current == "available":
-            return  # final
-        match event:
-            case Discovered():
-                if current in _UNSENT:
-                    lane.states[target] = "planned"
-            case Requested():
-                lane.states[target] = "requesting"
-                lane.sent.add(target)
-                lane.requests.append(self._clock())
-            case Created():
-                lane.states[target] = "pending"
-                lane.sent.add(target)
-            case Available():
-                lane.states[target] = "available"
-            case Failed():
-                lane.states[target] = _FAILED.get(event.outcome, "failed")
-            case Skipped():
-                lane.states[target] = "skipped"
-            case DryRunChecked():
-                lane.states[target] = "dry_run" if event.ok else "failed"
+        new = transition(lane.states.get(target), kind)
+        if new is None:
+            return  # the one state machine says this event changes nothing
+        lane.states[target] = new
+        if kind == "requested":
+            lane.requests.append(self._clock())
+        if kind in ("requested", "created"):
+            lane.sent.add(target)
+        if kind == "created":
+            lane.created_at[target] = lane.youngest = self._clock()
+        if kind in _ENDS:
+            self._completed(lane, target)
+        if isinstance(event, DryRunChecked) and not event.ok:
+            lane.failed_checks.add(target)
+
+    def _completed(self, lane: _Lane, target: str) -> None:
+        now = self._clock()
+        lane.completions.append(now)
+        created = lane.created_at.pop(target, None)
+        if created is not None:
+            lane.pending_times.append(now - created)
+
+    def _pending_s(self, lane: _Lane) -> float | None:
+        """The lane's median pending time; the fleet's while the lane has seen none."""
+        samples = lane.pending_times or [t for ln in self._lanes.values() for t in ln.pending_times]
+        return statistics.median(samples) if samples else None
 
     def rows(self) -> list[ProgressRow]:
         """One row per lane, sorted by (account, region)."""
         now = self._clock()
-        window = max(min(_RATE_WINDOW_S, now - self.started), 0.5)
+        elapsed = now - self.started
+        window = max(min(_RATE_WINDOW_S, elapsed), 0.5)
         rows = []
         for (account, region), lane in sorted(self._lanes.items()):
-            while lane.requests and lane.requests[0] < now - _RATE_WINDOW_S:
-                lane.requests.popleft()
+            for times in (lane.requests, lane.completions):
+                while times and times[0] < now - _RATE_WINDOW_S:
+                    times.popleft()
             counts = Counter(lane.states.values())
-            rows.append(
-                ProgressRow(
-                    account=account,
-                    region=region,
-                    targets=len(lane.states),
-                    requested=len(lane.sent),
-                    pending=counts["pending"],
-                    available=counts["available"],
-                    failed=counts["failed"] + counts["timed_out"] + counts["not_started"],
-                    skipped=counts["skipped"],
-                    done=sum(n for state, n in counts.items() if state in _DONE),
-                    throttled=lane.throttled,
-                    rate_per_s=len(lane.requests) / window,
+            row = ProgressRow(
+                account=account,
+                region=region,
+                targets=len(lane.states),
+                requested=len(lane.sent),
+                pending=counts[S.PENDING],
+                available=counts[S.AVAILABLE],
+                failed=sum(counts[s] for s in _NOT_OK) + len(lane.failed_checks),
+                skipped=counts[S.SKIPPED],
+                done=sum(n for state, n in counts.items() if state in _DONE),
+                throttled=lane.throttled,
+                rate_per_s=len(lane.requests) / window,
+                done_per_s=len(lane.completions) / window,
+            )
+            bucket = self.limits(region).get("CreateImage") if self.limits else None
+            row.eta_s, row.sending_s = lane_eta(
+                LaneClock(
+                    unsent=counts[S.PLANNED],
+                    pending=counts[S.PENDING] + counts[S.REQUESTING],
+                    sent=len(lane.sent),
+                    elapsed_s=elapsed,
+                    create_rate=row.rate_per_s,
+                    done_rate=row.done_per_s,
+                    bucket=bucket,
+                    pending_s=self._pending_s(lane),
+                    youngest_age_s=None if lane.youngest is None else now - lane.youngest,
                 )
             )
+            rows.append(row)
         return rows
+
+    def eta(self) -> float | None:
+        """Seconds until every lane is done (the slowest lane's); None: not known yet."""
+        return self.total().eta_s
 
     def total(self, rows: list[ProgressRow] | None = None) -> ProgressRow:
         rows = self.rows() if rows is None else rows
@@ -161,6 +210,14 @@ class ProgressTracker:
             total.done += row.done
             total.throttled += row.throttled
             total.rate_per_s += row.rate_per_s
+            total.done_per_s += row.done_per_s
+        # Lanes run side by side: the slowest decides; one unknown lane makes it unknown.
+        etas = [row.eta_s for row in rows]
+        total.eta_s = None if None in etas else max((e for e in etas if e is not None), default=0.0)
+        sending = [row.sending_s for row in rows]
+        total.sending_s = (
+            None if None in sending else max((s for s in sending if s is not None), default=0.0)
+        )
         return total
 
     def elapsed(self) -> float:
@@ -177,17 +234,21 @@ class ProgressTracker:
         accounts = len({r.account for r in rows})
         head = Text(
             f"{title}{format_duration(self.elapsed())} elapsed, "
-            f"{total.done}/{total.targets} targets done"
+            f"{total.done}/{total.targets} targets done, ETA {total.eta}"
         )
         table = Table(box=None, pad_edge=False)
-        table.add_column("region")
+        table.add_column("region", no_wrap=True)
+        table.add_column("", no_wrap=True)  # the bar
         for name in _COLUMNS:
-            table.add_column(name, justify="right")
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_column("ETA", justify="right", no_wrap=True)
         for row in [*rows, total]:
             style = "bold" if row is total else ""
             table.add_row(
                 Text(self._label(row, accounts), style=style),
+                ProgressBar(total=max(row.targets, 1), completed=row.done, width=20),
                 *(Text(value, style=style) for value in _cells(row)),
+                Text(row.eta, style=style),
             )
         return Group(head, table)
 
@@ -198,7 +259,9 @@ class ProgressTracker:
         out = []
         for row in [*rows, self.total(rows)] if len(rows) > 1 else rows:
             cells = ", ".join(f"{v} {n}" for n, v in zip(_COLUMNS, _cells(row), strict=True))
-            out.append(f"{stamp} {self._label(row, accounts)}: {cells}")
+            # The bar goes after the counts: "region: N targets, ..." stays greppable.
+            label = self._label(row, accounts)
+            out.append(f"{stamp} {label}: {cells}, {_bar(row)}, ETA {row.eta}")
         return out
 
 
@@ -211,6 +274,7 @@ _COLUMNS = (
     "skipped",
     "throttled",
     "create/s",
+    "done/s",
 )
 
 
@@ -224,7 +288,15 @@ def _cells(row: ProgressRow) -> tuple[str, ...]:
         str(row.skipped),
         str(row.throttled),
         f"{row.rate_per_s:.1f}",
+        f"{row.done_per_s:.1f}",
     )
+
+
+def _bar(row: ProgressRow, width: int = 10) -> str:
+    """``[#####.....]  50%``: the plain lines' bar (targets done of all)."""
+    share = row.done / row.targets if row.targets else 0.0
+    filled = min(width, math.floor(share * width))
+    return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
 
 
 async def show_progress(

@@ -28,9 +28,12 @@ JSON format (``RunReport.to_json()``, and ``RunReport.write(path)`` for any non-
     }
 
 Outcomes: ``available`` (done), ``pending`` (created, not waited for: --no-wait or the run
-stopped while waiting), ``failed`` / ``timed_out`` (with the AWS error code), ``not_started``
-(never sent; error_code ``NotStarted`` when the run ended first), ``skipped`` (error_message says
-why), ``dry_run`` (error_code is null when the dry run passed, else why it would fail).
+stopped while waiting), ``failed`` (EC2 said so: the image failed, or the request was refused;
+with the AWS error code), ``timed_out`` (the wait ran out; the image may still become
+available), ``unknown`` (CreateImage may have been applied, or the image's state could not be
+read: resume looks again), ``not_started`` (never sent; error_code ``NotStarted`` when the run
+ended first), ``skipped`` (error_message says why), ``dry_run`` (error_code is null when the dry
+run passed, else why it would fail).
 
 CSV (``write("x.csv")``): one row per result, header = the result fields in the order above,
 empty cell for null, RFC 4180 quoting and CRLF line ends. Lane failures are not rows of it (they
@@ -57,7 +60,7 @@ from fleetimage.core.models import ImageResult, LaneFailure, Outcome
 
 __all__ = ["BAD_OUTCOMES", "RESULT_FIELDS", "RunReport", "read_results_csv", "result_from_dict"]
 
-BAD_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.NOT_STARTED})
+BAD_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.NOT_STARTED, Outcome.UNKNOWN})
 RESULT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageResult))
 
 
@@ -110,6 +113,8 @@ class RunReport:
     lane_failures: tuple[LaneFailure, ...] = ()
     dry_run: bool = False
     interrupted: bool = False
+    # The journal failed mid-run: this report is the only full record of the run.
+    journal_error: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", tuple(sorted(self.results, key=_sort_key)))
@@ -126,7 +131,11 @@ class RunReport:
     def ok(self) -> bool:
         """True when no lane failed and no target failed, timed out, went unstarted or failed
         its dry run."""
-        return not self.lane_failures and not any(_is_failure(r) for r in self.results)
+        return (
+            self.journal_error is None
+            and not self.lane_failures
+            and not any(_is_failure(r) for r in self.results)
+        )
 
     def failures(self) -> list[ImageResult]:
         return [r for r in self.results if _is_failure(r)]
@@ -141,6 +150,7 @@ class RunReport:
             "counts": self.counts,
             "results": [r.to_dict() for r in self.results],
             "lane_failures": [f.to_dict() for f in self.lane_failures],
+            "journal_error": self.journal_error,
         }
 
     @classmethod
@@ -154,6 +164,7 @@ class RunReport:
             lane_failures=tuple(LaneFailure.from_dict(f) for f in data.get("lane_failures", ())),
             dry_run=bool(data.get("dry_run", False)),
             interrupted=bool(data.get("interrupted", False)),
+            journal_error=data.get("journal_error"),
         )
 
     def to_json(self) -> str:

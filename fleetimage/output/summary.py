@@ -4,6 +4,7 @@ the failures."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 from rich.console import Group, RenderableType
@@ -11,9 +12,11 @@ from rich.table import Table
 from rich.text import Text
 
 from fleetimage.core.models import (
+    ImageResult,
     Outcome,
 )
 from fleetimage.output.report import RunReport
+from fleetimage.output.tables import Column, FitTable
 
 __all__ = ["render_summary"]
 
@@ -25,9 +28,17 @@ def _clip(text: str | None, width: int) -> Text:
 
 
 def render_summary(
-    report: RunReport, *, max_failures: int = 20, message_width: int = 80
+    report: RunReport,
+    *,
+    max_failures: int = 20,
+    message_width: int = 80,
+    expected: Callable[[ImageResult], bool] | None = None,
+    verdict: bool = True,
 ) -> RenderableType:
-    """Counts per region, then the first ``max_failures`` failures and how many more there are."""
+    """Counts per region, then the first ``max_failures`` failures and how many more there are.
+
+    ``expected``: which failures were expected (the demo's injected ones), marked as such.
+    ``verdict``: end with the "N targets in T: ok" line (the demo gives its own)."""
     outcomes = [o for o in Outcome if report.counts[o.value]] or [Outcome.AVAILABLE]
     title = f"run {report.run_id}" + (" (dry run)" if report.dry_run else "")
     if report.interrupted:
@@ -64,15 +75,29 @@ def render_summary(
 
     failures = report.failures()
     if failures:
-        table = Table(title=f"{len(failures)} failures", title_justify="left")
-        for name in ("instance", "account", "region", "outcome", "code", "message"):
-            table.add_column(name, overflow="fold" if name == "message" else "ellipsis")
+        # Ids are never cut: a table when they fit whole, else one failure per line.
+        table = FitTable(
+            [
+                Column("instance", "id"),
+                Column("account", "id"),
+                Column("region", lead=True),
+                Column("outcome"),
+                Column("code"),
+                Column("message", "text"),
+            ],
+            title=f"{len(failures)} failures"
+            + (
+                f" ({sum(map(expected, failures))} expected)"
+                if expected is not None and any(map(expected, failures))
+                else ""
+            ),
+        )
         for r in failures[:max_failures]:
             table.add_row(
                 Text(r.instance_id),
                 Text(r.account),
                 Text(r.region),
-                r.outcome.value,
+                r.outcome.value + (" (expected)" if expected is not None and expected(r) else ""),
                 Text(r.error_code or ""),
                 _clip(r.error_message, message_width),
             )
@@ -82,9 +107,10 @@ def render_summary(
             parts.append(Text(f"… and {hidden} more failures (see the JSON/CSV report)"))
     elapsed = timedelta(seconds=round((report.finished_at - report.started_at).total_seconds()))
     # An interrupted run is not done, even when nothing in it has failed yet.
-    verdict = "ok" if report.ok else "not ok"
+    word = "ok" if report.ok else "not ok"
     if report.interrupted:
-        verdict = "interrupted" if report.ok else "interrupted, not ok"
-    lanes = f" ({len(report.lane_failures)} lanes failed)" if report.lane_failures else ""
-    parts.append(Text(f"{counts['total']} targets{lanes} in {elapsed}: {verdict}"))
+        word = "interrupted" if report.ok else "interrupted, not ok"
+    if verdict:
+        lanes = f" ({len(report.lane_failures)} lanes failed)" if report.lane_failures else ""
+        parts.append(Text(f"{counts['total']} targets{lanes} in {elapsed}: {word}"))
     return Group(*parts)

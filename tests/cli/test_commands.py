@@ -164,15 +164,18 @@ def test_no_wait_then_resume_waits_without_resending(
 
 
 def test_deadline_then_resume(mock_thread: MockFactory, tmp_path: Path) -> None:
-    # CreateImage: burst 2, 10/s, unscaled: ~36 targets take ~2 s, the deadline is 1 s.
-    mock = mock_thread(instances_per_region=20, limits={"CreateImage": (2, 10)})
+    # CreateImage: burst 2, 10/s in real time (time_scale 1): ~36 targets take ~3.4 s after
+    # planning, the deadline is 1 s after the command starts.
+    mock = mock_thread(
+        instances_per_region=20, limits={"CreateImage": (2, 10)}, time_scale=1.0, pending_s=0.5
+    )
     cfg = fleet_config(limits={"CreateImage": {"burst": 2, "rate_per_s": 10}})
     path = write_config(tmp_path / "fleet.yaml", cfg)
     ran = cli("run", "-c", path, "--endpoint-url", mock.endpoint_url, "--deadline", "1s")
     assert ran.code == 1, ran.output
     run_id = _run_id(ran.stdout)
     counts = _report(tmp_path, run_id)["counts"]
-    assert isinstance(counts, dict) and counts["not_started"] > 0
+    assert isinstance(counts, dict) and counts["not_started"] > 0, counts
     assert f"to finish this run: fleetimage resume {run_id}" in ran.stdout
     ran = cli("resume", run_id, "--endpoint-url", mock.endpoint_url, "--max-errors", "0")
     assert ran.code == 0, ran.output

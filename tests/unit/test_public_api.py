@@ -33,6 +33,7 @@ EXPECTED = {
     "Skipped",
     "Subscriber",
     "Throttled",
+    "UsageError",
     "image_fleet",
     "load_config",
     "parse_config",
@@ -51,7 +52,14 @@ def test_all_is_pinned_and_importable() -> None:
 
 
 def test_one_exception_root() -> None:
-    for name in ("AwsError", "ConfigError", "JournalError", "MockError", "RunDeclined"):
+    for name in (
+        "AwsError",
+        "ConfigError",
+        "JournalError",
+        "MockError",
+        "RunDeclined",
+        "UsageError",
+    ):
         assert issubclass(getattr(fleetimage, name), fleetimage.FleetImageError)
 
 

@@ -88,8 +88,9 @@ def test_collector_outcome_for_every_path() -> None:
     assert r["i-skip"].outcome is Outcome.SKIPPED
     assert r["i-skip"].error_message == "instance is terminated"
     assert r["i-pend"].outcome is Outcome.PENDING and r["i-pend"].image_id == "ami-i-pend"
-    assert (r["i-sent"].outcome, r["i-sent"].error_code) == (Outcome.NOT_STARTED, "NotStarted")
-    assert "sent" in (r["i-sent"].error_message or "")
+    # sent, never answered: the image may exist, so it is not "not started" but unknown
+    assert (r["i-sent"].outcome, r["i-sent"].error_code) == (Outcome.UNKNOWN, "NoAnswer")
+    assert "looks the image up by name" in (r["i-sent"].error_message or "")
     assert (r["i-never"].outcome, r["i-never"].error_code) == (Outcome.NOT_STARTED, "NotStarted")
     assert r["i-never"].image_name == "img-i-never"
 
@@ -99,9 +100,10 @@ def test_collector_outcome_for_every_path() -> None:
         "failed": 1,
         "skipped": 1,
         "timed_out": 1,
-        "not_started": 3,
+        "not_started": 2,
         "dry_run": 0,
         "pending": 1,
+        "unknown": 1,
         "total": 8,
     }
     assert {f.instance_id for f in report.failures()} == {
@@ -189,6 +191,7 @@ def test_json_format_and_round_trip(tmp_path: Path) -> None:
         "counts",
         "results",
         "lane_failures",
+        "journal_error",
     ]
     assert data["started_at"] == T0.isoformat() and data["counts"]["total"] == 3
     # Sorted by (account, region, instance_id).
