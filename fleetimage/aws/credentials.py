@@ -195,7 +195,8 @@ def _clock_error(holder: AccountCredentials, detail: str) -> CredentialsExpired:
 
 async def _force_refresh(creds: AioRefreshableCredentials) -> None:
     # botocore has no public "refresh now". This is exactly what its own _refresh does once
-    # the mandatory margin is reached (aiobotocore 3.x; tests/unit/test_credential_renewal.py pins it).
+    # the mandatory margin is reached (aiobotocore 3.x; pinned by
+    # tests/unit/test_credential_renewal.py).
     async with creds._refresh_lock:
         await creds._protected_refresh(is_mandatory=True)
 
