@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fleetimage.aws.clients import to_aws_error
+from fleetimage.aws.credentials import AccountCredentials
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import LaneKey, Requested, Retried, Throttled
@@ -37,9 +38,12 @@ class Lane:
         run_id: str,
         bus: Bus,
         stopper: Stopper | None = None,
+        credentials: AccountCredentials | None = None,
     ) -> None:
         self.key = key
         self.client = client
+        # What the client signs with; renewed on an expiry answer (aws/credentials.py).
+        self.credentials = credentials
         self.limiter = limiter
         self.retry_policy = retry_policy
         self.run_id = run_id
@@ -72,6 +76,8 @@ class Lane:
         if write_ahead is not None:
             await self.bus.before_send(write_ahead)
         sent_at = bucket.now()  # a late throttle of a request sent before a cut is no new signal
+        creds = self.credentials
+        generation = creds.generation if creds is not None else 0
         method = getattr(self.client, _SNAKE.sub("_", action).lower())
         try:
             answer = await method(**params)
@@ -90,8 +96,12 @@ class Lane:
                         new_rate_per_s=rate,
                     )
                 )
+            elif error.kind is ErrorKind.AUTH_EXPIRED and creds is not None:
+                await creds.renew(error, generation)  # the retry resends; raises if it cannot
             raise error from None
         bucket.on_success()
+        if creds is not None:
+            creds.worked()
         return answer
 
     async def call(

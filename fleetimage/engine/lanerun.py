@@ -13,7 +13,7 @@ import anyio.abc
 
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
-from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.core.models import (
     Available,
     Created,
@@ -44,6 +44,7 @@ class StopReason:
     DEADLINE = "DeadlineReached"
     ERROR_BUDGET = "ErrorBudgetExceeded"
     JOURNAL = LEDGER_FAILED
+    CREDENTIALS = CredentialsExpired.CODE
 
 
 @dataclass(slots=True)
@@ -119,6 +120,7 @@ class LaneRun:
             poll_interval_s=config.wait.poll_interval_s,
             timeout_s=config.wait.timeout_s,
             not_found_grace_s=config.wait.not_found_grace_s,
+            on_credentials_expired=self._credentials_expired,
         )
         state.waiters.append(self.waiter)
 
@@ -161,6 +163,10 @@ class LaneRun:
                 continue
             await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
 
+    def _credentials_expired(self, error: CredentialsExpired) -> None:
+        if error.own:  # every account depends on them: no new work anywhere
+            self.state.request_stop(StopReason.CREDENTIALS, stop_waiting=True)
+
     def _settled(self, record: TargetRecord) -> bool:
         retry = self.retry_failed and record.state is JournalState.FAILED
         return record.state in SETTLED and not retry
@@ -199,6 +205,13 @@ class LaneRun:
                     reason = stop.reason
                     await self._fail(
                         spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False
+                    )
+                    return
+                except CredentialsExpired as error:
+                    # Never the target's fault: unstarted (or, if sent before, still open).
+                    self._credentials_expired(error)
+                    await self._fail(
+                        spec, Outcome.NOT_STARTED, error.code, error.message, count=False
                     )
                     return
                 except AwsError as error:
@@ -246,6 +259,11 @@ class LaneRun:
                     image_id=image_id,
                     count=False,
                 )
+            elif result.code == StopReason.CREDENTIALS:  # it can no longer be polled
+                message = f"{_NOT_STARTED[StopReason.CREDENTIALS]}; the image's state is unknown"
+                await self._fail(
+                    spec, Outcome.UNKNOWN, result.code, message, image_id=image_id, count=False
+                )
             # Interrupted: the image stays pending in the journal; resume waits for it.
         elif result.state == "unknown":  # DescribeImages refused: EC2 never said "failed"
             await self._fail(spec, Outcome.UNKNOWN, result.code, result.message, image_id=image_id)
@@ -281,6 +299,8 @@ _NOT_STARTED = {
     StopReason.INTERRUPTED: "the run was interrupted before this target started; resume it",
     StopReason.DEADLINE: "the deadline passed before this target started",
     StopReason.ERROR_BUDGET: "max_errors was exceeded; no new images were started",
+    StopReason.CREDENTIALS: "your own AWS credentials expired and cannot be renewed here; "
+    "renew them (aws sso login, a new profile session) and resume",
     StopReason.JOURNAL: "the journal failed, so no CreateImage could be journaled before it "
     "was sent; no new images were started",
 }

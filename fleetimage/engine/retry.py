@@ -5,6 +5,8 @@
 - TRANSIENT / AMBIGUOUS: jittered exponential backoff. (AMBIGUOUS calls are resolved by a
   lookup before the resend; that is the caller's job, see ``create.py``.)
 - QUOTA: snapshot limits clear in minutes: a long, jittered, bounded backoff.
+- AUTH_EXPIRED: the lane has already renewed the credentials (``Lane.send``): resend at
+  once, within its own budget; renewing that does not help stops the lane there.
 - FATAL and DUPLICATE_NAME: never retried here.
 
 Throttles get their own, larger budget: under a noisy neighbour they are expected and cost
@@ -26,8 +28,16 @@ from fleetimage.engine.stop import Stopper
 __all__ = ["RETRYABLE", "RetryPolicy", "retrying"]
 
 RETRYABLE = frozenset(
-    {ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.QUOTA}
+    {
+        ErrorKind.THROTTLE,
+        ErrorKind.TRANSIENT,
+        ErrorKind.AMBIGUOUS,
+        ErrorKind.QUOTA,
+        ErrorKind.AUTH_EXPIRED,
+    }
 )
+# Kinds with a budget of their own, outside the max_attempts shared by the others.
+_OWN_BUDGET = frozenset({ErrorKind.THROTTLE, ErrorKind.AUTH_EXPIRED})
 THROTTLE_BUDGET_FACTOR = 4
 
 
@@ -83,7 +93,9 @@ class _Budget:
             return n >= self.policy.max_attempts * THROTTLE_BUDGET_FACTOR
         if err.kind is ErrorKind.QUOTA:
             return n >= self.policy.quota_max_attempts
-        others = sum(c for k, c in self.counts.items() if k is not ErrorKind.THROTTLE)
+        if err.kind is ErrorKind.AUTH_EXPIRED:
+            return n >= self.policy.max_attempts
+        others = sum(c for k, c in self.counts.items() if k not in _OWN_BUDGET)
         return others >= self.policy.max_attempts
 
     def wait(self, state: RetryCallState) -> float:
@@ -96,6 +108,8 @@ class _Budget:
             return random.uniform(0, p.base_delay_s / 4)
         if err.kind is ErrorKind.QUOTA:
             return p.quota_delay_s * random.uniform(1.0, 1.5)
+        if err.kind is ErrorKind.AUTH_EXPIRED:
+            return 0.0  # already renewed
         # "Full jitter" exponential backoff (AWS architecture blog): spreads retries of many
         # targets that failed together instead of resending them in lockstep.
         return random.uniform(0, min(p.max_delay_s, p.base_delay_s * 2 ** (n - 1)))

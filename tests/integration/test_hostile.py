@@ -570,7 +570,9 @@ async def test_garbage_200_to_create_image_is_not_an_internal_error(
     )
     report = await image_fleet(parse_config(cfg()), endpoint_url=proxy.url)
     for result in report.results:
-        assert result.outcome is Outcome.FAILED
+        # The garbage may have come after the image was made: unknown, looked up on resume,
+        # not failed (EC2 never said so), and never an internal error.
+        assert result.outcome is Outcome.UNKNOWN
         assert result.error_code != "InternalError", result
 
 
