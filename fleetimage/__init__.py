@@ -14,6 +14,7 @@ from fleetimage.config import FleetConfig, load_config, parse_config
 from fleetimage.core.errors import (
     AwsError,
     ConfigError,
+    CredentialsExpired,
     ErrorKind,
     FleetImageError,
     JournalError,
@@ -53,6 +54,7 @@ __all__ = [
     "AwsError",
     "ConfigError",
     "Created",
+    "CredentialsExpired",
     "Discovered",
     "DryRunChecked",
     "ErrorKind",

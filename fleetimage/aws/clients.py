@@ -61,11 +61,15 @@ _ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/.+$")
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """Temporary or static credentials for one account. ``repr`` never shows the secrets."""
+    """Temporary or static credentials for one account. ``repr`` never shows the secrets.
+
+    ``expiration``: when temporary credentials stop working (AssumeRole's ``Expiration``).
+    """
 
     access_key_id: str
     secret_access_key: str
     session_token: str | None = None
+    expiration: datetime | None = None
 
     def __repr__(self) -> str:
         return "Credentials(<redacted>)"
@@ -120,11 +124,15 @@ def ec2_client(
     *,
     region: str,
     endpoint_url: str | None,
-    credentials: Credentials | None,
     config: AioConfig,
+    credentials: Credentials | None = None,
     service: str = "ec2",
 ) -> contextlib.AbstractAsyncContextManager[Any]:
-    """An EC2 (or ``service``, e.g. rbin) client context manager; one per lane, kept."""
+    """An EC2 (or ``service``, e.g. rbin) client context manager; one per lane, kept.
+
+    It signs with ``session``'s credentials (an account's renewing ones, see
+    :func:`fleetimage.aws.credentials.account_session`) unless fixed ``credentials`` are given.
+    """
     kwargs: dict[str, Any] = {"region_name": region, "config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
@@ -160,18 +168,54 @@ async def assume_role(
     region: str,
     endpoint_url: str | None,
     config: AioConfig,
+    duration_s: int = 3600,
 ) -> Credentials:
-    """AssumeRole through the region's STS endpoint; errors come back as AwsError."""
-    params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name}
+    """AssumeRole through the region's STS endpoint; errors come back as AwsError.
+
+    A ``DurationSeconds`` the role refuses (above its MaxSessionDuration, or above 3,600 for a
+    chained role: STS fails rather than capping) comes back as one line naming ``duration_s``.
+    """
+    params: dict[str, Any] = {
+        "RoleArn": role_arn,
+        "RoleSessionName": session_name,
+        "DurationSeconds": duration_s,
+    }
     if external_id:
         params["ExternalId"] = external_id
     async with _sts_client(session, region=region, endpoint_url=endpoint_url, config=config) as sts:
         try:
             answer = await sts.assume_role(**params)
         except Exception as exc:
-            raise to_aws_error(exc, "AssumeRole") from None
+            error = to_aws_error(exc, "AssumeRole")
+            raise _duration_refused(error, role_arn, duration_s) or error from None
     creds = answer["Credentials"]
-    return Credentials(creds["AccessKeyId"], creds["SecretAccessKey"], creds.get("SessionToken"))
+    return Credentials(
+        creds["AccessKeyId"],
+        creds["SecretAccessKey"],
+        creds.get("SessionToken"),
+        creds.get("Expiration"),
+    )
+
+
+def _duration_refused(error: AwsError, role_arn: str, duration_s: int) -> AwsError | None:
+    """STS's "DurationSeconds exceeds ..." as one line that says which config value to change."""
+    if error.code != "ValidationError" or "DurationSeconds" not in error.message:
+        return None
+    chained = "chaining" in error.message
+    why = (
+        "your own credentials are themselves an assumed role (role chaining), which allows "
+        "at most 3600"
+        if chained
+        else "it is above the role's MaxSessionDuration (raise that in IAM, up to 43200)"
+    )
+    return AwsError(
+        error.code,
+        f"AssumeRole refused accounts[].duration_s = {duration_s} for {role_arn}: {why}; "
+        f"lower duration_s (AWS: {error.message.rstrip('.')})",
+        action="AssumeRole",
+        http_status=error.http_status,
+        kind=ErrorKind.FATAL,
+    )
 
 
 async def caller_account(

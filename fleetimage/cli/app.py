@@ -241,7 +241,7 @@ def resume(
         False,
         "--rediscover",
         help="Discover every lane again and add instances found since the run started "
-        "(shown first; asks unless --yes).",
+        "(shown before the confirmation).",
     ),
     retry_failed: bool = typer.Option(
         False,

@@ -341,6 +341,9 @@ def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Exec
             markup=False,
             highlight=False,
         )
+    expired = next((r for r in report.results if r.error_code == "CredentialsExpired"), None)
+    if expired is not None:
+        con.err.print(f"error: {expired.error_message}", markup=False, highlight=False)
     open_targets = sum(counts[o] for o in ("pending", "not_started", "timed_out", "unknown"))
     if report.interrupted:
         ex.exit_code = EXIT_INTERRUPTED

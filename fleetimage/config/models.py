@@ -65,18 +65,31 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+# AssumeRole's DurationSeconds bounds (STS API reference).
+MIN_SESSION_S = 900
+MAX_SESSION_S = 43_200
 
 
 # --- models -------------------------------------------------------------------------------
 
 
 class AccountSpec(BaseModel):
-    """An account reached by assuming ``role_arn``."""
+    """An account reached by assuming ``role_arn``.
+
+    ``duration_s`` is AssumeRole's DurationSeconds: how long each session lasts (STS allows
+    900-43,200; at most the role's MaxSessionDuration, and at most 3,600 when your own
+    credentials are themselves an assumed role). Sessions renew themselves before they expire:
+    once less than ``renew_fraction`` of a session is left (measured against the session's
+    real expiry, so a time-scaled endpoint scales the margin too), and at the latest at half
+    of that.
+    """
 
     model_config = _FROZEN
     role_arn: RoleArn
     external_id: str | None = None
     session_name: str = "fleetimage"
+    duration_s: Annotated[int, Field(strict=True)] = 3600
+    renew_fraction: Annotated[float, Field(strict=True, gt=0, le=0.5)] = 0.15
 
     @field_validator("external_id")
     @classmethod
@@ -90,6 +103,16 @@ class AccountSpec(BaseModel):
     def _session_name(cls, value: str) -> str:
         if not SESSION_NAME_RE.fullmatch(value):
             raise ValueError("session_name must be 2-64 characters of letters, digits, +=,.@_-")
+        return value
+
+    @field_validator("duration_s")
+    @classmethod
+    def _duration(cls, value: int) -> int:
+        if not MIN_SESSION_S <= value <= MAX_SESSION_S:
+            raise ValueError(
+                f"must be {MIN_SESSION_S}-{MAX_SESSION_S} seconds (AssumeRole's "
+                f"DurationSeconds; default 3600), got {value}"
+            )
         return value
 
 
@@ -270,17 +293,11 @@ class RetryOptions(BaseModel):
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
-        if self.max_delay_s < self.base_delay_s:
-            raise FieldError(
-                f"max_delay_s ({self.max_delay_s}) must be >= base_delay_s ({self.base_delay_s})",
-                ("max_delay_s",),
-            )
-        if self.breaker_max_cooldown_s < self.breaker_cooldown_s:
-            raise FieldError(
-                f"breaker_max_cooldown_s ({self.breaker_max_cooldown_s}) must be >= "
-                f"breaker_cooldown_s ({self.breaker_cooldown_s})",
-                ("breaker_max_cooldown_s",),
-            )
+        pairs = (("base_delay_s", "max_delay_s"), ("breaker_cooldown_s", "breaker_max_cooldown_s"))
+        for low, high in pairs:
+            lo, hi = getattr(self, low), getattr(self, high)
+            if hi < lo:
+                raise FieldError(f"{high} ({hi}) must be >= {low} ({lo})", (high,))
         return self
 
 

@@ -9,6 +9,7 @@ Every exception fleetimage raises derives from :class:`FleetImageError`::
      ├── UsageError         arguments that do not fit (a flag combination, a run's state)
      ├── MockError          the mock endpoint was asked for something it cannot do
      └── AwsError           an AWS API call failed; ``kind`` says what to do about it
+          └── CredentialsExpired  expired credentials that renewing cannot fix: stop, resumable
 
 ``classify`` maps an EC2/STS error code (and HTTP status) to an :class:`ErrorKind`, which is
 the only thing the retry policy looks at.
@@ -23,6 +24,7 @@ from fleetimage.core.redaction import scrub_text
 __all__ = [
     "AwsError",
     "ConfigError",
+    "CredentialsExpired",
     "ErrorKind",
     "FleetImageError",
     "JournalError",
@@ -75,6 +77,7 @@ class ErrorKind(enum.Enum):
     AMBIGUOUS = "ambiguous"  # may have been applied (timeout, reset after send): look up first
     QUOTA = "quota"  # snapshot/resource limits: retry after a long backoff, bounded
     DUPLICATE_NAME = "duplicate_name"  # InvalidAMIName.Duplicate: adopt or fail
+    AUTH_EXPIRED = "auth_expired"  # ExpiredToken/RequestExpired: renew the credentials, retry
     FATAL = "fatal"  # bad instance, bad state, no permission: record and move on
 
 
@@ -82,6 +85,10 @@ _THROTTLE_CODES = frozenset({"RequestLimitExceeded", "Throttling", "ThrottlingEx
 _TRANSIENT_CODES = frozenset(
     {"InternalError", "InternalFailure", "ServiceUnavailable", "Unavailable", "RequestTimeout"}
 )
+# Expired session credentials (STS: ExpiredToken, EC2: RequestExpired, some services add
+# "Exception"). RequestExpired also answers a request whose timestamp is more than 5 minutes
+# off AWS's clock: renewing cannot fix that, which is why renewals are bounded (aws.credentials).
+_AUTH_EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "RequestExpired"})
 _QUOTA_CODES = frozenset(
     {
         "ConcurrentSnapshotLimitExceeded",
@@ -101,6 +108,8 @@ def classify(code: str, http_status: int | None = None) -> ErrorKind:
         return ErrorKind.DUPLICATE_NAME
     if code in _QUOTA_CODES:
         return ErrorKind.QUOTA
+    if code in _AUTH_EXPIRED_CODES:
+        return ErrorKind.AUTH_EXPIRED
     if code in _TRANSIENT_CODES or (http_status is not None and http_status >= 500):
         return ErrorKind.TRANSIENT
     return ErrorKind.FATAL
@@ -125,3 +134,21 @@ class AwsError(FleetImageError):
         self.http_status = http_status
         self.kind = kind if kind is not None else classify(code, http_status)
         super().__init__(f"{action}: {code}: {self.message}")
+
+
+class CredentialsExpired(AwsError):
+    """Credentials that expired and that renewing does not fix: the lane (or the run) stops.
+
+    Never a target's fault: its targets are left unstarted (resumable), never failed.
+    ``own`` is True when the caller's own credentials (environment, profile) expired and
+    cannot be refreshed here: every account depends on them, so the whole run must stop new
+    work. Otherwise one account's credentials cannot be renewed (a renewal refused, or
+    ``RequestExpired`` after three renewals in a row: a clock off by more than 5 minutes)
+    and only that account's lanes stop. The message is one line naming the causes.
+    """
+
+    CODE = "CredentialsExpired"
+
+    def __init__(self, message: str, *, action: str, own: bool) -> None:
+        super().__init__(self.CODE, message, action=action, kind=ErrorKind.FATAL)
+        self.own = own

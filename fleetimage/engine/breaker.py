@@ -68,12 +68,21 @@ class LaneOutage(AwsError):
     """
 
     def __init__(
-        self, lane: LaneKey, last_error: AwsError | None, outage_s: float, *, hint: str = ""
+        self,
+        lane: LaneKey,
+        last_error: AwsError | None,
+        outage_s: float,
+        *,
+        hint: str = "",
+        requested: bool = False,
     ) -> None:
         self.lane = lane
         self.last_error = last_error
         self.outage_s = outage_s
         self.hint = hint
+        # Set by create_image: a CreateImage for this target was sent before (this run or
+        # the last), so it may exist: the target is unknown (resume looks it up by name).
+        self.requested = requested
         last = describe_error(last_error) or "none recorded"
         message = (
             f"lane {lane} stopped: its endpoint failed for over {outage_s:g} s "
@@ -87,10 +96,14 @@ class LaneOutage(AwsError):
             kind=ErrorKind.FATAL,
         )
 
-    def again(self, *, hint: str | None = None) -> LaneOutage:
+    def again(self, *, hint: str | None = None, requested: bool | None = None) -> LaneOutage:
         """A fresh copy to raise in another task (an exception object carries its traceback)."""
         return LaneOutage(
-            self.lane, self.last_error, self.outage_s, hint=self.hint if hint is None else hint
+            self.lane,
+            self.last_error,
+            self.outage_s,
+            hint=self.hint if hint is None else hint,
+            requested=self.requested if requested is None else requested,
         )
 
 
@@ -204,6 +217,13 @@ class Breaker:
             changed = self._changed
             with anyio.move_on_after(self.probe_wait_s):
                 await changed.wait()  # the probe's outcome, then look again
+
+    def admits(self, ticket: Ticket, *, through_outage: bool = False) -> bool:
+        """Whether ``ticket`` may still be sent (the breaker may have opened since it was
+        admitted, while it waited for a token): the probe, or anything while closed."""
+        if self._stopped is not None and not through_outage:
+            return False
+        return ticket.probe or self._state is BreakerState.CLOSED
 
     def release(self, ticket: Ticket) -> None:
         """The send ended without an answer to judge (cancelled, a local error)."""

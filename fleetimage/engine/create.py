@@ -155,17 +155,31 @@ async def create_image(
     request (a fatal code, a quota once its budget is spent) is raised as a failure.
     """
     params = create_params(spec)
+    sent = _Sent(lookup_first)
     try:
-        return await _create(lane, spec, params, lookup_first=lookup_first, grace_s=grace_s)
+        return await _create(lane, spec, params, sent, lookup_first=lookup_first, grace_s=grace_s)
     except LaneOutage as outage:
         last = outage.last_error
-        if lane.create_successes == 0 and last is not None and last.action == "CreateImage":
-            raise outage.again(hint=_options_hint(spec, params)) from None
-        raise
+        never = lane.create_successes == 0 and last is not None and last.action == "CreateImage"
+        hint = _options_hint(spec, params) if never else None
+        raise outage.again(hint=hint, requested=sent.maybe) from None
+
+
+@dataclass(slots=True)
+class _Sent:
+    """Whether a CreateImage for the target may have reached EC2 (this run or the last)."""
+
+    maybe: bool
 
 
 async def _create(
-    lane: Lane, spec: ImageSpec, params: dict[str, Any], *, lookup_first: bool, grace_s: float
+    lane: Lane,
+    spec: ImageSpec,
+    params: dict[str, Any],
+    sent_to_ec2: _Sent,
+    *,
+    lookup_first: bool,
+    grace_s: float,
 ) -> CreatedImage:
     run_id = lane.run_id
     target = spec.target
@@ -198,6 +212,8 @@ async def _create(
                         "CreateImage", params, instance_id=target.instance_id, write_ahead=request
                     )
                 except AwsError as error:
+                    if not isinstance(error, LaneOutage):  # only the breaker answers before
+                        sent_to_ec2.maybe = True  # the request leaves; this is EC2's answer
                     if error.kind is ErrorKind.DUPLICATE_NAME:
                         image_id = await _resolve_duplicate(
                             lane, spec, run_id, error, grace_s=grace_s
@@ -207,6 +223,7 @@ async def _create(
                     if error.kind is ErrorKind.AMBIGUOUS:
                         must_look = True
                     raise
+                sent_to_ec2.maybe = True
                 new_id = answer.get("ImageId") if isinstance(answer, dict) else None
                 if not new_id:
                     # A 200 without an image id (a proxy, a broken endpoint): it may or may

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 from tenacity import AsyncRetrying
 
 from fleetimage.aws.clients import to_aws_error
+from fleetimage.aws.credentials import AccountCredentials
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import (
@@ -26,7 +27,7 @@ from fleetimage.core.models import (
 )
 from fleetimage.engine.breaker import Breaker, Ticket, describe_error
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter
 from fleetimage.engine.retry import TIME_BOUNDED, RetryPolicy, retrying
 from fleetimage.engine.stop import Stopper
 
@@ -61,10 +62,13 @@ class Lane:
         run_id: str,
         bus: Bus,
         stopper: Stopper | None = None,
+        credentials: AccountCredentials | None = None,
         breaker: Breaker | None = None,
     ) -> None:
         self.key = key
         self.client = client
+        # What the client signs with; renewed on an expiry answer (aws/credentials.py).
+        self.credentials = credentials
         self.limiter = limiter
         self.retry_policy = retry_policy
         self.run_id = run_id
@@ -103,23 +107,24 @@ class Lane:
         (:class:`~fleetimage.engine.breaker.LaneOutage`) ends its waits.
         """
         bucket = self.limiter.bucket(action)
+        creds = self.credentials
         ticket: Ticket | None = None
         try:
             if interruptible:
                 with self.stopper.interruptible():  # a stop ends the waits; never the send
-                    ticket = await self.breaker.admit(action)
-                    await bucket.acquire()
+                    ticket = await self._admit(action, bucket, through_outage=False)
             else:
-                ticket = await self.breaker.admit(action, through_outage=True)
-                await bucket.acquire()
+                ticket = await self._admit(action, bucket, through_outage=True)
             if write_ahead is not None:
                 await self.bus.before_send(write_ahead)
             sent_at = bucket.now()  # a late throttle of a request sent before a cut is no news
+            generation = creds.generation if creds is not None else 0
             method = getattr(self.client, _SNAKE.sub("_", action).lower())
             try:
                 answer = await method(**params)
             except Exception as exc:
                 error = to_aws_error(exc, action)
+                await self.breaker.record(ticket, error)
                 if error.kind is ErrorKind.THROTTLE:
                     rate = bucket.on_throttle(sent_at=sent_at)
                     await self.bus.emit(
@@ -133,14 +138,33 @@ class Lane:
                             new_rate_per_s=rate,
                         )
                     )
-                await self.breaker.record(ticket, error)
+                elif error.kind is ErrorKind.AUTH_EXPIRED and creds is not None:
+                    await creds.renew(error, generation)  # the retry resends; raises if it cannot
                 raise error from None
             bucket.on_success()
             await self.breaker.record(ticket, None)
+            if creds is not None:
+                creds.worked()
             return answer
         finally:
             if ticket is not None:
                 self.breaker.release(ticket)  # no-op once recorded
+
+    async def _admit(
+        self, action: str, bucket: AdaptiveTokenBucket, *, through_outage: bool
+    ) -> Ticket:
+        """The breaker's admission, then a token; again if the breaker opened meanwhile (a
+        token wait can be long: what queued for tokens must not storm an endpoint gone bad)."""
+        while True:
+            ticket = await self.breaker.admit(action, through_outage=through_outage)
+            try:
+                await bucket.acquire()
+            except BaseException:
+                self.breaker.release(ticket)
+                raise
+            if self.breaker.admits(ticket, through_outage=through_outage):
+                return ticket
+            self.breaker.release(ticket)  # the token is spent; the lane is paused anyway
 
     async def call(
         self,

@@ -13,7 +13,7 @@ import anyio.abc
 
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
-from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.core.models import (
     Available,
     Created,
@@ -45,6 +45,7 @@ class StopReason:
     DEADLINE = "DeadlineReached"
     ERROR_BUDGET = "ErrorBudgetExceeded"
     JOURNAL = LEDGER_FAILED
+    CREDENTIALS = CredentialsExpired.CODE
 
 
 @dataclass(slots=True)
@@ -120,6 +121,7 @@ class LaneRun:
             poll_interval_s=config.wait.poll_interval_s,
             timeout_s=config.wait.timeout_s,
             not_found_grace_s=config.wait.not_found_grace_s,
+            on_credentials_expired=self._credentials_expired,
         )
         state.waiters.append(self.waiter)
         self._feeding = anyio.CancelScope()
@@ -169,6 +171,10 @@ class LaneRun:
                 continue
             await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
 
+    def _credentials_expired(self, error: CredentialsExpired) -> None:
+        if error.own:  # every account depends on them: no new work anywhere
+            self.state.request_stop(StopReason.CREDENTIALS, stop_waiting=True)
+
     def _settled(self, record: TargetRecord) -> bool:
         retry = self.retry_failed and record.state is JournalState.FAILED
         return record.state in SETTLED and not retry
@@ -202,13 +208,12 @@ class LaneRun:
                         grace_s=self.config.wait.not_found_grace_s,
                     )
                 except LaneOutage as outage:
-                    # Breaker hook: the lane stopped after retry.max_outage_s. Not this
-                    # target's failure: not started (resumable; a request sent earlier is
-                    # found by name on resume), and the lane starts nothing more.
+                    # Breaker hook: the lane stopped after retry.max_outage_s and starts
+                    # nothing more. Not this target's failure: not started, or unknown if a
+                    # CreateImage of it was sent (resume looks it up by name).
                     self._feeding.cancel()
-                    await self._fail(
-                        spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
-                    )
+                    outcome = Outcome.UNKNOWN if outage.requested else Outcome.NOT_STARTED
+                    await self._fail(spec, outcome, outage.code, outage.message, count=False)
                     return
                 except Stopped as stop:
                     # Nothing of this target is in flight. Never sent: not started; sent
@@ -216,6 +221,13 @@ class LaneRun:
                     reason = stop.reason
                     await self._fail(
                         spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False
+                    )
+                    return
+                except CredentialsExpired as error:
+                    # Never the target's fault: unstarted (or, if sent before, still open).
+                    self._credentials_expired(error)
+                    await self._fail(
+                        spec, Outcome.NOT_STARTED, error.code, error.message, count=False
                     )
                     return
                 except AwsError as error:
@@ -263,6 +275,11 @@ class LaneRun:
                     image_id=image_id,
                     count=False,
                 )
+            elif result.code == StopReason.CREDENTIALS:  # it can no longer be polled
+                message = f"{_NOT_STARTED[StopReason.CREDENTIALS]}; the image's state is unknown"
+                await self._fail(
+                    spec, Outcome.UNKNOWN, result.code, message, image_id=image_id, count=False
+                )
             # Interrupted: the image stays pending in the journal; resume waits for it.
         elif result.state == "unknown":  # DescribeImages refused: EC2 never said "failed"
             await self._fail(spec, Outcome.UNKNOWN, result.code, result.message, image_id=image_id)
@@ -298,6 +315,8 @@ _NOT_STARTED = {
     StopReason.INTERRUPTED: "the run was interrupted before this target started; resume it",
     StopReason.DEADLINE: "the deadline passed before this target started",
     StopReason.ERROR_BUDGET: "max_errors was exceeded; no new images were started",
+    StopReason.CREDENTIALS: "your own AWS credentials expired and cannot be renewed here; "
+    "renew them (aws sso login, a new profile session) and resume",
     StopReason.JOURNAL: "the journal failed, so no CreateImage could be journaled before it "
     "was sent; no new images were started",
 }

@@ -146,12 +146,14 @@ async def open_lanes(
         lp = lanes[key]
         if lp.error is not None:
             return
+        # One client per lane, kept, from the account's session: it signs every request with
+        # the account's one renewing credentials object (aws/credentials.py).
+        assert acc.session is not None
         client = await stack.enter_async_context(
             clients.ec2_client(
-                session,
+                acc.session,
                 region=key.region,
                 endpoint_url=endpoint_url,
-                credentials=acc.credentials,
                 config=cfg,
             )
         )
@@ -165,6 +167,7 @@ async def open_lanes(
             run_id=run_id,
             bus=bus,
             stopper=stopper,
+            credentials=acc.credentials,
         )
         earlier = planned.lanes.get(key) if planned is not None else None
         if earlier is not None and earlier.error is None:

@@ -43,32 +43,31 @@ async def open_prune_lanes(
         for region in sorted(where):
             key = LaneKey(access.account or "self", region)
             lp = lanes[key] = LanePrunePlan(key, error=access.error)
-            if access.error is not None:
+            if access.error is not None or access.session is None:
                 continue
             client = await stack.enter_async_context(
                 clients.ec2_client(
-                    session,
+                    access.session,
                     region=region,
                     endpoint_url=endpoint_url,
-                    credentials=access.credentials,
                     config=cfg,
                 )
             )
             limiter = Limiter.from_limits(config.limits_for(region), confirm_share=CONFIRM_SHARE)
-            lp.lane = Lane(key, client, limiter, config.retry, run_id="prune", bus=Bus([]))
-            lp.recycle_bin = await _recycle_bin(
-                session, endpoint_url, access.credentials, region, cfg
+            lp.lane = Lane(
+                key,
+                client,
+                limiter,
+                config.retry,
+                run_id="prune",
+                bus=Bus([]),
+                credentials=access.credentials,
             )
+            lp.recycle_bin = await _recycle_bin(access.session, endpoint_url, region, cfg)
     return lanes
 
 
-async def _recycle_bin(
-    session: AioSession,
-    endpoint_url: str | None,
-    creds: clients.Credentials | None,
-    region: str,
-    cfg: Any,
-) -> str:
+async def _recycle_bin(session: AioSession, endpoint_url: str | None, region: str, cfg: Any) -> str:
     """What Recycle Bin rules mean for this lane ("" when none cover AMIs or snapshots)."""
     found = []
     try:
@@ -76,7 +75,6 @@ async def _recycle_bin(
             session,
             region=region,
             endpoint_url=endpoint_url,
-            credentials=creds,
             config=cfg,
             service="rbin",
         ) as rbin:

@@ -6,6 +6,8 @@
   lookup before the resend; that is the caller's job, see ``create.py``.)
 - QUOTA: snapshot limits clear in minutes: a long, jittered, bounded backoff; once spent, the
   call fails with the quota's own code (EC2 talking about the request).
+- AUTH_EXPIRED: the lane has already renewed the credentials (``Lane.send``): resend at
+  once, within its own budget; renewing that does not help stops the lane there.
 - FATAL and DUPLICATE_NAME: never retried here.
 
 Inside a lane (``in_lane=True``) throttles and transient errors are not counted: throttles
@@ -31,10 +33,18 @@ from fleetimage.engine.stop import Stopper
 __all__ = ["RETRYABLE", "TIME_BOUNDED", "RetryPolicy", "retrying"]
 
 RETRYABLE = frozenset(
-    {ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS, ErrorKind.QUOTA}
+    {
+        ErrorKind.THROTTLE,
+        ErrorKind.TRANSIENT,
+        ErrorKind.AMBIGUOUS,
+        ErrorKind.QUOTA,
+        ErrorKind.AUTH_EXPIRED,
+    }
 )
 #: In a lane, these are bounded by time (``max_outage_s``), not by a count.
 TIME_BOUNDED = frozenset({ErrorKind.THROTTLE, ErrorKind.TRANSIENT, ErrorKind.AMBIGUOUS})
+# Kinds with a budget of their own, outside the max_attempts shared by the others.
+_OWN_BUDGET = frozenset({ErrorKind.THROTTLE, ErrorKind.AUTH_EXPIRED})
 THROTTLE_BUDGET_FACTOR = 4
 
 
@@ -95,11 +105,13 @@ class _Budget:
         n = self._count(state, err)
         if err.kind is ErrorKind.QUOTA:
             return n >= self.policy.quota_max_attempts
+        if err.kind is ErrorKind.AUTH_EXPIRED:
+            return n >= self.policy.max_attempts
         if self.in_lane and self._first_at is not None and err.kind in TIME_BOUNDED:
             return self.clock() - self._first_at >= self.policy.max_outage_s
         if err.kind is ErrorKind.THROTTLE:
             return n >= self.policy.max_attempts * THROTTLE_BUDGET_FACTOR
-        uncounted = TIME_BOUNDED if self.in_lane else {ErrorKind.THROTTLE}
+        uncounted = _OWN_BUDGET | TIME_BOUNDED if self.in_lane else _OWN_BUDGET
         others = sum(c for k, c in self.counts.items() if k not in uncounted)
         return others >= self.policy.max_attempts
 
@@ -113,6 +125,8 @@ class _Budget:
             return random.uniform(0, p.base_delay_s / 4)
         if err.kind is ErrorKind.QUOTA:
             return p.quota_delay_s * random.uniform(1.0, 1.5)
+        if err.kind is ErrorKind.AUTH_EXPIRED:
+            return 0.0  # already renewed
         # "Full jitter" exponential backoff (AWS architecture blog): spreads retries of many
         # targets that failed together instead of resending them in lockstep.
         return random.uniform(0, min(p.max_delay_s, p.base_delay_s * 2 ** (n - 1)))

@@ -10,11 +10,12 @@ filter just leaves it out; an absent image counts as pending for a grace period.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
 
-from fleetimage.core.errors import AwsError, ErrorKind
+from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
 
@@ -56,8 +57,10 @@ class ImageWaiter:
         poll_interval_s: float,
         timeout_s: float,
         not_found_grace_s: float,
+        on_credentials_expired: Callable[[CredentialsExpired], None] | None = None,
     ) -> None:
         self.lane = lane
+        self.on_credentials_expired = on_credentials_expired
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
         self.not_found_grace_s = not_found_grace_s
@@ -99,6 +102,12 @@ class ImageWaiter:
                     await self.poll_once()
             except LaneOutage:
                 pass  # the lane stopped new work; its created images are still waited for
+            except CredentialsExpired as error:
+                # Not the images' fault: their state is unknown (resume polls them again).
+                for image_id in list(self._watches):
+                    self._settle(image_id, ImageState("unknown", error.code, error.message))
+                if self.on_credentials_expired is not None:
+                    self.on_credentials_expired(error)
             except AwsError as error:
                 if error.kind is ErrorKind.FATAL:
                     # e.g. UnauthorizedOperation: waiting longer cannot help; say why now

@@ -580,7 +580,9 @@ async def test_garbage_200_to_create_image_is_not_an_internal_error(
     # Not an answer about the request: the lane's breaker counts it as the endpoint failing,
     # and the lane stops after max_outage_s (resumable), naming what the endpoint answered.
     for result in report.results:
-        assert result.outcome is Outcome.NOT_STARTED, result
+        # The garbage may have come after the image was made: unknown, looked up on resume,
+        # not failed (EC2 never said so), and never an internal error.
+        assert result.outcome is Outcome.UNKNOWN, result
         assert result.error_code == "LaneOutage", result
         assert "InvalidResponse" in (result.error_message or ""), result
     assert not mock.images(ACCOUNT, "us-east-1")

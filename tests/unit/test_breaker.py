@@ -286,3 +286,18 @@ async def test_hint_is_appended_to_the_outage_message() -> None:
     hinted = outage.again(hint="check image.tag_snapshots")
     assert hinted.message.endswith("check image.tag_snapshots")
     assert hinted.lane == LANE and hinted.last_error is outage.last_error
+
+
+async def test_what_queued_for_a_token_when_the_breaker_opened_is_not_sent() -> None:
+    time, changes = FakeTime(), []
+    breaker = make(time, changes)
+    queued = await breaker.admit("CreateImage")  # admitted, then waits for a token...
+    await fail(breaker, n=3)  # ... while the breaker opens
+    assert not breaker.admits(queued)  # so it goes back to the gate instead of storming
+    probe = await breaker.admit("CreateImage")
+    assert breaker.admits(probe)
+    await breaker.record(probe, None)
+    assert breaker.admits(queued)  # closed again: anything goes
+    await breaker.trip(unavailable())
+    assert not breaker.admits(queued)
+    assert breaker.admits(queued, through_outage=True)

@@ -225,6 +225,13 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ),
     (_with(retry={"max_attempts": 2.5}), "retry.max_attempts", "whole number"),
     (_with(retry={"base_delay_s": 10, "max_delay_s": 1}), "retry.max_delay_s", ">= base_delay_s"),
+    (_with(retry={"max_outage_s": 0}), "retry.max_outage_s", "must be > 0"),
+    (_with(retry={"breaker_failures": 0}), "retry.breaker_failures", "must be >= 1"),
+    (
+        _with(retry={"breaker_cooldown_s": 5, "breaker_max_cooldown_s": 1}),
+        "retry.breaker_max_cooldown_s",
+        ">= breaker_cooldown_s",
+    ),
     (
         _with(limits={"CreateImages": {"burst": 5}}),
         "limits.CreateImages",

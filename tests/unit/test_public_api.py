@@ -11,6 +11,7 @@ EXPECTED = {
     "AwsError",
     "ConfigError",
     "Created",
+    "CredentialsExpired",
     "Discovered",
     "DryRunChecked",
     "ErrorKind",
