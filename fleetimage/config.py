@@ -46,6 +46,7 @@ __all__ = [
     "FleetConfig",
     "ImageOptions",
     "LimitSpec",
+    "LimiterOptions",
     "Limits",
     "RegionLimits",
     "RetryOptions",
@@ -357,6 +358,15 @@ class RetryOptions(BaseModel):
         return self
 
 
+class LimiterOptions(BaseModel):
+    """The adaptive limiter's time constants, in AWS seconds (see ``ratelimit.py``)."""
+
+    model_config = _FROZEN
+    min_coalesce_s: PosFloat = 1.0  # throttles this soon after a cut are the same event
+    max_credit_s: PosFloat = 1.0  # a success credits at most this much time to recovery
+    recovery_fraction_per_s: PosFloat = 0.05  # of the ceiling, per second of successes
+
+
 class ErrorBudget(BaseModel):
     """``max_errors``: a count N (stop once errors > N) or a percent P (errors > P% of total).
 
@@ -417,11 +427,18 @@ class FleetConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     concurrency: ConcurrencyOptions = Field(default_factory=ConcurrencyOptions)
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    limiter: LimiterOptions = Field(default_factory=LimiterOptions)
     max_errors: ErrorBudget = Field(default_factory=lambda: ErrorBudget.model_validate("10%"))
+    # AWS seconds per wall second: 1 against AWS; a time-scaled mock's time_scale against it.
+    # Every time and rate above is in AWS seconds; the engine reads them through limits_for,
+    # wall_wait, wall_retry and bucket_options, which divide times and multiply rates by it
+    # (request_timeout_s is a socket timeout and is not scaled).
+    time_scale: PosFloat = 1.0
     source: str | None = None
 
     def limits_for(self, region: str) -> dict[str, tuple[int, float]]:
-        """``{action: (burst, rate_per_s)}``: limits.yaml < action overrides < region's."""
+        """``{action: (burst, rate_per_s)}``: limits.yaml < action overrides < region's;
+        rates per wall second (x ``time_scale``; bursts are not scaled)."""
         merged = load_default_limits()
         for action, spec in self.limits.actions.items():
             merged[action] = spec.apply(merged[action])
@@ -429,7 +446,46 @@ class FleetConfig(BaseModel):
         if region_limits is not None:
             for action, spec in region_limits.actions.items():
                 merged[action] = spec.apply(merged[action])
+        if self.time_scale != 1.0:
+            merged = {a: (b, r * self.time_scale) for a, (b, r) in merged.items()}
         return merged
+
+    @property
+    def wall_wait(self) -> WaitOptions:
+        """``wait`` with its times in wall seconds (/ ``time_scale``)."""
+        ts, w = self.time_scale, self.wait
+        if ts == 1.0:
+            return w
+        return w.model_copy(
+            update={
+                "timeout_s": w.timeout_s / ts,
+                "poll_interval_s": w.poll_interval_s / ts,
+                "not_found_grace_s": w.not_found_grace_s / ts,
+            }
+        )
+
+    @property
+    def wall_retry(self) -> RetryOptions:
+        """``retry`` with its backoffs in wall seconds (/ ``time_scale``)."""
+        ts, r = self.time_scale, self.retry
+        if ts == 1.0:
+            return r
+        return r.model_copy(
+            update={
+                "base_delay_s": r.base_delay_s / ts,
+                "max_delay_s": r.max_delay_s / ts,
+                "quota_delay_s": r.quota_delay_s / ts,
+            }
+        )
+
+    def bucket_options(self) -> dict[str, float]:
+        """``AdaptiveTokenBucket`` keyword arguments for ``limiter``, in wall seconds."""
+        ts, lim = self.time_scale, self.limiter
+        return {
+            "min_coalesce_s": lim.min_coalesce_s / ts,
+            "max_credit_s": lim.max_credit_s / ts,
+            "recovery_fraction_per_s": lim.recovery_fraction_per_s * ts,
+        }
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> FleetConfig:

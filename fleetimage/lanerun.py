@@ -104,9 +104,9 @@ class LaneRun:
         self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
         self.waiter = ImageWaiter(
             self.lane,
-            poll_interval_s=config.wait.poll_interval_s,
-            timeout_s=config.wait.timeout_s,
-            not_found_grace_s=config.wait.not_found_grace_s,
+            poll_interval_s=config.wall_wait.poll_interval_s,
+            timeout_s=config.wall_wait.timeout_s,
+            not_found_grace_s=config.wall_wait.not_found_grace_s,
         )
         state.waiters.append(self.waiter)
 
@@ -167,7 +167,7 @@ class LaneRun:
                         self.lane,
                         spec,
                         lookup_first=record is not None and record.state is JournalState.REQUESTING,
-                        grace_s=self.config.wait.not_found_grace_s,
+                        grace_s=self.config.wall_wait.not_found_grace_s,
                     )
                 except AwsError as error:
                     await self._fail(spec, Outcome.FAILED, error.code, error.message)

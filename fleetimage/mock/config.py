@@ -19,8 +19,9 @@ from types import MappingProxyType
 
 from fleetimage.errors import MockError
 
-__all__ = ["DEFAULT_STATE_MIX", "INSTANCE_STATES", "FaultConfig", "MockConfig"]
+__all__ = ["DEFAULT_STATE_MIX", "INSTANCE_STATES", "REFILL_MODES", "FaultConfig", "MockConfig"]
 
+REFILL_MODES = ("continuous", "per_second")
 INSTANCE_STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 
 #: The default share of each instance state in the synthetic fleet (mostly running).
@@ -112,6 +113,7 @@ class MockConfig:
     ``{action: (burst, rate_per_s)}``; actions not listed are unlimited. ``neighbour_load``
     is the share of every bucket drained by other tools. ``state_mix`` maps instance states to
     weights. ``denied_roles`` holds role ARNs or 12-digit accounts whose AssumeRole is denied.
+    ``refill`` is how buckets refill: ``continuous`` or ``per_second`` (whole AWS seconds).
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -130,6 +132,11 @@ class MockConfig:
     faults: FaultConfig = field(default_factory=FaultConfig)
     denied_roles: frozenset[str] = frozenset()
     max_volumes: int = 4
+    # --- bucket refill (benchmarks) ---
+    # "continuous": tokens accrue smoothly (kind to clients, the tests' default).
+    # "per_second": rate_per_s tokens are added once per AWS second (AWS's documented
+    # behaviour, "refills every second"); the benchmarks' default.
+    refill: str = "continuous"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -187,6 +194,8 @@ class MockConfig:
         if not isinstance(self.faults, FaultConfig):
             raise MockError("MockConfig.faults must be a FaultConfig")
         set_(self, "denied_roles", frozenset(self.denied_roles))
+        if self.refill not in REFILL_MODES:
+            raise MockError(f"MockConfig.refill must be one of {REFILL_MODES}, got {self.refill!r}")
 
     @property
     def default_account(self) -> str:
