@@ -8,7 +8,8 @@ per second, either continuously or (AWS's documented behaviour) all at once ever
 second:
 
 * continuous:  ``t_k = max(0, (k - burst) / rate)``
-* per second:  ``t_k = ceil((k - burst) / rate)`` whole seconds (0 while ``k <= burst``)
+* per second:  ``t_k = ceil((k - burst) / rate)`` whole seconds (0 while ``k <= burst``;
+  computed tick by tick, as a tick never fills the bucket past its burst)
 
 and it cannot be available before ``t_k + p_k``, ``p_k`` being the pending time the mock
 gives that instance's image (a pure function of seed, account, region and instance id). The
@@ -26,7 +27,6 @@ which is why the harness publishes ``efficiency`` (from the start of the run) an
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -41,15 +41,18 @@ def creation_times(n: int, *, burst: float, rate_per_s: float, refill: str) -> l
         raise ValueError(f"refill must be continuous or per_second, got {refill!r}")
     if rate_per_s <= 0:
         raise ValueError(f"rate_per_s must be > 0, got {rate_per_s}")
-    times = []
-    for k in range(1, n + 1):
-        deficit = k - burst
-        if deficit <= _EPS:
-            times.append(0.0)
-        elif refill == "continuous":
-            times.append(deficit / rate_per_s)
-        else:
-            times.append(float(math.ceil(deficit / rate_per_s - _EPS)))
+    if refill == "continuous":
+        # A greedy client takes each token the instant it is whole: the cap never binds.
+        return [max(0.0, (k - burst) / rate_per_s) for k in range(1, n + 1)]
+    # Per second: tick by tick, because a tick cannot lift the bucket above its burst (with a
+    # burst below rate + 1 a fraction is lost at each tick; with AWS's buckets never).
+    times, tokens, tick = [], float(burst), 0
+    for _ in range(n):
+        while tokens < 1.0 - _EPS:
+            tick += 1
+            tokens = min(float(burst), tokens + rate_per_s)
+        tokens -= 1.0
+        times.append(float(tick))
     return times
 
 

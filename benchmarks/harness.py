@@ -136,6 +136,7 @@ def run_contender(
     created = [c - t0 for ln in lanes.values() for c, _, _ in ln["images"]]
     ready = [c + p - t0 for ln in lanes.values() for c, p, _ in ln["images"]]
     n_ok = len(available & expected)
+    complete = makespan is not None and n_ok == len(expected)
     creates = _count(counters, "CreateImage")
     throttled = _count(counters, "CreateImage", "throttled")
     describe_images = _count(counters, "DescribeImages")
@@ -163,10 +164,11 @@ def run_contender(
             else None,
             "bound_s": bound_s,
             "bound_aws_s": bound_aws_s,
-            "efficiency": bound_s / makespan if (makespan and sc.throttling) else None,
+            # Only for a run that imaged every target: one that failed some did less work.
+            "efficiency": bound_s / makespan if (complete and sc.throttling) else None,
             # The same from the contender's first CreateImage (without clients, STS, discovery).
             "efficiency_imaging": bound_s / (makespan - min(created))
-            if (makespan and sc.throttling and created and makespan > min(created))
+            if (complete and sc.throttling and makespan > min(created))
             else None,
             "first_create_s": min(created, default=None),
             "last_create_s": max(created, default=None),

@@ -73,6 +73,8 @@ def _eff(row: dict[str, Any] | None) -> str:
         return "—"
     if row["makespan_s"] is None:
         return f"DNF {row['available']}/{row['targets']}"
+    if row["failed"]:
+        return f"{row['makespan_s']:.2f} s, {row['failed']:.0f} failed"
     if row["efficiency"] is None:
         return f"{row['makespan_s']:.2f} s"
     return f"{row['makespan_s']:.2f} s: {row['efficiency']:.3f} / {row['efficiency_imaging']:.3f}"
