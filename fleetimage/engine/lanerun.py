@@ -117,9 +117,9 @@ class LaneRun:
         self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
         self.waiter = ImageWaiter(
             self.lane,
-            poll_interval_s=config.wait.poll_interval_s,
-            timeout_s=config.wait.timeout_s,
-            not_found_grace_s=config.wait.not_found_grace_s,
+            poll_interval_s=config.wall_wait.poll_interval_s,
+            timeout_s=config.wall_wait.timeout_s,
+            not_found_grace_s=config.wall_wait.not_found_grace_s,
             on_credentials_expired=self._credentials_expired,
         )
         state.waiters.append(self.waiter)
@@ -197,7 +197,7 @@ class LaneRun:
                         spec,
                         # it may exist: look it up by name before anything is sent again
                         lookup_first=record is not None and record.state in _MAYBE_SENT,
-                        grace_s=self.config.wait.not_found_grace_s,
+                        grace_s=self.config.wall_wait.not_found_grace_s,
                     )
                 except Stopped as stop:
                     # Nothing of this target is in flight. Never sent: not started; sent
