@@ -6,6 +6,7 @@ what a lane announces before it images (Discovered, Skipped, and its planning fa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import anyio
@@ -215,6 +216,12 @@ class LaneRun:
                     )
                     return
                 except AwsError as error:
+                    if _instance_refused(error):  # terminated or gone since discovery
+                        reason = f"CreateImage refused: {error.code}: {error.message}"
+                        await self.bus.emit(
+                            Skipped(self.run_id, *event_fields(spec), now(), reason)
+                        )
+                        return
                     # Only EC2's word about the request fails a target; an exhausted retry of
                     # 5xx, timeouts or throttles leaves it unknown (resume looks it up).
                     outcome = (
@@ -291,6 +298,17 @@ class LaneRun:
         )
         if count:
             self.state.record_error()
+
+
+_INSTANCE_STATE = re.compile(r"not in (a valid )?state", re.IGNORECASE)
+
+
+def _instance_refused(error: AwsError) -> bool:
+    """EC2 refused CreateImage because of the instance itself (gone, or in a state it cannot
+    image): that is a skip with its reason, as at discovery, not a failure of the request."""
+    if error.code == "InvalidInstanceID.NotFound":
+        return True
+    return error.code == "InvalidParameterValue" and bool(_INSTANCE_STATE.search(error.message))
 
 
 _MAYBE_SENT = frozenset({JournalState.REQUESTING, JournalState.UNKNOWN})
