@@ -1,9 +1,9 @@
-"""``python -m benchmarks`` / ``fleetimage-bench``: run the scenarios, write the results.
+"""``python -m benchmarks`` (from a checkout): run the scenarios, write the results.
 
-python -m benchmarks                           # every scenario, every contender
+python -m benchmarks                           # every scenario, every contender, 3 runs each
 python -m benchmarks --scenario hot-region     # one scenario (repeatable)
-python -m benchmarks --contenders fleetimage,boto3-threads
-python -m benchmarks --quick                   # the CI smoke test: small fleets
+python -m benchmarks --contenders fleetimage,boto3-batch-adaptive --repeats 5
+python -m benchmarks --quick                   # the CI smoke test: small fleets, one run
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import platform
 import shlex
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,19 +26,24 @@ from benchmarks.scenarios import SCENARIOS_FILE, load_scenarios
 __all__ = ["main"]
 
 RESULTS_DIR = Path(__file__).with_name("results")
-QUICK_CONTENDERS = ("fleetimage", "boto3-threads")
+QUICK_CONTENDERS = ("fleetimage", "boto3-batch-standard")
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fleetimage-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--scenario", action="append", help="scenario name (repeatable; default all)")
-    p.add_argument("--quick", action="store_true", help="small fleets, fleetimage + boto3-threads")
+    p.add_argument(
+        "--quick", action="store_true", help="small fleets, fleetimage + boto3-batch-standard"
+    )
     p.add_argument("--contenders", help=f"comma-separated, from: {', '.join(CONTENDERS)}")
     p.add_argument("--scenarios-file", type=Path, default=SCENARIOS_FILE)
-    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="results directory (default: benchmarks/results, or a temporary one with --quick)",
+    )
     p.add_argument("--name", help="results file stem (default: latest, or quick)")
-    p.add_argument("--poll-interval-s", type=float, help="override (AWS seconds), for sweeps")
-    p.add_argument("--time-limit-s", type=float, help="override the cut-off (wall seconds)")
+    p.add_argument("--repeats", type=int, help="runs per contender (overrides scenarios.yaml)")
     return p
 
 
@@ -56,16 +62,17 @@ def main(argv: list[str] | None = None) -> int:
         chosen = list(scenarios.values())
     if args.quick:
         chosen = [s.for_quick() for s in chosen]
-    if args.poll_interval_s:
-        chosen = [replace(s, poll_interval_s=args.poll_interval_s) for s in chosen]
-    if args.time_limit_s:
-        chosen = [replace(s, time_limit_s=args.time_limit_s) for s in chosen]
+    if args.repeats:
+        chosen = [replace(s, repeats=args.repeats, sample_repeats=args.repeats) for s in chosen]
     default = QUICK_CONTENDERS if args.quick else tuple(CONTENDERS)
     contenders = args.contenders.split(",") if args.contenders else list(default)
     bad = [c for c in contenders if c not in CONTENDERS]
     if bad:
         print(f"unknown contender(s): {', '.join(bad)}; known: {', '.join(CONTENDERS)}")
         return 2
+    out = args.out
+    if out is None:
+        out = Path(tempfile.mkdtemp(prefix="fleetimage-bench-")) if args.quick else RESULTS_DIR
 
     argv_used = sys.argv[1:] if argv is None else argv
     results: dict[str, Any] = {
@@ -78,21 +85,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for sc in chosen:
         print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
-        rows = run_scenario(sc, contenders, log=lambda line: print(line, flush=True))
-        targets = max((r.get("targets", 0) for r in rows), default=0)
+        mine = [c for c in contenders if sc.contenders is None or c in sc.contenders]
+        outcome = run_scenario(sc, mine, log=lambda line: print(line, flush=True))
+        targets = max((r.get("targets", 0) for r in outcome["rows"]), default=0)
         results["scenarios"][sc.name] = {
             "description": sc.description,
             "time_scale": sc.time_scale,
-            "poll_interval_s": sc.poll_interval_s,
-            "time_limit_s": sc.time_limit_s,
             "targets": targets,
-            "settings": {k: v for k, v in _settings(sc).items()},
-            "rows": rows,
+            "settings": _settings(sc),
+            **outcome,
         }
     results["total_wall_s"] = round(time.perf_counter() - t0, 1)
-    paths = write_results(results, args.out, args.name or ("quick" if args.quick else "latest"))
+    paths = write_results(results, out, args.name or ("quick" if args.quick else "latest"))
     print(f"done in {results['total_wall_s']:.0f} s: " + ", ".join(str(p) for p in paths.values()))
-    return 1 if any("error" in r for s in results["scenarios"].values() for r in s["rows"]) else 0
+    failed = any(
+        "error" in r for s in results["scenarios"].values() for rs in s["runs"].values() for r in rs
+    )
+    return 1 if failed else 0
 
 
 def _settings(sc: Any) -> dict[str, Any]:

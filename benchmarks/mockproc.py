@@ -2,8 +2,8 @@
 the contender it serves.
 
 Counters, duplicates and image states come over the mock's own ``/_mock/`` HTTP endpoints.
-The per-image pending times (which the bound needs, and which ``/_mock/`` does not expose)
-come over a control pipe, read inside the mock process from its own records.
+The per-instance pending times (which the bound needs, and which ``/_mock/`` does not expose)
+and the images' creation times come over a control pipe, read inside the mock process.
 """
 
 from __future__ import annotations
@@ -34,10 +34,15 @@ def _snapshot(mock: Any) -> dict[str, Any]:
             ((i.visible_at - lag, i.ready_at, i.source_instance_id) for i in st.image_list),
             key=lambda x: x[0],
         )
+        imageable = [i.instance_id for i in st.instance_list if i.state in IMAGEABLE]
         lanes[f"{st.account}/{st.region}"] = {
             "account": st.account,
             "region": st.region,
-            "imageable": [i.instance_id for i in st.instance_list if i.state in IMAGEABLE],
+            # In DescribeInstances order, with the pending time each one's image will get.
+            "imageable": imageable,
+            "pending_aws_s": [
+                mock.fleet.pending_aws_s(st.account, st.region, iid) for iid in imageable
+            ],
             "instances": len(st.instance_list),
             # (created at, wall seconds pending, instance) per image, in creation order
             "images": [(c, r - c, iid) for c, r, iid in images],

@@ -33,8 +33,6 @@ REGIONS = (
     "ap-northeast-2",
 )
 ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444")
-# The actions whose buckets the contenders meet (the bound uses CreateImage's).
-BUCKET_ACTIONS = ("CreateImage", "DescribeImages", "DescribeInstances")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,16 +47,20 @@ class Scenario:
     pending_s: float
     pending_sigma: float
     throttling: bool
+    refill: str
+    server_limits: dict[str, list[float]]
     neighbour_load: float
     faults: dict[str, float]
     fault_actions: tuple[str, ...]
-    poll_interval_s: float
     waiter_delay_s: float
-    max_in_flight_per_region: int
-    max_pending_images_per_region: int
+    repeats: int
+    sample_repeats: int
+    cutoff_bounds: float
+    sample_cutoff_bounds: float
     time_limit_s: float
+    fleetimage: dict[str, Any]
     state_mix: dict[str, float] | None = None
-    baseline_time_limit_s: float | None = None
+    contenders: tuple[str, ...] | None = None
     quick: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,8 +76,12 @@ class Scenario:
         return math.ceil(self.instances / (self.regions * self.accounts))
 
     def limits(self) -> dict[str, tuple[float, float]]:
-        """AWS's (burst, rate_per_s) per action, unscaled (the mock scales the rates)."""
-        return load_default_limits()
+        """The *server's* (burst, rate_per_s) per action in AWS seconds: AWS's defaults with
+        the scenario's ``server_limits`` (the mock scales the rates)."""
+        merged = load_default_limits()
+        for action, (burst, rate) in self.server_limits.items():
+            merged[action] = (float(burst), float(rate))
+        return merged
 
     def mock_config(self) -> MockConfig:
         return MockConfig(
@@ -87,32 +93,21 @@ class Scenario:
             pending_s=self.pending_s,
             pending_sigma=self.pending_sigma,
             throttling=self.throttling,
+            limits=self.limits() if self.server_limits else None,
             neighbour_load=self.neighbour_load,
             state_mix=self.state_mix,
             faults=FaultConfig(**self.faults, actions=frozenset(self.fault_actions))
             if self.faults
             else FaultConfig(),
+            refill=self.refill,
         )
-
-    @property
-    def baseline_limit_s(self) -> float:
-        """The cut-off of the boto3 baselines (wall seconds)."""
-        return self.baseline_time_limit_s or self.time_limit_s
 
     def wall(self, aws_s: float) -> float:
         return aws_s / self.time_scale
 
     def fleet_config(self) -> dict[str, Any]:
-        """fleetimage's config: client-side limits equal to the mock's *scaled* limits."""
-        ts = self.time_scale
-        if self.throttling:
-            limits = {
-                a: {"burst": int(b), "rate_per_s": r * ts}
-                for a, (b, r) in self.limits().items()
-                if a in BUCKET_ACTIONS
-            }
-        else:  # the mock has no buckets: neither should the client
-            limits = {a: {"burst": 1_000_000, "rate_per_s": 1e9} for a in BUCKET_ACTIONS}
+        """fleetimage's config: its defaults (AWS's limits and timings, in AWS seconds), the
+        scenario's time scale, and only the overrides the scenario states (``fleetimage``)."""
         _own, *others = self.account_ids
         targets: list[dict[str, Any]] = [
             {"regions": list(self.region_names), "all_instances": True}
@@ -131,26 +126,8 @@ class Scenario:
                 "name_template": "bench-{instance_id}-{run_id}",
                 "tags": {"Purpose": "bench"},
             },
-            "wait": {
-                "poll_interval_s": self.wall(self.poll_interval_s),
-                "timeout_s": self.time_limit_s * 4,
-                "not_found_grace_s": max(self.wall(120.0), 1.0),
-            },
-            "limits": limits,
-            "concurrency": {
-                "max_in_flight_per_region": self.max_in_flight_per_region,
-                "max_pending_images_per_region": self.max_pending_images_per_region,
-            },
-            # AWS-second backoffs, scaled like everything else.
-            "retry": {
-                "base_delay_s": self.wall(0.5),
-                "max_delay_s": self.wall(30.0),
-                "quota_delay_s": self.wall(60.0),
-                "max_outage_s": self.wall(1800.0),
-                "breaker_cooldown_s": self.wall(1.0),
-                "breaker_max_cooldown_s": self.wall(60.0),
-            },
-            "max_errors": "100%",
+            "time_scale": float(self.time_scale),
+            **self.fleetimage,
         }
 
     def for_quick(self) -> Scenario:
@@ -164,5 +141,7 @@ def load_scenarios(path: Path = SCENARIOS_FILE) -> dict[str, Scenario]:
     for name, entry in raw["scenarios"].items():
         data = {**defaults, **entry}
         data["fault_actions"] = tuple(data.get("fault_actions", ()))
+        if data.get("contenders") is not None:
+            data["contenders"] = tuple(data["contenders"])
         out[name] = Scenario(name=name, **data)
     return out

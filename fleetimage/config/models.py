@@ -6,7 +6,6 @@ the file, the dotted field path (``targets[0].regions[1]``) and the fix.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any, Self
 
@@ -16,7 +15,6 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -28,10 +26,7 @@ from fleetimage.config.checks import (
     FilterValue,
     FleetName,
     InstanceId,
-    NonNegFloat,
-    NonNegInt,
     PosFloat,
-    PosInt,
     Region,
     RoleArn,
     StrictBool,
@@ -45,6 +40,16 @@ from fleetimage.config.errors import (
     to_config_error,
 )
 from fleetimage.config.limits import load_default_limits
+from fleetimage.config.options import (
+    ConcurrencyOptions,
+    ErrorBudget,
+    LimiterOptions,
+    Limits,
+    LimitSpec,
+    RegionLimits,
+    RetryOptions,
+    WaitOptions,
+)
 from fleetimage.config.retention import RetentionOptions
 from fleetimage.core import naming
 from fleetimage.core.errors import ConfigError
@@ -56,6 +61,7 @@ __all__ = [
     "FleetConfig",
     "ImageOptions",
     "LimitSpec",
+    "LimiterOptions",
     "Limits",
     "RegionLimits",
     "RetentionOptions",
@@ -186,171 +192,6 @@ class ImageOptions(BaseModel):
         return value
 
 
-class WaitOptions(BaseModel):
-    """Waiting for images to become available."""
-
-    model_config = _FROZEN
-    enabled: StrictBool = True
-    timeout_s: PosFloat = 7200.0
-    poll_interval_s: PosFloat = 15.0
-    not_found_grace_s: NonNegFloat = 120.0
-
-
-class LimitSpec(BaseModel):
-    """An override of one action's bucket; unset fields keep the underlying value."""
-
-    model_config = _FROZEN
-    burst: Annotated[int | None, Field(strict=True, ge=1)] = None
-    rate_per_s: Annotated[float | None, Field(strict=True, gt=0, allow_inf_nan=False)] = None
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if self.burst is None and self.rate_per_s is None:
-            raise ValueError("set burst and/or rate_per_s (or remove the entry)")
-        return self
-
-    def apply(self, base: tuple[int, float]) -> tuple[int, float]:
-        burst = self.burst if self.burst is not None else base[0]
-        rate = self.rate_per_s if self.rate_per_s is not None else base[1]
-        return burst, float(rate)
-
-
-def _check_actions(data: object, *, extra_known: tuple[str, ...] = ()) -> None:
-    if not isinstance(data, dict):
-        return  # pydantic reports the type error
-    known = tuple(load_default_limits())
-    for key in data:
-        if not isinstance(key, str):
-            raise FieldError(
-                f"key {key!r} was read by YAML as {'null' if key is None else 'a non-string'}; "
-                f'quote it (e.g. "{key}") if it is meant as an action name'
-            )
-        if key in known or key in extra_known:
-            continue
-        hint = difflib.get_close_matches(str(key), known + extra_known, n=1)
-        did = f"did you mean {hint[0]!r}? " if hint else ""
-        raise FieldError(
-            f"unknown action {key!r} ({did}known: {', '.join(sorted(known + extra_known))})",
-            (key,),
-        )
-
-
-class RegionLimits(BaseModel):
-    """Per-action overrides for one region: ``{CreateImage: {rate_per_s: 2}}``."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-    __pydantic_extra__: dict[str, LimitSpec] = Field(init=False)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_actions(cls, data: object) -> object:
-        _check_actions(data)
-        return data
-
-    @property
-    def actions(self) -> dict[str, LimitSpec]:
-        return dict(self.model_extra or {})
-
-
-class Limits(BaseModel):
-    """Overrides of ``limits.yaml``: per action, and per region under ``regions``."""
-
-    model_config = ConfigDict(frozen=True, extra="allow")
-    __pydantic_extra__: dict[str, LimitSpec] = Field(init=False)
-    regions: dict[Region, RegionLimits] = Field(default_factory=dict)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_actions(cls, data: object) -> object:
-        _check_actions(data, extra_known=("regions",))
-        return data
-
-    @property
-    def actions(self) -> dict[str, LimitSpec]:
-        return dict(self.model_extra or {})
-
-
-class ConcurrencyOptions(BaseModel):
-    model_config = _FROZEN
-    max_in_flight_per_region: PosInt = 20
-    max_pending_images_per_region: PosInt = 500
-
-
-class RetryOptions(BaseModel):
-    """Retries and the lane breaker; every time constant is a knob (tests scale them down)."""
-
-    model_config = _FROZEN
-    max_attempts: PosInt = 8  # calls outside a lane (STS); lane calls: breaker + max_outage_s
-    base_delay_s: PosFloat = 0.5
-    max_delay_s: PosFloat = 30.0
-    quota_delay_s: PosFloat = 60.0
-    quota_max_attempts: PosInt = 5
-    request_timeout_s: PosFloat = 60.0
-    max_outage_s: PosFloat = 1800.0
-    breaker_failures: PosInt = 5
-    breaker_cooldown_s: PosFloat = 1.0
-    breaker_max_cooldown_s: PosFloat = 60.0
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        pairs = (("base_delay_s", "max_delay_s"), ("breaker_cooldown_s", "breaker_max_cooldown_s"))
-        for low, high in pairs:
-            lo, hi = getattr(self, low), getattr(self, high)
-            if hi < lo:
-                raise FieldError(f"{high} ({hi}) must be >= {low} ({lo})", (high,))
-        return self
-
-
-class ErrorBudget(BaseModel):
-    """``max_errors``: a count N (stop once errors > N) or a percent P (errors > P% of total).
-
-    Written as ``10``, ``"10"`` or ``"5%"``; serialised back to that form.
-    """
-
-    model_config = _FROZEN
-    count: NonNegInt | None = None
-    percent: Annotated[float | None, Field(strict=True, ge=0, le=100)] = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _parse(cls, data: object) -> object:
-        if isinstance(data, dict):
-            return data
-        expected = 'expected a count (e.g. 10) or a percent (e.g. "5%")'
-        if isinstance(data, bool) or not isinstance(data, int | str):
-            raise ValueError(f"{expected}, got {data!r}")
-        if isinstance(data, int):
-            return {"count": data}
-        text = data.strip()
-        try:
-            if text.endswith("%"):
-                return {"percent": float(text[:-1])}
-            return {"count": int(text)}
-        except ValueError:
-            raise ValueError(f"{expected}, got {data!r}") from None
-
-    @model_validator(mode="after")
-    def _one(self) -> Self:
-        if (self.count is None) == (self.percent is None):
-            raise ValueError('give either a count (e.g. 10) or a percent (e.g. "5%")')
-        return self
-
-    @model_serializer
-    def _dump(self) -> int | str:
-        if self.count is not None:
-            return self.count
-        assert self.percent is not None
-        p = self.percent
-        return f"{int(p) if p.is_integer() else p!r}%"
-
-    def exceeded(self, errors: int, total: int) -> bool:
-        """True when no new work should start: errors > N, or errors > P% of total."""
-        if self.count is not None:
-            return errors > self.count
-        assert self.percent is not None
-        return errors * 100 > self.percent * total  # integer-side compare: no float rounding
-
-
 class FleetConfig(BaseModel):
     """A whole, validated fleet config. ``source`` is the file it came from.
 
@@ -366,12 +207,19 @@ class FleetConfig(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     concurrency: ConcurrencyOptions = Field(default_factory=ConcurrencyOptions)
     retry: RetryOptions = Field(default_factory=RetryOptions)
+    limiter: LimiterOptions = Field(default_factory=LimiterOptions)
     max_errors: ErrorBudget = Field(default_factory=lambda: ErrorBudget.model_validate("10%"))
     retention: RetentionOptions = Field(default_factory=RetentionOptions)
+    # AWS seconds per wall second: 1 against AWS; a time-scaled mock's time_scale against it.
+    # Every time and rate above is in AWS seconds; the engine reads them through limits_for,
+    # wall_wait, wall_retry and bucket_options, which divide times and multiply rates by it
+    # (request_timeout_s is a socket timeout and is not scaled).
+    time_scale: PosFloat = 1.0
     source: str | None = None
 
     def limits_for(self, region: str) -> dict[str, tuple[int, float]]:
-        """``{action: (burst, rate_per_s)}``: limits.yaml < action overrides < region's."""
+        """``{action: (burst, rate_per_s)}``: limits.yaml < action overrides < region's;
+        rates per wall second (x ``time_scale``; bursts are not scaled)."""
         merged = load_default_limits()
         for action, spec in self.limits.actions.items():
             merged[action] = spec.apply(merged[action])
@@ -379,7 +227,49 @@ class FleetConfig(BaseModel):
         if region_limits is not None:
             for action, spec in region_limits.actions.items():
                 merged[action] = spec.apply(merged[action])
+        if self.time_scale != 1.0:
+            merged = {a: (b, r * self.time_scale) for a, (b, r) in merged.items()}
         return merged
+
+    @property
+    def wall_wait(self) -> WaitOptions:
+        """``wait`` with its times in wall seconds (/ ``time_scale``)."""
+        ts, w = self.time_scale, self.wait
+        if ts == 1.0:
+            return w
+        return w.model_copy(
+            update={
+                "timeout_s": w.timeout_s / ts,
+                "poll_interval_s": w.poll_interval_s / ts,
+                "not_found_grace_s": w.not_found_grace_s / ts,
+            }
+        )
+
+    @property
+    def wall_retry(self) -> RetryOptions:
+        """``retry`` with its backoffs in wall seconds (/ ``time_scale``)."""
+        ts, r = self.time_scale, self.retry
+        if ts == 1.0:
+            return r
+        return r.model_copy(
+            update={
+                "base_delay_s": r.base_delay_s / ts,
+                "max_delay_s": r.max_delay_s / ts,
+                "quota_delay_s": r.quota_delay_s / ts,
+                "max_outage_s": r.max_outage_s / ts,
+                "breaker_cooldown_s": r.breaker_cooldown_s / ts,
+                "breaker_max_cooldown_s": r.breaker_max_cooldown_s / ts,
+            }
+        )
+
+    def bucket_options(self) -> dict[str, float]:
+        """``AdaptiveTokenBucket`` keyword arguments for ``limiter``, in wall seconds."""
+        ts, lim = self.time_scale, self.limiter
+        return {
+            "min_coalesce_s": lim.min_coalesce_s / ts,
+            "max_credit_s": lim.max_credit_s / ts,
+            "recovery_fraction_per_s": lim.recovery_fraction_per_s * ts,
+        }
 
     @classmethod
     def from_snapshot(cls, data: Mapping[str, Any]) -> FleetConfig:

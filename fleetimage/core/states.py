@@ -14,13 +14,15 @@ resume all move a target with this table and nothing else, so they cannot disagr
     timed_out      pending unknown timed_out                          timed_out
     unknown        requesting pending unknown timed_out               unknown
     not_started    (new) planned not_started skipped dry_run          not_started
-    skipped        (new) planned not_started skipped dry_run          skipped
+    skipped        (new) planned not_started skipped dry_run
+                   requesting (EC2 refused: the instance is gone)     skipped
     dry_run        (new) planned not_started skipped dry_run          dry_run
 
 Any other pair leaves the target as it is (the event is stale or would forget something).
 The rules this encodes: ``available`` is final; a target for which CreateImage may have been
-sent (requesting, pending, unknown, timed_out) is never relabelled ``skipped``,
-``not_started`` or ``planned`` — a created image is always waited for; ``failed`` means EC2
+sent (requesting, pending, unknown, timed_out) is never relabelled ``not_started`` or
+``planned``, nor ``skipped`` unless EC2 refused its request because of the instance's state —
+a created image is always waited for; ``failed`` means EC2
 said so (an image state, or a refusal of the request) and only a retry (``requested``) leaves
 it. A target is finished when its state is in :data:`SETTLED`.
 """
@@ -81,7 +83,9 @@ TRANSITIONS: Mapping[str, tuple[frozenset[JournalState | None], JournalState]] =
         "timed_out": (_IMAGE_KNOWN, S.TIMED_OUT),
         "unknown": (_IMAGE_KNOWN | {S.REQUESTING}, S.UNKNOWN),
         "not_started": (UNSENT, S.NOT_STARTED),
-        "skipped": (UNSENT, S.SKIPPED),
+        # requesting: EC2 answered that the instance cannot be imaged any more (terminated,
+        # gone) — no image was made; discovery alone never skips a sent target.
+        "skipped": (UNSENT | {S.REQUESTING}, S.SKIPPED),
         "dry_run": (UNSENT, S.DRY_RUN),
     }
 )

@@ -66,7 +66,7 @@ async def resolve_account(
     try:
         if account is None:
             own = await _sts(
-                config.retry,
+                config.wall_retry,
                 lambda: clients.caller_account(
                     session, region=region, endpoint_url=endpoint_url, config=cfg
                 ),
@@ -78,7 +78,7 @@ async def resolve_account(
 
         async def fetch() -> clients.Credentials:
             return await _sts(
-                config.retry,
+                config.wall_retry,
                 lambda: clients.assume_role(
                     session,
                     role_arn=spec.role_arn,

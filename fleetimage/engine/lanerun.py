@@ -6,6 +6,7 @@ what a lane announces before it images (Discovered, Skipped, and its planning fa
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import anyio
@@ -118,9 +119,9 @@ class LaneRun:
         self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
         self.waiter = ImageWaiter(
             self.lane,
-            poll_interval_s=config.wait.poll_interval_s,
-            timeout_s=config.wait.timeout_s,
-            not_found_grace_s=config.wait.not_found_grace_s,
+            poll_interval_s=config.wall_wait.poll_interval_s,
+            timeout_s=config.wall_wait.timeout_s,
+            not_found_grace_s=config.wall_wait.not_found_grace_s,
             on_credentials_expired=self._credentials_expired,
         )
         state.waiters.append(self.waiter)
@@ -159,17 +160,13 @@ class LaneRun:
                 work.start_soon(self._target, spec, record)
                 started += 1
         reason = self.state.stop_reason or StopReason.INTERRUPTED
-        outage = self.lane.breaker.stopped
+        outage = None if self.state.stopping() else self.lane.breaker.stopped  # breaker hook
+        code, why = (outage.code, outage.message) if outage else (reason, _NOT_STARTED[reason])
         for spec in specs[started:]:
             record = self.prior.get(event_fields(spec))
             if record is not None and self._settled(record):
                 continue
-            if outage is not None and self.state.stop_reason is None:
-                await self._fail(
-                    spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
-                )
-                continue
-            await self._fail(spec, Outcome.NOT_STARTED, reason, _NOT_STARTED[reason], count=False)
+            await self._fail(spec, Outcome.NOT_STARTED, code, why, count=False)
 
     def _credentials_expired(self, error: CredentialsExpired) -> None:
         if error.own:  # every account depends on them: no new work anywhere
@@ -205,13 +202,10 @@ class LaneRun:
                         spec,
                         # it may exist: look it up by name before anything is sent again
                         lookup_first=record is not None and record.state in _MAYBE_SENT,
-                        grace_s=self.config.wait.not_found_grace_s,
+                        grace_s=self.config.wall_wait.not_found_grace_s,
                     )
-                except LaneOutage as outage:
-                    # Breaker hook: the lane stopped after retry.max_outage_s and starts
-                    # nothing more. Not this target's failure: not started, or unknown if a
-                    # CreateImage of it was sent (resume looks it up by name).
-                    self._feeding.cancel()
+                except LaneOutage as outage:  # breaker hook: the lane stopped, starts no more;
+                    self._feeding.cancel()  # not this target's failure (unknown if it was sent)
                     outcome = Outcome.UNKNOWN if outage.requested else Outcome.NOT_STARTED
                     await self._fail(spec, outcome, outage.code, outage.message, count=False)
                     return
@@ -231,6 +225,12 @@ class LaneRun:
                     )
                     return
                 except AwsError as error:
+                    if _instance_refused(error):  # terminated or gone since discovery
+                        reason = f"CreateImage refused: {error.code}: {error.message}"
+                        await self.bus.emit(
+                            Skipped(self.run_id, *event_fields(spec), now(), reason)
+                        )
+                        return
                     # Only EC2's word about the request fails a target; an exhausted retry of
                     # 5xx, timeouts or throttles leaves it unknown (resume looks it up).
                     outcome = (
@@ -307,6 +307,17 @@ class LaneRun:
         )
         if count:
             self.state.record_error()
+
+
+_INSTANCE_STATE = re.compile(r"not in (a valid )?state", re.IGNORECASE)
+
+
+def _instance_refused(error: AwsError) -> bool:
+    """EC2 refused CreateImage because of the instance itself (gone, or in a state it cannot
+    image): that is a skip with its reason, as at discovery, not a failure of the request."""
+    if error.code == "InvalidInstanceID.NotFound":
+        return True
+    return error.code == "InvalidParameterValue" and bool(_INSTANCE_STATE.search(error.message))
 
 
 _MAYBE_SENT = frozenset({JournalState.REQUESTING, JournalState.UNKNOWN})

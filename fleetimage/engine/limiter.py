@@ -42,6 +42,8 @@ DEFAULT_MIN_FRACTION = 0.1
 DEFAULT_RECOVERY_FRACTION_PER_S = 0.05
 # A success credits at most this much time toward recovery: recovery follows seconds of
 # successful traffic, not seconds of idleness between two sparse calls.
+# These three are the defaults for real AWS; a time-scaled run passes them divided by its
+# time scale (FleetConfig.limiter and FleetConfig.bucket_options), as every other time.
 _MAX_CREDIT_S = 1.0
 # Minimum coalescing window for throttles after a cut (seconds); see on_throttle.
 _MIN_COALESCE_S = 1.0
@@ -69,6 +71,9 @@ class AdaptiveTokenBucket:
         recovery_per_s: float | None = None,
         coalesce_window_s: float | None = None,
         confirm_share: float = 0.0,
+        min_coalesce_s: float = _MIN_COALESCE_S,
+        max_credit_s: float = _MAX_CREDIT_S,
+        recovery_fraction_per_s: float = DEFAULT_RECOVERY_FRACTION_PER_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if burst < 1:
@@ -82,7 +87,7 @@ class AdaptiveTokenBucket:
         if not 0 < decrease_factor < 1:
             raise ValueError(f"decrease_factor must be in (0, 1), got {decrease_factor}")
         if recovery_per_s is None:
-            recovery_per_s = rate_per_s * DEFAULT_RECOVERY_FRACTION_PER_S
+            recovery_per_s = rate_per_s * recovery_fraction_per_s
         if recovery_per_s <= 0:
             raise ValueError(f"recovery_per_s must be > 0, got {recovery_per_s}")
         if not 0 <= confirm_share < 1:
@@ -96,6 +101,10 @@ class AdaptiveTokenBucket:
         self._recovery = float(recovery_per_s)
         self._coalesce = coalesce_window_s
         self._confirm = confirm_share
+        if min_coalesce_s < 0 or max_credit_s <= 0:
+            raise ValueError("min_coalesce_s must be >= 0 and max_credit_s > 0")
+        self._min_coalesce = min_coalesce_s
+        self._max_credit = max_credit_s
         self._throttle_share = 0.0  # moving share of throttled answers (EWMA over answers)
         self._clock = clock
         self._rate = self._ceiling
@@ -179,7 +188,8 @@ class AdaptiveTokenBucket:
 
         With ``confirm_share`` > 0, a throttle counts only once the moving share of
         throttled answers (an average over roughly the last 10) reaches it: isolated throttles
-        are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default ``max(1 s, 1/rate)``) of the last cut,
+        are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default
+        ``max(min_coalesce_s, 1/rate)``) of the last cut,
         or from requests sent before it (``sent_at``, from :meth:`now`), are the same event
         seen by requests already in flight: they count as one cut, else a burst of concurrent
         throttles would collapse the rate to the floor.
@@ -203,7 +213,7 @@ class AdaptiveTokenBucket:
             self._cut_window = (
                 self._coalesce
                 if self._coalesce is not None
-                else max(_MIN_COALESCE_S, 1.0 / self._rate)
+                else max(self._min_coalesce, 1.0 / self._rate)
             )
             self._set_rate(now, self._rate * self._factor)
             self._last_cut = now
@@ -218,7 +228,7 @@ class AdaptiveTokenBucket:
             # Successes right after a cut come from requests sent before it: no signal yet.
             self._last_credit = now
             return
-        credit = min(max(0.0, now - self._last_credit), _MAX_CREDIT_S)
+        credit = min(max(0.0, now - self._last_credit), self._max_credit)
         self._last_credit = now
         if self._rate < self._ceiling and credit > 0:
             self._set_rate(now, self._rate + self._recovery * credit)

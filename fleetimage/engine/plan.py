@@ -29,6 +29,19 @@ from fleetimage.engine.stop import Stopped, Stopper
 
 __all__ = ["LanePlan", "Plan", "open_lanes", "plan_fleet"]
 
+# The throttle-confirmation rule, from AWS's bucket model. A lane paces itself with a copy of
+# the server's bucket, so alone it is never throttled. If the server's bucket refills at r_s
+# while we pace at r_c > r_s (a neighbour draining it, or limits lower than we assume), then
+# once the bursts are spent we send r_c requests a second and r_s pass: the steady share of
+# throttled answers is 1 - r_s / r_c, the shortage itself. So the share of throttled answers
+# (a moving average over ~10 answers, ratelimit._SHARE_WEIGHT) measures how much of the rate
+# is missing. We act (empty our bucket, cut the rate) once it reaches 0.2: a shortage of 20 %
+# or more is confirmed within a few answers (three throttles in a row suffice: 0.1, 0.19,
+# 0.27), while isolated throttles — one-offs from a neighbour's burst, or transient 503s at a
+# few percent — never get there (one throttle lifts the share to ~0.1 and it decays with each
+# success), and do not cost a whole burst. A shortage below 20 % is not acted on: it costs at
+# most that share of our requests as throttled retries (a throttled request takes no token),
+# never a wrong image. tests/unit/test_confirm_share.py checks both sides on this model.
 CONFIRM_SHARE = 0.2
 # Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once.
 DISCOVERY_CONCURRENCY = 4
@@ -162,8 +175,12 @@ async def open_lanes(
             client,
             # A throttle is acted on once ~20 % of recent answers are throttles: a real
             # shortage (a neighbour draining the bucket) gets there within a few answers.
-            Limiter.from_limits(config.limits_for(key.region), confirm_share=CONFIRM_SHARE),
-            config.retry,
+            Limiter.from_limits(
+                config.limits_for(key.region),
+                confirm_share=CONFIRM_SHARE,
+                **config.bucket_options(),
+            ),
+            config.wall_retry,
             run_id=run_id,
             bus=bus,
             stopper=stopper,

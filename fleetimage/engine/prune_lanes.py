@@ -58,7 +58,7 @@ async def open_prune_lanes(
                 key,
                 client,
                 limiter,
-                config.retry,
+                config.wall_retry,
                 run_id="prune",
                 bus=Bus([]),
                 credentials=access.credentials,

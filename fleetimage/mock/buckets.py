@@ -3,7 +3,8 @@
 A bucket holds at most ``burst`` tokens and refills at ``rate_per_s`` tokens per second. Under
 ``time_scale`` the rate is multiplied (the burst is not); under ``neighbour_load`` another
 tool is assumed to drain that share of every refill, and the bucket starts short by the same
-share. A throttled request takes nothing.
+share. A throttled request takes nothing. ``MockConfig.refill`` picks continuous refill (the
+tests' default) or AWS's documented one: the whole second's tokens at once, every second.
 """
 
 from __future__ import annotations
@@ -35,21 +36,34 @@ def load_default_limits() -> dict[str, tuple[float, float]]:
 
 
 class TokenBucket:
-    __slots__ = ("burst", "last", "rate", "tokens")
+    """One bucket. ``period_s`` 0: continuous refill at ``rate`` tokens per second; > 0:
+    ``rate * period_s`` tokens at once every ``period_s`` (ticks counted from creation)."""
 
-    def __init__(self, burst: float, rate: float, tokens: float, now: float) -> None:
+    __slots__ = ("burst", "last", "period", "rate", "tokens")
+
+    def __init__(
+        self, burst: float, rate: float, tokens: float, now: float, period_s: float = 0.0
+    ) -> None:
         self.burst = burst
         self.rate = rate
         self.tokens = tokens
         self.last = now
+        self.period = period_s
 
     def try_take(self, now: float) -> bool:
         """Take one token if there is one; refill lazily from the elapsed time."""
-        tokens = self.tokens + (now - self.last) * self.rate
+        if self.period > 0:
+            ticks = int((now - self.last) / self.period) if now > self.last else 0
+            tokens = self.tokens
+            if ticks:
+                tokens += ticks * self.period * self.rate
+                self.last += ticks * self.period  # the next tick stays on the grid
+        else:
+            tokens = self.tokens + (now - self.last) * self.rate
+            self.last = now
         if tokens > self.burst:
             tokens = self.burst
-        self.last = now
-        if tokens >= 1.0:
+        if tokens >= 1.0 - 1e-9:
             self.tokens = tokens - 1.0
             return True
         self.tokens = tokens
@@ -70,6 +84,8 @@ class Buckets:
             action: (burst, rate * config.time_scale * keep, burst * keep)
             for action, (burst, rate) in limits.items()
         }
+        # per_second: whole AWS seconds, i.e. 1 / time_scale wall seconds.
+        self._period = 1.0 / config.time_scale if config.refill == "per_second" else 0.0
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
 
     def limited(self, action: str) -> bool:
@@ -86,7 +102,7 @@ class Buckets:
             if shape is None:
                 return True
             burst, rate, initial = shape
-            bucket = self._buckets[key] = TokenBucket(burst, rate, initial, now)
+            bucket = self._buckets[key] = TokenBucket(burst, rate, initial, now, self._period)
         return bucket.try_take(now)
 
     def reset(self) -> None:

@@ -26,12 +26,14 @@ __all__ = [
     "DEFAULT_STATE_MIX",
     "INSTANCE_STATES",
     "OUTAGE_MODES",
+    "REFILL_MODES",
     "FaultConfig",
     "InstanceEvent",
     "MockConfig",
     "Outage",
 ]
 
+REFILL_MODES = ("continuous", "per_second")
 INSTANCE_STATES = ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
 
 #: The default share of each instance state in the synthetic fleet (mostly running).
@@ -233,6 +235,7 @@ class MockConfig:
     ``rejected_access_keys``: requests signed with these access keys are refused as AWS
     refuses unknown keys (403 ``InvalidClientTokenId`` from STS, 401 ``AuthFailure`` from
     EC2), before anything else.
+    ``refill`` is how buckets refill: ``continuous`` or ``per_second`` (whole AWS seconds).
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -259,6 +262,11 @@ class MockConfig:
     latency_jitter_s: float = 0.0
     region_latency_s: Mapping[str, float] | None = field(default=None, hash=False)
     rejected_access_keys: frozenset[str] = frozenset()
+    # --- bucket refill (benchmarks) ---
+    # "continuous": tokens accrue smoothly (kind to clients, the tests' default).
+    # "per_second": rate_per_s tokens are added once per AWS second (AWS's documented
+    # behaviour, "refills every second"); the benchmarks' default.
+    refill: str = "continuous"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -344,6 +352,8 @@ class MockConfig:
                 MappingProxyType(check_region_latency(self.region_latency_s)),
             )
         set_(self, "rejected_access_keys", frozenset(self.rejected_access_keys))
+        if self.refill not in REFILL_MODES:
+            raise MockError(f"MockConfig.refill must be one of {REFILL_MODES}, got {self.refill!r}")
 
     @property
     def default_account(self) -> str:

@@ -189,7 +189,7 @@ def create_image(ctx: Ctx, params: Params) -> str:
 
     fleet = ctx.fleet
     image_id = fleet.new_id("ami")
-    delay = fleet.pending_delay()
+    delay = fleet.pending_delay(ctx.account, ctx.region, iid)
     image = Image(
         image_id=image_id,
         name=name,

@@ -271,7 +271,8 @@ class RegionState:
 
 
 class Fleet:
-    """All (account, region) states plus the run-wide RNG for image fates."""
+    """All (account, region) states plus the run-wide RNG for ids and failures (pending times
+    are per instance, see :meth:`pending_aws_s`)."""
 
     def __init__(self, config: MockConfig) -> None:
         self.config = config
@@ -309,13 +310,21 @@ class Fleet:
             volumes = 0 if state == "terminated" else rng.randint(1, cfg.max_volumes)
             st.add_instance(st.new_instance(state=state, tags=tags, volumes=volumes))
 
-    def pending_delay(self) -> float:
-        """Wall seconds a new image stays pending (log-normal around pending_s if sigma>0)."""
+    def pending_delay(self, account: str, region: str, instance_id: str) -> float:
+        """Wall seconds an image of ``instance_id`` stays pending (log-normal around
+        pending_s if sigma > 0): :meth:`pending_aws_s` under the time scale."""
+        return self.config.scaled(self.pending_aws_s(account, region, instance_id))
+
+    def pending_aws_s(self, account: str, region: str, instance_id: str) -> float:
+        """AWS seconds an image of this instance stays pending: a pure function of
+        (seed, account, region, instance id), whoever asks and in whatever order, so every
+        client of a fleet gets the same work and the bound can be computed without one."""
         cfg = self.config
         aws_s = cfg.pending_s
         if cfg.pending_sigma > 0 and aws_s > 0:
-            aws_s = self.rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
-        return cfg.scaled(aws_s)
+            rng = random.Random(f"{cfg.seed}:pending:{account}:{region}:{instance_id}")
+            aws_s = rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
+        return aws_s
 
     def fails(self) -> bool:
         rate = self.config.failure_rate

@@ -1,7 +1,8 @@
 """Smoke test of the benchmark harness (``python -m benchmarks --quick``).
 
-Runs the quick scenarios (small fleets; fleetimage and boto3-threads, each against its own mock
-process) and checks that the harness works and its numbers are sane — never timings.
+Runs the quick scenarios (small fleets; fleetimage and boto3-batch-standard, once each, each
+against its own mock process) and checks that the harness works and its numbers are sane —
+never timings. Any efficiency above 1.01 fails: the bound is a lower bound on the makespan.
 """
 
 from __future__ import annotations
@@ -34,14 +35,18 @@ def test_quick_benchmark_runs_and_accounts_for_every_target(tmp_path: Path) -> N
 
     for name, scenario in results["scenarios"].items():
         rows = {row["contender"]: row for row in scenario["rows"]}
-        assert set(rows) == {"fleetimage", "boto3-threads"}, name
-        for row in rows.values():
+        assert set(rows) == {"fleetimage", "boto3-batch-standard"}, name
+        for row in (r for runs in scenario["runs"].values() for r in runs):
             assert "error" not in row, row.get("traceback")
             assert row["targets"] > 0
             assert row["duplicates"] == 0
             assert 0 <= row["available"] <= row["targets"]
             assert row["create_calls"] >= row["available"]
             assert row["cpu_s"] > 0 and row["peak_rss_mb"] > 0
+            for key in ("efficiency", "efficiency_imaging"):
+                assert row[key] is None or 0 < row[key] <= 1.01, (name, row["contender"], key)
+            if not row["finished"]:  # no per-image figures for a run cut off
+                assert row["cpu_ms_per_image"] is None and row["makespan_s"] is None
         ours = rows["fleetimage"]
         # fleetimage finishes the quick fleets and accounts for every target.
         assert ours["finished"], name
@@ -50,7 +55,9 @@ def test_quick_benchmark_runs_and_accounts_for_every_target(tmp_path: Path) -> N
         assert ours["makespan_s"] > 0
         assert len([ok for _, ok in ours["completions"] if ok]) == ours["available"]
         if name == "fleet-1k":
-            assert 0 < ours["efficiency"] <= 1.05
-            assert ours["bound_s"] > 0
+            assert scenario["bound_s"] > 0 and ours["bound_s"] == scenario["bound_s"]
+            assert rows["boto3-batch-standard"]["bound_s"] == scenario["bound_s"]
+            assert ours["efficiency"] is not None and ours["efficiency_imaging"] is not None
+            assert ours["efficiency"] <= ours["efficiency_imaging"]
         else:  # no buckets: no bound, no efficiency
-            assert ours["efficiency"] is None
+            assert scenario["bound_s"] is None and ours["efficiency"] is None

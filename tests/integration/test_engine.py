@@ -12,7 +12,7 @@ import pytest
 from fleetimage import Outcome, image_fleet, parse_config
 from fleetimage.core.clock import now
 from fleetimage.core.models import Event, Throttled
-from fleetimage.engine.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.mock import FaultConfig, MockConfig
 
 ACCOUNT_A = "111111111111"

@@ -147,11 +147,25 @@ async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_cli
 
 def test_log_normal_pending_time_has_the_configured_median() -> None:
     fleet = Fleet(MockConfig(pending_s=10.0, pending_sigma=0.5, time_scale=2.0, seed=3))
-    delays = [fleet.pending_delay() for _ in range(4000)]
+    delays = [fleet.pending_delay("123456789012", "us-east-1", f"i-{n:017x}") for n in range(4000)]
     assert 4.6 < statistics.median(delays) < 5.4  # 10 s / time_scale 2
     assert min(delays) < 3 < 8 < max(delays)
     fixed = Fleet(MockConfig(pending_s=10.0, time_scale=4.0))
-    assert {fixed.pending_delay() for _ in range(10)} == {2.5}
+    assert {fixed.pending_delay("123456789012", "us-east-1", f"i-{n}") for n in range(10)} == {2.5}
+
+
+def test_pending_time_is_a_pure_function_of_seed_account_region_and_instance() -> None:
+    config = MockConfig(pending_s=10.0, pending_sigma=0.5, seed=3)
+    one, other = Fleet(config), Fleet(config)
+    keys = [
+        ("123456789012", r, f"i-{n:017x}") for r in ("us-east-1", "eu-west-1") for n in range(50)
+    ]
+    forward = [one.pending_aws_s(*k) for k in keys]
+    backward = [other.pending_aws_s(*k) for k in reversed(keys)][::-1]
+    assert forward == backward  # the order of creation changes nothing
+    assert len(set(forward)) == len(forward)  # and each instance gets its own
+    reseeded = Fleet(MockConfig(pending_s=10.0, pending_sigma=0.5, seed=4))
+    assert [reseeded.pending_aws_s(*k) for k in keys] != forward
 
 
 async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from fleetimage.config import FleetConfig, parse_config
 from fleetimage.core.models import LaneKey, Target
-from fleetimage.engine.create import INSTANCE_TAG, RUN_TAG
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.engine.plan import LanePlan, Plan
 from fleetimage.engine.specs import build_spec, build_tags
 

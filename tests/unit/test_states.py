@@ -157,8 +157,11 @@ def test_the_rules_the_table_exists_for() -> None:
     assert all(transition(JournalState.AVAILABLE, kind) is None for kind in TRANSITIONS)
     # a target that may have an image is never relabelled as if nothing had been sent
     for state in SENT:
-        for kind in ("discovered", "not_started", "skipped", "dry_run"):
+        for kind in ("discovered", "not_started", "dry_run"):
             assert transition(state, kind) is None, (state, kind)
+    # ...nor skipped once an image may exist (only EC2's refusal of a request skips it)
+    for state in SENT - {JournalState.REQUESTING}:
+        assert transition(state, "skipped") is None, state
     # a created image is never forgotten by the wait's own endings
     assert transition(JournalState.PENDING, "unknown") is JournalState.UNKNOWN
     # sent, never confirmed either way: unknown, open for resume (never failed)
