@@ -1,4 +1,4 @@
-"""kill -9 at random points of a long day (hours of AWS time at 600×), resuming each time:
+"""kill -9 at random points of a long day (hours of AWS time at 1200×), resuming each time:
 0 duplicates, 0 lost. Two accounts through AssumeRole with 900-second sessions, images that
 pend 1-2 hours: every resume starts with new credentials and images still pending."""
 
@@ -27,20 +27,20 @@ def test_five_kills_in_a_long_day_then_resume_images_each_instance_once(
         instances_per_region=10,
         state_mix={"running": 1.0},
         seed=2027,
-        time_scale=600.0,
+        time_scale=1200.0,
         pending_s=5000,
         pending_sigma=0.2,
-        # CreateImage at 1 per 50 AWS seconds per lane (12/s wall): creating takes a while,
+        # CreateImage at 1 per 100 AWS seconds per lane (12/s wall): creating takes a while,
         # so kills land mid-create too
-        limits={"CreateImage": (2, 0.02)},
+        limits={"CreateImage": (2, 0.01)},
     )
     roles = [{"role_arn": f"arn:aws:iam::{a}:role/fleetimage", "duration_s": 900} for a in ACCOUNTS]
     config = write_config(
         tmp_path / "fleet.yaml",
         {
             "targets": [{"regions": list(REGIONS), "all_instances": True, "accounts": roles}],
-            "time_scale": 600,
-            "limits": {"CreateImage": {"burst": 2, "rate_per_s": 0.02}},
+            "time_scale": 1200,
+            "limits": {"CreateImage": {"burst": 2, "rate_per_s": 0.01}},
             "wait": {"timeout_s": 4 * 3600},
             "max_errors": "100%",
         },

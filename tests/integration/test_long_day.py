@@ -1,7 +1,7 @@
 """A long day on the mock: hours of AWS time in seconds of wall time, everything real-time
 does to a run at once.
 
-The mock runs 600× faster than AWS and the engine is told so (``time_scale: 600`` in the
+The mock runs 1200× faster than AWS and the engine is told so (``time_scale: 1200`` in the
 config: every time constant of the client — breaker, backoff, renewal margins, polls — is in
 AWS seconds and scaled through the configuration). Two accounts are reached through
 AssumeRole with 900-second sessions; images pend 1-2 hours (log-normal) with a 4-hour wait
@@ -21,7 +21,7 @@ from fleetimage.mock import MockConfig, Outage
 OWN = "123456789012"
 ACCOUNTS = ("111111111111", "222222222222")
 REGIONS = ("us-east-1", "eu-west-1")
-SCALE = 600.0
+SCALE = 1200.0
 SESSION_S = 900
 
 
@@ -59,7 +59,7 @@ async def test_a_long_day(fleet_mock: Any) -> None:
     outages: list[Outage] = []
 
     def script(event: Event) -> None:
-        # The outages start when the run gets there (start-up takes AWS minutes at 600×):
+        # The outages start when the run gets there (start-up takes AWS minutes at 1200×):
         # CreateImage in us-east-1 for 10 minutes from its lane's discovery; DescribeImages in
         # eu-west-1 for 5 minutes, 20 minutes into the wait.
         t = mock.aws_now()
