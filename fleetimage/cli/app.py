@@ -54,6 +54,7 @@ from fleetimage.cli.options import (
 )
 from fleetimage.cli.prune import prune_command
 from fleetimage.cli.views import (
+    failed_count,
     plan_data,
     plan_view,
     run_data,
@@ -326,8 +327,7 @@ def status(
                 markup=False,
                 highlight=False,
             )
-    bad = summary.counts["failed"] + summary.counts["timed_out"] + summary.counts["not_started"]
-    bad += summary.lane_failures
+    bad = failed_count(summary.counts) + summary.lane_failures
     done = summary.status == "finished" and not bad and not unfinished(summary)
     raise typer.Exit(EXIT_OK if done else EXIT_FAILED)
 

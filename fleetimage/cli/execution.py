@@ -29,7 +29,7 @@ from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.errors import RunDeclined, UsageError
 from fleetimage.core.naming import new_run_id
-from fleetimage.core.states import OPEN
+from fleetimage.core.states import OPEN, OPEN_OUTCOMES
 from fleetimage.engine.api import ResumePlan, image_fleet, resume_fleet
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan
@@ -344,7 +344,7 @@ def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Exec
     expired = next((r for r in report.results if r.error_code == "CredentialsExpired"), None)
     if expired is not None:
         con.err.print(f"error: {expired.error_message}", markup=False, highlight=False)
-    open_targets = sum(counts[o] for o in ("pending", "not_started", "timed_out", "unknown"))
+    open_targets = sum(counts[o.value] for o in OPEN_OUTCOMES)
     if report.interrupted:
         ex.exit_code = EXIT_INTERRUPTED
     elif report.ok and ex.report_path is not None:

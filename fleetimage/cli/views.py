@@ -15,6 +15,7 @@ from rich.text import Text
 from fleetimage.config import FleetConfig
 from fleetimage.core.durations import format_duration
 from fleetimage.core.models import JournalState, TargetRecord
+from fleetimage.core.states import OPEN
 from fleetimage.engine.plan import Plan
 from fleetimage.journal import RunSummary
 from fleetimage.output.tables import Column, FitTable
@@ -31,16 +32,11 @@ __all__ = [
     "unfinished",
 ]
 
-_BAD_STATES = (JournalState.FAILED, JournalState.TIMED_OUT, JournalState.NOT_STARTED)
-# States from which `fleetimage resume` still has work to do.
-_OPEN_STATES = frozenset(
-    {
-        JournalState.PLANNED,
-        JournalState.REQUESTING,
-        JournalState.PENDING,
-        JournalState.TIMED_OUT,
-        JournalState.NOT_STARTED,
-    }
+_BAD_STATES = (
+    JournalState.FAILED,
+    JournalState.TIMED_OUT,
+    JournalState.NOT_STARTED,
+    JournalState.UNKNOWN,
 )
 
 
@@ -240,13 +236,13 @@ def runs_data(runs: list[RunSummary]) -> list[dict[str, Any]]:
     return [run_data(r) for r in runs]
 
 
-def _failed(counts: dict[str, int]) -> int:
+def failed_count(counts: dict[str, int]) -> int:
     return sum(counts.get(s.value, 0) for s in _BAD_STATES)
 
 
 def unfinished(summary: RunSummary) -> int:
     """Targets ``fleetimage resume`` would still work on."""
-    return sum(summary.counts.get(s.value, 0) for s in _OPEN_STATES)
+    return sum(summary.counts.get(s.value, 0) for s in OPEN)
 
 
 def runs_view(runs: list[RunSummary], journal: str) -> RenderableType:
@@ -279,7 +275,7 @@ def runs_view(runs: list[RunSummary], journal: str) -> RenderableType:
             str(run.total),
             str(run.counts.get("available", 0)),
             str(run.counts.get("pending", 0)),
-            str(_failed(run.counts)),
+            str(failed_count(run.counts)),
             str(run.counts.get("skipped", 0)),
             str(unfinished(run)),
         )

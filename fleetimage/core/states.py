@@ -47,6 +47,7 @@ from fleetimage.core.models import (
 
 __all__ = [
     "OPEN",
+    "OPEN_OUTCOMES",
     "SENT",
     "SETTLED",
     "TRANSITIONS",
@@ -143,3 +144,7 @@ _OUTCOMES = {
 def outcome_of(state: JournalState) -> Outcome:
     """What the report says of a target left in ``state``."""
     return _OUTCOMES[state]
+
+
+#: The report's outcomes for targets a resume still has work for.
+OPEN_OUTCOMES = frozenset(outcome_of(s) for s in OPEN)

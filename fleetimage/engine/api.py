@@ -30,8 +30,9 @@ from aiobotocore.session import AioSession
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.errors import FleetImageError, JournalError, RunDeclined, UsageError
-from fleetimage.core.models import ImageSpec, JournalState, Outcome, TargetRecord
+from fleetimage.core.models import ImageSpec, JournalState, TargetRecord
 from fleetimage.core.naming import new_run_id
+from fleetimage.core.states import OPEN_OUTCOMES
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan, plan_fleet
 from fleetimage.engine.resume import journal_plan, new_targets
@@ -49,10 +50,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-# Outcomes a resume still has work for.
-OPEN_OUTCOMES = frozenset(
-    {Outcome.NOT_STARTED, Outcome.PENDING, Outcome.UNKNOWN, Outcome.TIMED_OUT}
-)
 #: A journal path (opened and closed by the call), an open :class:`Journal`, or None.
 JournalArg = str | os.PathLike[str] | Journal | None
 Confirm = Callable[[T], bool | Awaitable[bool]]
