@@ -200,7 +200,7 @@ def create_image(ctx: Ctx, params: Params) -> str:
         created_at=ctx.wall,
         ready_at=ctx.now + delay,
         visible_at=ctx.now + fleet.config.scaled(fleet.config.visibility_lag_s),
-        fails=fleet.fails(),
+        fails=fleet.fails(ctx.account, ctx.region, iid),
         devices=[],
         tags=dict(specs.get("image", {})),
         root_device=inst.volumes[0].device if inst.volumes else "/dev/xvda",

@@ -326,9 +326,17 @@ class Fleet:
             aws_s = rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
         return aws_s
 
-    def fails(self) -> bool:
+    def fails(self, account: str, region: str, instance_id: str) -> bool:
+        """Whether the next image of this instance ends ``failed``: a pure function of (seed,
+        instance, how many images it already has), like the pending time, so a test's share of
+        failures does not depend on the order requests arrive in (retries, load), and an image
+        re-created after a failure gets a fresh draw."""
         rate = self.config.failure_rate
-        return rate > 0 and self.rng.random() < rate
+        if rate <= 0:
+            return False
+        nth = self.images_created[(account, region, instance_id)]
+        rng = random.Random(f"{self.config.seed}:fails:{account}:{region}:{instance_id}:{nth}")
+        return rng.random() < rate
 
     def new_id(self, prefix: str) -> str:
         return hex_id(self.rng, prefix)
