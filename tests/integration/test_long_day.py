@@ -5,7 +5,7 @@ The mock runs 1200× faster than AWS and the engine is told so (``time_scale: 12
 config: every time constant of the client — breaker, backoff, renewal margins, polls — is in
 AWS seconds and scaled through the configuration). Two accounts are reached through
 AssumeRole with 900-second sessions; images pend 1-2 hours (log-normal) with a 4-hour wait
-timeout; CreateImage is down for 10 minutes in one region at the start, DescribeImages for 15
+timeout; CreateImage is down for 20 minutes in one region at the start, DescribeImages for 15
 minutes in the other during the wait; one instance is terminated before its image could be
 requested, one after.
 """
@@ -60,12 +60,13 @@ async def test_a_long_day(fleet_mock: Any) -> None:
 
     def script(event: Event) -> None:
         # The outages start when the run gets there (start-up takes AWS minutes at 1200×):
-        # CreateImage in us-east-1 for 10 minutes from its lane's discovery; DescribeImages in
-        # eu-west-1 for 15 minutes, 20 minutes into the wait (15 AWS minutes are 0.75 s of wall
-        # time: long enough that a poll lands in it even when a loaded machine stalls the loop).
+        # CreateImage in us-east-1 for 20 minutes from its lane's discovery; DescribeImages in
+        # eu-west-1 for 15 minutes, 20 minutes into the wait (1 s and 0.75 s of wall time: long
+        # enough that a call lands in each even when a loaded machine stalls the loop; both
+        # stay under retry.max_outage_s, 30 minutes, so neither stops its lane).
         t = mock.aws_now()
         if isinstance(event, Discovered) and event.region == "us-east-1" and not outages:
-            outages.append(Outage(t, t + 600, region="us-east-1", action="CreateImage"))
+            outages.append(Outage(t, t + 1200, region="us-east-1", action="CreateImage"))
             mock.add_outage(outages[-1])
         if isinstance(event, Created) and event.region == "eu-west-1" and len(outages) == 1:
             outages.append(Outage(t + 1200, t + 2100, region="eu-west-1", action="DescribeImages"))
