@@ -22,9 +22,11 @@ from cli_helpers import (
     write_config,
 )
 
+from fleetimage.config import load_config
 from fleetimage.core.models import LaneKey
 from fleetimage.core.shards import lane_shard
 from fleetimage.core.tags import START_TAG
+from fleetimage.engine.planfile import load_plan, plan_shard
 from fleetimage.mock import FaultConfig, MockEC2Thread
 
 CANDIDATES = (
@@ -216,13 +218,17 @@ def test_a_shard_killed_mid_create_reruns_without_its_journal(
 
 def test_saved_plan_is_dealt_by_target_count(mock_thread: MockFactory, tmp_path: Path) -> None:
     regions = CANDIDATES[:5]
-    mock = mock_thread(regions=regions, instances_per_region=4, seed=5)
+    mock = mock_thread(regions=regions, instances_per_region=4, seed=5, state_mix={"running": 1.0})
+    for _ in range(8):  # one lane three times the others: hashing would not balance it
+        mock.call(lambda m: m.add_instance(ACCOUNT, regions[0], tags={"Name": "big"}))
     cfg = write_config(tmp_path / "fleet.yaml", fleet_config(regions))
     plan = tmp_path / "plan.json"
     url = mock.endpoint_url
     ran = cli("plan", "-c", cfg, "--endpoint-url", url, "--out", plan, "--run-id", "planned-1")
     assert ran.code == 0, ran.output
     assert f"plan saved: {plan} (run id planned-1)" in ran.stderr
+    saved = load_plan(plan, load_config(cfg))
+    discovered = mock.count(action="DescribeInstances")
     reports = []
     for i in range(2):
         report = tmp_path / f"p{i}.json"
@@ -232,12 +238,17 @@ def test_saved_plan_is_dealt_by_target_count(mock_thread: MockFactory, tmp_path:
         )  # fmt: skip
         assert ran.code == 0, ran.output
         reports.append(json.loads(report.read_text()))
-    sizes = [
-        sum(r["outcome"] in ("available", "skipped") for r in rep["results"]) for rep in reports
-    ]
-    assert sum(sizes) == len(regions) * 4 and abs(sizes[0] - sizes[1]) <= 4
+        dealt = plan_shard(saved, i, 2).lanes
+        assert dealt and {(r["account"], r["region"]) for r in reports[i]["results"]} == {
+            (k.account, k.region) for k in dealt
+        }
+    assert mock.count(action="DescribeInstances") == discovered  # exactly the saved plan
+    sizes = sorted(len(rep["results"]) for rep in reports)
+    assert sizes == [12, 16]  # 12 + 4 | 4 + 4 + 4 (hash: anything from 0 to 28 on one)
     assert mock.call(lambda m: m.duplicates()) == {}
     assert set(_images_per_instance(mock)) == imageable(mock)
+    images = [i for r in regions for i in mock.call(lambda m, r=r: m.images(ACCOUNT, r))]
+    assert {i["tags"][START_TAG] for i in images} == {saved.started_at.isoformat()}
     ran = cli("report", "merge", tmp_path / "p0.json", tmp_path / "p1.json")
     assert ran.code == 0 and json.loads(ran.stdout)["run_id"] == "planned-1"
 
