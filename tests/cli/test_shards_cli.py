@@ -179,6 +179,14 @@ def test_a_shard_killed_mid_create_reruns_without_its_journal(
     assert 0 < made < len(mine), "the kill came too late to be mid-create"
     for path in tmp_path.glob("journal.sqlite3*"):  # the shard's disk is gone
         path.unlink()
+    # an instance imaged before the kill is terminated since: its image is still adopted
+    made_images = [i for r in regions for i in mock.call(lambda m, r=r: m.images(ACCOUNT, r))]
+    gone = made_images[0]
+    mock.call(
+        lambda m: m.set_instance_state(
+            ACCOUNT, gone["region"], gone["source_instance_id"], "terminated"
+        )
+    )
     time.sleep(1.1)  # the restart's clock is in another second than the run's start
     sent_before_restart = mock.count(action="CreateImage")
 
@@ -192,6 +200,8 @@ def test_a_shard_killed_mid_create_reruns_without_its_journal(
     assert set(per_instance) == mine and set(per_instance.values()) == {1}
     data = json.loads(report.read_text())
     assert data["shard"] == "0/2" and data["run_id"] == "restart-1"
+    [adopted] = [r for r in data["results"] if r["instance_id"] == gone["source_instance_id"]]
+    assert adopted["outcome"] == "available" and adopted["image_id"] == gone["image_id"]
     assert {
         (r["account"], r["region"], r["instance_id"])
         for r in data["results"]
