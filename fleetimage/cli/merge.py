@@ -14,7 +14,7 @@ from fleetimage.output.report import RunReport
 __all__ = ["merge_command"]
 
 _ReportsArg = typer.Argument(
-    ..., help="The JSON reports of every shard of one run.", metavar="REPORT..."
+    ..., help="The JSON reports of every shard of one run.", metavar="REPORT"
 )
 _OutOpt = typer.Option(
     None,
