@@ -24,6 +24,7 @@ from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
 from fleetimage.cli.flags import FlagGroup
+from fleetimage.cli.merge import merge_command
 from fleetimage.cli.options import (
     STATE,
     ConfigOpt,
@@ -53,6 +54,14 @@ from fleetimage.cli.options import (
     read_config,
 )
 from fleetimage.cli.prune import prune_command
+from fleetimage.cli.sharding import (
+    PlanFileOpt,
+    PlanOutOpt,
+    RunIdOpt,
+    ShardOpt,
+    parse_run_id,
+    parse_sharding,
+)
 from fleetimage.cli.views import (
     failed_count,
     plan_data,
@@ -66,6 +75,7 @@ from fleetimage.cli.views import (
 )
 from fleetimage.config import FleetConfig
 from fleetimage.engine.plan import plan_fleet
+from fleetimage.engine.planfile import save_plan
 from fleetimage.journal import Journal, default_journal_path
 from fleetimage.mock.cli import mock_app
 
@@ -79,6 +89,9 @@ app = typer.Typer(
 )
 app.add_typer(mock_app, name="mock")
 app.command("prune")(prune_command)
+report_app = typer.Typer(help="Work with run reports.", no_args_is_help=True)
+report_app.command("merge")(merge_command)
+app.add_typer(report_app, name="report")
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -154,16 +167,24 @@ def plan(
     show_all: bool = typer.Option(
         False, "--all", help="List every target (default: 10 per region)."
     ),
+    out: str | None = PlanOutOpt,
+    run_id: str | None = RunIdOpt,
 ) -> None:
     """Show what a run would image (STS + DescribeInstances only; nothing is created).
 
     Exit 0 when every lane could be planned, 1 if a lane failed (e.g. AssumeRole denied) or
-    listed instance ids do not exist, 2 on a config error.
+    listed instance ids do not exist, 2 on a config error. ``--out FILE`` saves the plan for
+    ``run --plan FILE`` (every shard given the same file splits it by target count).
     """
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
+    rid = parse_run_id(run_id)
+    out_path = parse_report_path(out, flag="--out")
     session = _credentials(cfg, url)
-    result = arun(lambda: plan_fleet(cfg, endpoint_url=url, session=session))
+    result = arun(lambda: plan_fleet(cfg, endpoint_url=url, session=session, run_id=rid))
+    if out_path is not None:
+        guard(lambda: save_plan(result, cfg, out_path))
+        typer.echo(f"plan saved: {out_path} (run id {result.run_id})", err=True)
     data = plan_data(result, cfg)
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -195,6 +216,9 @@ def run(
         False, "--allow-empty", help="Don't refuse a run that resolves to no instance."
     ),
     progress_interval: float = IntervalOpt,
+    run_id: str | None = RunIdOpt,
+    shard: str | None = ShardOpt,
+    plan_file: str | None = PlanFileOpt,
 ) -> None:
     """Image every target of the config: plan, confirm, create, wait, report."""
     if dry_run and no_wait:
@@ -205,7 +229,11 @@ def run(
         )
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
+    sharding = parse_sharding(cfg, run_id=run_id, shard=shard, plan=plan_file)
     opts = RunOptions(
+        run_id=sharding.run_id,
+        shard=sharding.shard,
+        plan=sharding.plan,
         endpoint_url=url,
         dry_run=dry_run,
         wait=False if no_wait else None,

@@ -29,6 +29,7 @@ from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.errors import RunDeclined, UsageError
 from fleetimage.core.naming import new_run_id
+from fleetimage.core.shards import Shard
 from fleetimage.core.states import OPEN, OPEN_OUTCOMES
 from fleetimage.engine.api import ResumePlan, image_fleet, resume_fleet
 from fleetimage.engine.bus import Subscriber
@@ -78,6 +79,9 @@ class RunOptions:
     log_events: bool = True
     rediscover: bool = False  # resume: add instances found since the run started
     retry_failed: bool = False  # resume: image failed targets again under a new name
+    run_id: str | None = None  # run: --run-id (a restart adopts what the run made)
+    shard: Shard | None = None  # run: --shard or the job's environment
+    plan: Plan | None = None  # run: --plan (image exactly a saved plan)
 
     def journal(self) -> Path:
         return self.journal_path or default_journal_path()
@@ -109,7 +113,9 @@ def _resume_hint(run_id: str, opts: RunOptions) -> str:
 async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> Execution:
     """``fleetimage run``: plan, refuse empty, confirm, image, report."""
     started_at = datetime.now(UTC)
-    run_id = new_run_id(started_at)
+    plan = opts.plan
+    run_id = plan.run_id if plan is not None else (opts.run_id or new_run_id(started_at))
+    shard = "" if opts.shard is None else f" (shard {opts.shard.label})"
     # Opened first: a locked or corrupt journal must fail before any API call.
     journal = None if opts.dry_run else await Journal.open(opts.journal())
     try:
@@ -121,8 +127,9 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
                 f"{plural(data['targets'], 'instance')} in {plural(data['regions'], 'region')} "
                 f"({plural(data['accounts'], 'account')}); {data['skipped']} skipped"
             )
-            con.err.print(f"run {run_id}: {what}", markup=False, highlight=False)
-            if data["targets"] == 0 and not opts.allow_empty:
+            con.err.print(f"run {run_id}{shard}: {what}", markup=False, highlight=False)
+            # One shard may hold no lane, or none with instances: that shard is done, not wrong.
+            if data["targets"] == 0 and not opts.allow_empty and opts.shard is None:
                 errors = data["lane_errors"]
                 why = f"; {errors} of {len(data['lanes'])} lanes failed (see the warnings)"
                 raise UsageError(
@@ -143,6 +150,10 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
                 started_at=started_at,
                 confirm=confirm,
                 dry_run=opts.dry_run,
+                plan=plan,
+                shard=opts.shard,
+                # a run named by the user may be a restart that lost its journal
+                adopt=opts.run_id is not None or plan is not None,
                 **watch.engine_options(),
             ),
         )

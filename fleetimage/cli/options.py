@@ -170,14 +170,14 @@ def parse_deadline_flag(value: str | None) -> datetime | None:
         raise fail(f"--deadline: {exc}") from None
 
 
-def parse_report_path(value: str | None) -> Path | None:
+def parse_report_path(value: str | None, *, flag: str = "--report") -> Path | None:
     if value is None:
         return None
     path = Path(value).expanduser()
     if path.is_dir():
-        raise fail(f"--report {value!r} is a directory; give a file path (.json or .csv)")
+        raise fail(f"{flag} {value!r} is a directory; give a file path (.json or .csv)")
     if path.parent.exists() and not os.access(path.parent, os.W_OK):
-        raise fail(f"--report {value!r}: cannot write in {path.parent}")
+        raise fail(f"{flag} {value!r}: cannot write in {path.parent}")
     return path
 
 

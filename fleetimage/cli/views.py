@@ -199,7 +199,8 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
             "rate limits: a burst at once per region, then the refill rate) + pending time "
             "(how long AWS takes to make the images available: unknown before a run, which "
             f"measures it). Names are shown for run id "
-            f"{data['run_id']}; a run gets its own id."
+            f"{data['run_id']}; a run gets its own id (run --plan of a plan saved with --out "
+            "images these names)."
         )
     )
     return Group(*parts)

@@ -36,9 +36,9 @@ EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]{1,15}$")
 # A fleet name is a tag value (fleetimage:fleet): printable, no leading/trailing space.
 _FLEET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:/=+@-]{0,127}$")
-# 50 tags per resource; fleetimage adds fleetimage:run-id, fleetimage:instance-id and
-# fleetimage:fleet.
-MAX_USER_TAGS = 47
+# 50 tags per resource; fleetimage adds fleetimage:run-id, fleetimage:instance-id,
+# fleetimage:fleet and fleetimage:run-start.
+MAX_USER_TAGS = 46
 
 
 def _check_fleet_name(value: str) -> str:

@@ -188,7 +188,7 @@ class ImageOptions(BaseModel):
     @classmethod
     def _tag_count(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_USER_TAGS:
-            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 3)")
+            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 4)")
         return value
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "render_name",
     "sanitize_name_part",
     "validate_description_template",
+    "validate_run_id",
     "validate_template",
 ]
 
@@ -157,6 +158,27 @@ def _utc(started_at: datetime) -> datetime:
     return (
         started_at.replace(tzinfo=UTC) if started_at.tzinfo is None else started_at.astimezone(UTC)
     )
+
+
+RUN_ID_MAX = 40
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,40}$")
+
+
+def validate_run_id(run_id: str) -> None:
+    """A run id a user gives (``--run-id``): letters, digits and ``-``, at most 40 characters,
+    so it fits in AMI names and tags as is. ValueError says what is wrong."""
+    if not _RUN_ID_RE.fullmatch(run_id):
+        if not run_id:
+            why = "it is empty"
+        elif len(run_id) > RUN_ID_MAX:
+            why = f"it has {len(run_id)} characters (at most {RUN_ID_MAX})"
+        else:
+            bad = sorted({c for c in run_id if not (c.isascii() and (c.isalnum() or c == "-"))})
+            why = f"it contains {' '.join(repr(c) for c in bad)}"
+        raise ValueError(
+            f"run id {run_id!r} is not valid: {why}; use letters, digits and -, at most "
+            f"{RUN_ID_MAX} characters"
+        )
 
 
 def new_run_id(started_at: datetime) -> str:

@@ -5,10 +5,13 @@ Instance tags never copy them over (an instance tag must not forge a run's owner
 
 from __future__ import annotations
 
-__all__ = ["FLEET_TAG", "INSTANCE_TAG", "OWN_TAGS", "RUN_TAG"]
+__all__ = ["FLEET_TAG", "INSTANCE_TAG", "OWN_TAGS", "RUN_TAG", "START_TAG"]
 
 RUN_TAG = "fleetimage:run-id"
 INSTANCE_TAG = "fleetimage:instance-id"
 # The fleet's name (config ``name:``): prune touches only images of its own fleet.
 FLEET_TAG = "fleetimage:fleet"
-OWN_TAGS = (RUN_TAG, INSTANCE_TAG, FLEET_TAG)
+# The run's start (ISO 8601, UTC): a shard restarted without its journal renders {date} and
+# {time} in names from it, never from its own clock (engine/adopt.py).
+START_TAG = "fleetimage:run-start"
+OWN_TAGS = (RUN_TAG, INSTANCE_TAG, FLEET_TAG, START_TAG)

@@ -31,10 +31,12 @@ from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.errors import FleetImageError, JournalError, RunDeclined, UsageError
 from fleetimage.core.models import ImageSpec, JournalState, TargetRecord
-from fleetimage.core.naming import new_run_id
+from fleetimage.core.naming import new_run_id, validate_run_id
+from fleetimage.core.shards import Shard
 from fleetimage.core.states import OPEN_OUTCOMES
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan, plan_fleet
+from fleetimage.engine.restart import restart_plan
 from fleetimage.engine.resume import journal_plan, new_targets
 from fleetimage.engine.run import execute
 from fleetimage.journal import Journal, RunSummary, default_journal_path
@@ -82,11 +84,18 @@ async def image_fleet(
     stop: anyio.Event | None = None,
     session: AioSession | None = None,
     plan: Plan | None = None,
+    shard: Shard | None = None,
+    adopt: bool = False,
 ) -> RunReport:
     """Image every target of ``config``; one result per target.
 
     ``journal``: record the run there (resumable with :func:`resume_fleet`); ``run_id`` names
-    it (default: generated; an id already in the journal is refused). ``confirm``: called
+    it (letters, digits and ``-``, at most 40; default: generated; an id already in the journal
+    is refused: resume it). ``adopt``: the run may be a restart that lost its journal (give
+    the same ``run_id``) — the whole plan is made first and, before creating anything, each
+    lane adopts the images that already carry this run id and an instance id of the lane;
+    names are rendered from the run's start recorded on them (:mod:`~fleetimage.engine.adopt`).
+    ``shard``: image only that shard's lanes (``Shard``; the report records it). ``confirm``: called
     with the plan (STS + DescribeInstances only) before anything is created; the run then
     images exactly that plan. ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to
     image exactly (its run id and start time are the run's). ``stop``: set it to stop
@@ -96,31 +105,54 @@ async def image_fleet(
     """
     if dry_run and journal is not None:
         raise ValueError("a dry run creates nothing and is not journaled; pass journal=None")
+    adopt = adopt and not dry_run
     if plan is not None:  # its names were rendered with its run id and start time
         run_id, started_at = plan.run_id, plan.started_at
+        if shard is not None:  # a saved plan holds every shard's lanes
+            plan.lanes = {k: lp for k, lp in plan.lanes.items() if shard.owns(k)}
+    if run_id is not None:
+        try:
+            validate_run_id(run_id)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     started_at = started_at or now()
     run_id = run_id or new_run_id(started_at)
+    snapshot = config.model_dump(mode="json")
+    shard_data = None if shard is None else shard.to_dict()
     async with _open(journal) as ledger:
         if ledger is not None:
             if await ledger.has_run(run_id):
                 raise JournalError(
-                    f"run {run_id} is already in journal {ledger.path}; resume it instead"
+                    f"run {run_id} is already in journal {ledger.path}; to finish it: "
+                    f"fleetimage resume {run_id} --journal {ledger.path}"
                 )
-            # Journaled before planning: a crash even during discovery leaves a resumable run.
-            await ledger.start_run(
-                run_id, started_at=started_at, config_snapshot=config.model_dump(mode="json")
-            )
+            if not adopt:
+                # Journaled before planning: a crash even during discovery leaves a resumable
+                # run. (A restart journals once planning has found the run's recorded start.)
+                await ledger.start_run(
+                    run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
+                )
         sent = False
         try:
-            if confirm is not None:
-                if plan is None:
-                    plan = await plan_fleet(
-                        config,
-                        endpoint_url=endpoint_url,
-                        session=session,
-                        run_id=run_id,
-                        started_at=started_at,
+            if (confirm is not None or adopt) and plan is None:
+                plan = await plan_fleet(
+                    config,
+                    endpoint_url=endpoint_url,
+                    session=session,
+                    run_id=run_id,
+                    started_at=started_at,
+                    owns=None if shard is None else shard.owns,
+                    adopt=adopt,
+                )
+            if adopt and plan is not None:
+                plan = restart_plan(plan, config)
+                started_at = plan.started_at
+                if ledger is not None:
+                    await ledger.start_run(
+                        run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
                     )
+            if confirm is not None:
+                assert plan is not None
                 if not await _ask(confirm, plan):
                     raise RunDeclined(f"run {run_id} declined: nothing was sent")
             sent = True
@@ -139,6 +171,8 @@ async def image_fleet(
                 stop=stop,
                 session=session,
                 plan=plan,
+                shard=shard,
+                adopt=adopt,
             )
             return await _journaled(ledger, run_id, run)
         finally:
@@ -187,6 +221,8 @@ async def resume_fleet(
             raise UsageError(f"run {run_id} has no failed target to retry")
         prior = {(r.account, r.region, r.instance_id): r for r in records}
         started = summary.started_at
+        stored = await ledger.shard(run_id)
+        shard = None if stored is None else Shard.from_dict(stored)
         if rediscover:
             found = await plan_fleet(
                 config,
@@ -194,6 +230,7 @@ async def resume_fleet(
                 session=session,
                 run_id=run_id,
                 started_at=started,
+                owns=None if shard is None else shard.owns,
             )
             plan: Plan = found
             fresh = tuple(new_targets(found, prior))
@@ -221,6 +258,7 @@ async def resume_fleet(
             session=session,
             plan=plan,
             retry_failed=retry_failed,
+            shard=shard,
         )
         return await _journaled(ledger, run_id, run)
 

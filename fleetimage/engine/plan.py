@@ -20,6 +20,7 @@ from fleetimage.core.errors import AwsError
 from fleetimage.core.models import ImageSpec, LaneKey, Target
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.accounts import Access, resolve_account
+from fleetimage.engine.adopt import RunImage, find_run_images
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
 from fleetimage.engine.lane import Lane
@@ -60,6 +61,10 @@ class LanePlan:
     # idempotency key: two targets must never share one). Each entry: (spec, other instance).
     collisions: list[tuple[ImageSpec, str]] = field(default_factory=list)
     error: AwsError | None = None
+    # Images an earlier start of this run created here, by instance id (engine/adopt.py);
+    # ``looked_up``: the lane has been asked for them.
+    adopted: dict[str, RunImage] = field(default_factory=dict)
+    looked_up: bool = False
 
     def keep_unique_names(self) -> None:
         first: dict[str, str] = {}
@@ -105,11 +110,15 @@ async def open_lanes(
     stopper: Stopper | None = None,
     planned: Plan | None = None,
     on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
+    owns: Callable[[LaneKey], bool] | None = None,
+    adopt: bool = False,
 ) -> Plan:
     """Resolve accounts, open one client per lane (concurrently, kept in ``stack``), discover.
 
     ``planned``: what an earlier ``plan_fleet`` found (and the user confirmed); its lanes are
     reopened without discovering again, so exactly the confirmed targets are imaged.
+    ``owns``: the lanes this process images (a shard's); the others are not even opened.
+    ``adopt``: also find the images an earlier start of this run created (engine/adopt.py).
     ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
     engine can start imaging it while other lanes still discover.
     """
@@ -137,6 +146,8 @@ async def open_lanes(
         for spec in specs:
             for region in spec.regions:
                 key = LaneKey(acc.account or "self", region)
+                if owns is not None and not owns(key):
+                    continue  # another shard's lane
                 lanes.setdefault(key, LanePlan(key, error=acc.error))
                 covering.setdefault(key, (acc, []))[1].append(spec)
 
@@ -148,6 +159,20 @@ async def open_lanes(
     # Parsing DescribeInstances answers is CPU-bound: a few lanes at a time finish (and start
     # imaging) sooner than all of them at once, and fewer raw answers are in memory at once.
     discovering = anyio.Semaphore(DISCOVERY_CONCURRENCY)
+
+    async def look_up(lp: LanePlan) -> bool:
+        """Before anything is created in the lane: what an earlier start of the run made.
+        False if the lane cannot run (it must not create blind)."""
+        if not adopt or lp.looked_up or lp.lane is None:
+            return True
+        try:
+            lp.adopted = await find_run_images(lp.lane, run_id)
+            lp.looked_up = True
+            return True
+        except Exception as exc:
+            lp.error = _lane_error(exc, "DescribeImages")
+            lp.specs, lp.skipped, lp.missing, lp.collisions = [], [], [], []
+            return False
 
     async def open_one(key: LaneKey) -> None:
         await plan_one(key)
@@ -190,24 +215,16 @@ async def open_lanes(
         if earlier is not None and earlier.error is None:
             lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
             lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
+            lp.adopted, lp.looked_up = dict(earlier.adopted), earlier.looked_up
+            await look_up(lp)
             return
         try:
             async with discovering:
                 found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
-        except AwsError as error:
-            lp.error = error
+        except Exception as exc:
+            lp.error = _lane_error(exc, "DescribeInstances")
             return
-        except Stopped as stop:  # its targets are unknown: resume discovers the lane again
-            lp.error = AwsError(
-                stop.reason,
-                "the run stopped before this lane's discovery finished; resume discovers it",
-                action="DescribeInstances",
-            )
-            return
-        except Exception as exc:  # one lane's surprise must not take the fleet down
-            lp.error = AwsError(
-                "DiscoveryFailed", f"{type(exc).__name__}: {exc}", action="DescribeInstances"
-            )
+        if not await look_up(lp):
             return
         for target in found.targets.values():
             if target.state in IMAGEABLE_STATES:
@@ -228,6 +245,20 @@ async def open_lanes(
     return Plan(run_id, started_at, lanes)
 
 
+def _lane_error(exc: Exception, action: str) -> AwsError:
+    """What a lane records when planning it failed: its targets are unknown, the others go on."""
+    if isinstance(exc, AwsError):
+        return exc
+    if isinstance(exc, Stopped):  # resume discovers the lane again
+        return AwsError(
+            exc.reason,
+            "the run stopped before this lane's discovery finished; resume discovers it",
+            action=action,
+        )
+    # One lane's surprise must not take the fleet down.
+    return AwsError("DiscoveryFailed", f"{type(exc).__name__}: {exc}", action=action)
+
+
 async def plan_fleet(
     config: FleetConfig,
     *,
@@ -235,8 +266,12 @@ async def plan_fleet(
     session: AioSession | None = None,
     run_id: str | None = None,
     started_at: datetime | None = None,
+    owns: Callable[[LaneKey], bool] | None = None,
+    adopt: bool = False,
 ) -> Plan:
-    """What a run would image (STS + DescribeInstances only); the clients are closed after."""
+    """What a run would image (STS + DescribeInstances only; with ``adopt``, DescribeImages
+    for the run's existing images too); the clients are closed after. ``owns``: only these
+    lanes (a shard's)."""
     started_at = started_at or datetime.now(UTC)
 
     async with contextlib.AsyncExitStack() as stack:
@@ -248,6 +283,8 @@ async def plan_fleet(
             started_at=started_at,
             bus=Bus([]),
             stack=stack,
+            owns=owns,
+            adopt=adopt,
         )
     for lp in plan.lanes.values():
         lp.lane = None  # its client is closed

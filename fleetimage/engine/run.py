@@ -20,11 +20,13 @@ from fleetimage.aws import clients
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.ledger import Ledger
-from fleetimage.core.models import TargetRecord
+from fleetimage.core.models import Created, TargetRecord
 from fleetimage.core.naming import new_run_id
+from fleetimage.core.shards import Shard
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
 from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
 from fleetimage.engine.plan import LanePlan, Plan, open_lanes
+from fleetimage.engine.restart import adopted_records
 from fleetimage.engine.resume import complete_from_journal
 from fleetimage.output.collector import ReportCollector
 from fleetimage.output.report import RunReport
@@ -49,6 +51,8 @@ async def execute(
     session: AioSession | None = None,
     plan: Plan | None = None,
     retry_failed: bool = False,
+    shard: Shard | None = None,
+    adopt: bool = False,
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -61,6 +65,9 @@ async def execute(
     ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to image exactly (no second
     discovery); its run id and start time are the run's. ``retry_failed``: resumed targets
     whose image failed are imaged again under a new name (see :mod:`.recreate`).
+    ``shard``: image only its lanes (the report records it). ``adopt``: the run starts again
+    without its journal; images its earlier start created (found by planning, or here for a
+    lane planned again) are waited for, never created again (see :mod:`.adopt`).
     """
     if plan is not None:  # its names were rendered with its run id and start time
         run_id, started_at = plan.run_id, plan.started_at
@@ -70,7 +77,9 @@ async def execute(
     subscribers: list[Subscriber] = []
     if on_event is not None:
         subscribers.extend(on_event if isinstance(on_event, Sequence) else [on_event])
-    collector = ReportCollector(run_id, started_at, dry_run=dry_run)
+    collector = ReportCollector(
+        run_id, started_at, dry_run=dry_run, shard=None if shard is None else shard.label
+    )
     prior = {(r.account, r.region, r.instance_id): r for r in resume}
     collector.seed(prior.values())
     state = RunState(max_errors or config.max_errors, total=0)
@@ -88,8 +97,24 @@ async def execute(
 
             async def lane_ready(lp: LanePlan) -> None:
                 assert run_id is not None and started_at is not None
+                adopted = adopted_records(lp) if lp.error is None else {}
+                prior.update(adopted)
                 complete_from_journal(lp, prior, config, run_id, started_at)
                 await announce_lane(lp, bus, run_id, prior)
+                for rec in adopted.values():  # recorded as created before any wait or send
+                    assert rec.image_id is not None
+                    await bus.emit(
+                        Created(
+                            run_id,
+                            rec.account,
+                            rec.region,
+                            rec.instance_id,
+                            now(),
+                            rec.image_id,
+                            rec.image_name or "",
+                            adopted=True,
+                        )
+                    )
                 state.total += len(lp.specs)
                 if lp.lane is not None and lp.specs:
                     run = LaneRun(
@@ -116,6 +141,8 @@ async def execute(
                 stack=stack,
                 planned=plan,
                 on_lane_ready=lane_ready,
+                owns=None if shard is None else shard.owns,
+                adopt=adopt and not dry_run,
             )
             state.discovery_done()
         watchers.cancel()

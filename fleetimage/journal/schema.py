@@ -3,14 +3,15 @@
 Schema (``meta.schema_version`` = :data:`SCHEMA_VERSION`; older journals are upgraded in place
 by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
 
-    runs(run_id PK, started_at, finished_at, status, config_json, notes)
+    runs(run_id PK, started_at, finished_at, status, config_json, notes, shard_json)
     lanes(run_id, account, region, state planned|failed, action, error_code, error_message,
           updated_at, PRIMARY KEY (run_id, account, region))
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
             error_code, error_message, requested_at, completed_at, spec_json, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
 
-Times are ISO 8601 text; ``spec_json`` is the CreateImage request planned for the target
+Times are ISO 8601 text; ``shard_json`` is the shard a sharded run images (``Shard.to_dict()``,
+NULL for a whole run), so resume and rediscovery stay inside its lanes; ``spec_json`` is the CreateImage request planned for the target
 (``ImageSpec.to_dict()``), so resume images exactly what the run planned.
 
 Event → row: each target event is one statement generated from the state machine's table
@@ -48,7 +49,7 @@ from fleetimage.core.states import TRANSITIONS, event_kind
 
 __all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
 # deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
 RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
@@ -81,10 +82,16 @@ CREATE TABLE runs (
 );
 """
 
+# Version 3's addition to runs (kept apart: migration 1 → 2 copies version 2's runs table).
+_SHARD_COLUMN = """
+ALTER TABLE runs ADD COLUMN shard_json TEXT;
+"""
+
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
 {_RUNS}
+{_SHARD_COLUMN}
 CREATE TABLE targets (
     run_id TEXT NOT NULL,
     account TEXT NOT NULL,
@@ -124,6 +131,8 @@ ALTER TABLE runs RENAME TO runs_v1;
 INSERT INTO runs SELECT * FROM runs_v1;
 DROP TABLE runs_v1;
 """,
+    # 2 → 3: a sharded run records its shard (resume stays inside the shard's lanes).
+    2: _SHARD_COLUMN,
 }
 
 # --- event → SQL ---------------------------------------------------------------------------

@@ -175,20 +175,39 @@ class Journal:
             self.record(event)
 
     async def start_run(
-        self, run_id: str, *, started_at: datetime, config_snapshot: dict[str, Any]
+        self,
+        run_id: str,
+        *,
+        started_at: datetime,
+        config_snapshot: dict[str, Any],
+        shard: dict[str, Any] | None = None,
     ) -> None:
-        """Record a run as running. On resume (same id) the original start and config stay."""
+        """Record a run as running. On resume (same id) the original start, config and shard
+        stay. ``shard``: the shard a sharded run images (``Shard.to_dict()``)."""
         # As it is: the config has no place for credentials, and resume must read it back
         # exactly (redacting secret-shaped values would turn a git SHA tag into <redacted>).
         config_json = json.dumps(config_snapshot, sort_keys=True, default=str)
+        shard_json = None if shard is None else json.dumps(shard, sort_keys=True)
         await self._call(
             lambda conn: conn.execute(
-                "INSERT INTO runs (run_id, started_at, status, config_json) "
-                "VALUES (?, ?, 'running', ?) ON CONFLICT (run_id) DO UPDATE SET "
+                "INSERT INTO runs (run_id, started_at, status, config_json, shard_json) "
+                "VALUES (?, ?, 'running', ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
                 "status = 'running', finished_at = NULL",
-                (run_id, timestamp(started_at), config_json),
+                (run_id, timestamp(started_at), config_json, shard_json),
             )
         )
+
+    async def shard(self, run_id: str) -> dict[str, Any] | None:
+        """The shard run ``run_id`` images (as given to :meth:`start_run`), None if all."""
+
+        def read(conn: sqlite3.Connection) -> dict[str, Any] | None:
+            found = conn.execute("SELECT shard_json FROM runs WHERE run_id = ?", (run_id,))
+            row = found.fetchone()
+            if row is None:
+                raise _unknown_run(run_id)
+            return None if row[0] is None else cast(dict[str, Any], json.loads(row[0]))
+
+        return await self._call(read)
 
     async def finish_run(self, run_id: str, *, status: str, finished_at: datetime) -> None:
         if status not in RUN_STATUSES:

@@ -93,10 +93,13 @@ _OPEN_REASONS = {
 class ReportCollector:
     """Event subscriber (sync) that builds the :class:`RunReport`."""
 
-    def __init__(self, run_id: str, started_at: datetime, *, dry_run: bool = False) -> None:
+    def __init__(
+        self, run_id: str, started_at: datetime, *, dry_run: bool = False, shard: str | None = None
+    ) -> None:
         self.run_id = run_id
         self.started_at = started_at
         self.dry_run = dry_run
+        self.shard = shard  # "I/N" when the run images one shard's lanes
         self._targets: dict[tuple[str, str, str], _Target] = {}
         self._lanes: dict[tuple[str, str], LaneFailure] = {}
 
@@ -149,6 +152,7 @@ class ReportCollector:
             dry_run=self.dry_run,
             interrupted=interrupted,
             journal_error=journal_error,
+            shard=self.shard,
         )
 
     @staticmethod

@@ -24,7 +24,10 @@ JSON format (``RunReport.to_json()``, and ``RunReport.write(path)`` for any non-
         {"account": "444455556666", "region": "us-east-1", "action": "AssumeRole",
          "error_code": "AccessDenied", "error_message": "AssumeRole failed for the whole lane: ...",
          "affected": []}                              # its targets, where the journal knew them
-      ]
+      ],
+      "journal_error": null,
+      "shard": "1/4",                                 # null unless the run imaged one shard
+      "shards": null                                  # merged: the shards it holds, ["0/4", ...]
     }
 
 Outcomes: ``available`` (done), ``pending`` (created, not waited for: --no-wait or the run
@@ -115,6 +118,10 @@ class RunReport:
     interrupted: bool = False
     # The journal failed mid-run: this report is the only full record of the run.
     journal_error: str | None = None
+    # "I/N": this run imaged shard I of N (its lanes only). A merged report has none, and
+    # ``shards`` lists the shards it was merged from ("0/4", "1/4", ...).
+    shard: str | None = None
+    shards: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", tuple(sorted(self.results, key=_sort_key)))
@@ -151,6 +158,8 @@ class RunReport:
             "results": [r.to_dict() for r in self.results],
             "lane_failures": [f.to_dict() for f in self.lane_failures],
             "journal_error": self.journal_error,
+            "shard": self.shard,
+            "shards": None if self.shards is None else list(self.shards),
         }
 
     @classmethod
@@ -165,6 +174,8 @@ class RunReport:
             dry_run=bool(data.get("dry_run", False)),
             interrupted=bool(data.get("interrupted", False)),
             journal_error=data.get("journal_error"),
+            shard=data.get("shard"),
+            shards=None if data.get("shards") is None else tuple(data["shards"]),
         )
 
     def to_json(self) -> str:

@@ -41,6 +41,10 @@ def render_summary(
     ``verdict``: end with the "N targets in T: ok" line (the demo gives its own)."""
     outcomes = [o for o in Outcome if report.counts[o.value]] or [Outcome.AVAILABLE]
     title = f"run {report.run_id}" + (" (dry run)" if report.dry_run else "")
+    if report.shard is not None:
+        title += f", shard {report.shard}"
+    elif report.shards is not None:
+        title += f", {len(report.shards)} shards merged"
     if report.interrupted:
         title += " — interrupted"
     per_region = Table(title=title, title_justify="left")

@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from fleetimage import Created, JournalError, Outcome, Requested, image_fleet, parse_config
 from fleetimage.core.models import Event, JournalState, TargetRecord
 from fleetimage.core.naming import AMI_NAME_MAX, is_valid_ami_name, render_name
-from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG, START_TAG
 from fleetimage.engine.plan import plan_fleet
 from fleetimage.engine.run import execute
 from fleetimage.journal import Journal
@@ -357,8 +357,9 @@ async def test_forged_tags_and_squatted_names_are_never_adopted(
         if image["image_id"] == squatter:
             continue
         keys = [k for k in image["tags"] if k.lower().startswith(("fleetimage:", "aws:"))]
-        assert sorted(keys) == sorted([RUN_TAG, INSTANCE_TAG]), image["tags"]
+        assert sorted(keys) == sorted([RUN_TAG, INSTANCE_TAG, START_TAG]), image["tags"]
         assert image["tags"][RUN_TAG] == RUN_ID
+        assert datetime.fromisoformat(image["tags"][START_TAG]) == STARTED
         assert image["tags"][INSTANCE_TAG] == image["source_instance_id"]
     assert [i["image_id"] for i in mock.images(ACCOUNT, "us-east-1") if i["name"] == name] == [
         squatter

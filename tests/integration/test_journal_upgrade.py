@@ -15,11 +15,12 @@ from fleetimage.mock import MockConfig
 
 
 def _downgrade_to_v1(path: Path, run_id: str) -> None:
-    """Rewrite a current journal as schema 1 wrote it (no lanes table, no requests kept;
-    "*" target rows; the run statuses of then)."""
+    """Rewrite a current journal as schema 1 wrote it (no lanes table, no requests kept, no
+    shards; "*" target rows; the run statuses of then)."""
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TABLE lanes")
         conn.execute("ALTER TABLE targets DROP COLUMN spec_json")
+        conn.execute("ALTER TABLE runs DROP COLUMN shard_json")
         conn.execute("UPDATE runs SET status = 'finished' WHERE status = 'incomplete'")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
         conn.execute(

@@ -192,6 +192,8 @@ def test_json_format_and_round_trip(tmp_path: Path) -> None:
         "results",
         "lane_failures",
         "journal_error",
+        "shard",
+        "shards",
     ]
     assert data["started_at"] == T0.isoformat() and data["counts"]["total"] == 3
     # Sorted by (account, region, instance_id).
