@@ -53,6 +53,7 @@ from fleetimage.cli.options import (
     read_config,
 )
 from fleetimage.cli.prune import prune_command
+from fleetimage.cli.report import report_app
 from fleetimage.cli.views import (
     failed_count,
     plan_data,
@@ -79,6 +80,7 @@ app = typer.Typer(
 )
 app.add_typer(mock_app, name="mock")
 app.command("prune")(prune_command)
+app.add_typer(report_app, name="report")
 
 
 # --- commands ------------------------------------------------------------------------------
