@@ -29,7 +29,8 @@ def report_verdict(report: RunReport) -> str:
     word = "ok" if report.ok else "not ok"
     if report.interrupted:
         word = "interrupted" if report.ok else "interrupted, not ok"
-    lanes = f", {len(report.lane_failures)} lanes failed" if report.lane_failures else ""
+    failed = len(report.lane_failures)
+    lanes = f", {failed} lane{'' if failed == 1 else 's'} failed" if failed else ""
     what = ", ".join(parts) or "nothing imaged"
     return f"{counts['total']} targets in {elapsed}: {what}{lanes}: {word}"
 

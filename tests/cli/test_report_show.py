@@ -62,7 +62,7 @@ def test_table_keeps_every_id_whole(saved: Path, width: int) -> None:
     assert "…" not in out
     assert "lane 777788889999/ap-south-1 failed: AssumeRole: AccessDenied: denied" in out
     assert out.rstrip().endswith(
-        "3 targets in 0:03:00: 1 available, 1 failed, 1 skipped, 1 lanes failed: not ok"
+        "3 targets in 0:03:00: 1 available, 1 failed, 1 skipped, 1 lane failed: not ok"
     )
 
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from fleetimage import Outcome, image_fleet, parse_config
-from fleetimage.engine.plan import Plan
 from fleetimage.mock import MockConfig, OrgAccount, OrgTree
 
 MANAGEMENT = "999999999999"
@@ -71,49 +72,46 @@ async def start(fleet_mock: Any) -> Any:
 
 
 async def test_an_ou_with_a_nested_ou_images_its_active_accounts(fleet_mock: Any) -> None:
+    """One pass (no confirmation: the plan's display is tests/cli/test_ops_cli.py's), so each
+    account is reached once: 10 AssumeRoles, 10 lanes."""
     mock = await start(fleet_mock)
-    planned: list[Plan] = []
-
-    def confirm(plan: Plan) -> bool:  # the plan the CLI shows: what the OU resolved to
-        planned.append(plan)
-        assert mock.count("CreateImage") == 0
-        return True
-
-    cfg = parse_config(config())
-    report = await image_fleet(cfg, endpoint_url=mock.endpoint_url, confirm=confirm)
+    report = await image_fleet(parse_config(config()), endpoint_url=mock.endpoint_url)
 
     expected = set(TREE_ACCOUNTS) - {SUSPENDED, EXCLUDED}
     assert len(expected) == 10
-    [unit] = planned[0].units
-    assert unit.unit == TOP and unit.units == 3 and unit.error is None
-    assert [a.id for a in unit.accounts] == sorted(expected)
-    assert [(a.id, a.state) for a in unit.inactive] == [(SUSPENDED, "SUSPENDED")]
-    assert unit.excluded == [EXCLUDED]
-    assert {k.account for k in planned[0].lanes} == expected
-
     imaged = {r.account for r in report.results if r.outcome is Outcome.AVAILABLE}
     assert imaged == expected
     assert len(report.results) == 20 and report.ok, report.failures()
     assert not report.lane_failures
-    # each account was reached through its own role (once to plan, once to run)
-    assert mock.count("AssumeRole", "ok") == 20
+    # each account was reached through its own role (role_name in that account), once
+    assert mock.count("AssumeRole", "ok") == 10
+    roles = sorted(session.role_arn for session in mock.keys.sessions.values())
+    assert roles == [f"arn:aws:iam::{a}:role/fleet-imager" for a in sorted(expected)]
     for account in expected:
         assert len(mock.images(account, "eu-west-1")) == 2
     for account in (SUSPENDED, EXCLUDED, *ELSEWHERE, MANAGEMENT):
         assert mock.images(account, "eu-west-1") == []
-    # paged: 3 OUs walked, listings of 4 accounts at 2 a page take 2 calls each (x2: the
-    # plan, then the run, which lists again: it images the plan's targets, in its accounts)
-    assert mock.count("ListAccountsForParent", "ok") == 12
-    assert mock.count("ListChildren", "ok") == 6
+    # paged: 3 OUs walked; listing 4 accounts at 2 a page takes 2 calls each
+    assert mock.count("ListAccountsForParent", "ok") == 6
+    assert mock.count("ListChildren", "ok") == 3
     assert mock.count(outcome="error") == 0
 
 
-async def test_an_ou_that_cannot_be_listed_is_a_lane_error(fleet_mock: Any) -> None:
-    """Not the management account (AccessDenied): the OU's lane says so, the others run."""
+@pytest.mark.parametrize(
+    ("caller", "unit", "code"),
+    [
+        ("111111111111", TOP, "AccessDeniedException"),  # not the management account
+        (MANAGEMENT, "ou-mock-nothere1", "ParentNotFoundException"),
+    ],
+)
+async def test_an_ou_that_cannot_be_listed_is_a_lane_error(
+    fleet_mock: Any, caller: str, unit: str, code: str
+) -> None:
+    """The OU's lane says why; the rest of the fleet runs."""
     mock = await fleet_mock(
         MockConfig(
             regions=("eu-west-1",),
-            accounts=("111111111111", *TREE_ACCOUNTS),
+            accounts=(caller, *TREE_ACCOUNTS),
             instances_per_region=1,
             state_mix={"running": 1.0},
             time_scale=50,
@@ -122,9 +120,12 @@ async def test_an_ou_that_cannot_be_listed_is_a_lane_error(fleet_mock: Any) -> N
         )
     )
     cfg = config()
+    cfg["targets"][0]["accounts"][0]["organization_unit"] = unit
     cfg["targets"].append({"regions": ["eu-west-1"], "all_instances": True})
     report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
     [failure] = report.lane_failures
-    assert failure.account == TOP and failure.error_code == "AccessDeniedException"
-    assert {r.account for r in report.results} == {"111111111111"}
+    assert failure.account == unit and failure.error_code == code
+    assert failure.action == "ListAccountsForParent"
+    assert {r.account for r in report.results} == {caller}
+    assert report.counts["available"] == 1
     assert mock.count("AssumeRole") == 0
