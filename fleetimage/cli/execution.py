@@ -295,7 +295,9 @@ class _Watch:
                 finally:
                     tg.cancel_scope.cancel()
             ex = _conclude(ex, opts, con, hint)
-            if notifier is not None and not declined:
+            if notifier is not None and ex.extra.get("hard_stop"):
+                notifier.hurry()  # exiting now was asked for: no wait for deliveries
+            elif notifier is not None and not declined:
                 if ex.report is not None:
                     notifier.post(run_notice(ex.report, ex.report_path, fleet=notifier.fleet))
                 elif ex.error is not None and not isinstance(ex.error, UsageError):

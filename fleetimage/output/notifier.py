@@ -94,6 +94,7 @@ class Notifier:
         self._receive: MemoryObjectReceiveStream[Notice] | None = None
         self._done: anyio.Event | None = None  # set once the sender delivered everything
         self._timers: set[anyio.CancelScope] = set()
+        self._drain_s = timeout_s  # how long leaving waits for what is queued
         self._log = structlog.get_logger("fleetimage.notify")
 
     # --- lifetime ----------------------------------------------------------------------
@@ -119,7 +120,7 @@ class Notifier:
         for timer in list(self._timers):
             timer.cancel()
         self._send.close()  # the sender ends once the queue is empty
-        with anyio.move_on_after(self.timeout_s, shield=True):
+        with anyio.move_on_after(self._drain_s, shield=True):
             await self._done.wait()
         if not self._done.is_set():
             tg.cancel_scope.cancel()
@@ -130,7 +131,7 @@ class Notifier:
                 except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
                     break
             for notice in left:
-                self._failed_all(notice, f"not sent: gave up after {self.timeout_s:g} s")
+                self._failed_all(notice, "not sent: the command ended first")
             self._receive.close()
         return await tg.__aexit__(exc_type, exc, tb)
 
@@ -157,6 +158,11 @@ class Notifier:
             self._send.send_nowait(notice)
         except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._failed_all(notice, "not sent: too many notifications queued")
+
+    def hurry(self) -> None:
+        """Leave at once, without waiting for what is queued (a second Ctrl-C): it is
+        recorded as not sent."""
+        self._drain_s = 0.0
 
     @property
     def failures(self) -> list[Delivery]:

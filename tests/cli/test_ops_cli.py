@@ -275,3 +275,33 @@ def test_permissions_add_organizations_and_sns_only_when_used(tmp_path: Path) ->
         "arn:aws:iam::*:role/imager",
     ]
     assert "organizations:* and sns:Publish statements belong to the identity" in ran.stderr
+
+
+def test_resume_notifies_from_the_runs_own_config(
+    mock_thread: MockFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journaled config says where to notify; its webhook variable is checked first."""
+    mock = mock_thread(regions=("us-east-1",), instances_per_region=3)
+    monkeypatch.setenv("HOOK_URL", refused_url())
+    cfg = notified(sns_topic_arn=TOPIC, webhook_url_env="HOOK_URL", attempts=1)
+    path = write_config(tmp_path / "f.yaml", cfg)
+    journal = tmp_path / "j.sqlite3"
+    ran = cli(
+        "run", "-c", path, "--endpoint-url", mock.endpoint_url, "--journal", journal, "--no-wait"
+    )
+    assert ran.code == 0, ran.output
+    run_id = ran.stdout.split("run id: ")[1].split()[0]
+    assert mock.count("Publish", "ok") == 1
+
+    monkeypatch.delenv("HOOK_URL")
+    again = cli("resume", run_id, "--journal", journal, "--endpoint-url", mock.endpoint_url)
+    assert again.code == 2 and "HOOK_URL is not set" in again.stderr, again.output
+    assert mock.count("Publish") == 1 and mock.count("DescribeImages") == 0  # nothing sent
+
+    monkeypatch.setenv("HOOK_URL", refused_url())
+    again = cli("resume", run_id, "--journal", journal, "--endpoint-url", mock.endpoint_url)
+    assert again.code == 0, again.output
+    assert mock.count("Publish", "ok") == 2
+    last = mock.call(lambda m: m.sns_messages[-1].message)
+    assert last.startswith(f"✅ fleetimage run {run_id} of fleet f finished: ok")
+    assert "notification run_finished via webhook failed after 1 attempt" in again.stderr
