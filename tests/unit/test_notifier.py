@@ -158,3 +158,11 @@ def test_an_ou_item_becomes_one_role_per_account() -> None:
     assert spec.duration_s == 900 and spec.session_name == "fleetimage"
     # snapshots (the journal's copy) read back the same items
     assert type(config).from_snapshot(config.model_dump(mode="json")) == config
+
+
+def test_a_run_wide_event_makes_no_progress_lane() -> None:
+    from fleetimage.output.progress import ProgressTracker
+
+    tracker = ProgressTracker()
+    tracker(RunStopping("RUN", "", "", None, AT, "ErrorBudgetExceeded", 3, 10))
+    assert tracker.rows() == []
