@@ -152,7 +152,7 @@ def prune_command(
         f"{format_duration(took)}; report: {path}"
     )
     notifier = notifier_for(cfg, session=clients.new_session(), endpoint_url=url)
-    if notifier is not None:
+    if notifier is not None and not declined:  # declined: the operator is right there
         arun(_notify, notifier, prune_notice(report, path))
         done, warnings = delivery_lines(notifier)
         for line in done:

@@ -107,6 +107,16 @@ def test_a_dead_webhook_leaves_the_exit_code_alone(
     written += [p.read_text() for p in tmp_path.glob("fleetimage-*.json")]
     assert all("do-not-leak-me" not in text for text in written)
 
+    # a prune ends with a notice too (a dry run: nothing is old enough to go)
+    pruned = cli("prune", "-c", cfg, "--endpoint-url", mock.endpoint_url, "--dry-run")
+    assert pruned.code == 0, pruned.output
+    assert mock.count("Publish", "ok") == 2
+    last = mock.call(lambda m: m.sns_messages[-1])
+    assert last.subject.startswith("fleetimage prune ") and "(dry run) of fleet f" in last.subject
+    assert "report: fleetimage-prune-" in last.message
+    assert "notification prune_finished via webhook failed after 3 attempts" in pruned.stderr
+    assert "do-not-leak-me" not in pruned.output
+
 
 def test_the_webhook_gets_the_run_summary(
     mock_thread: MockFactory,
