@@ -14,9 +14,11 @@ from aiohttp import web
 
 from fleetimage import Outcome, image_fleet, parse_config
 from fleetimage.aws.clients import new_session
+from fleetimage.aws.notify import WebhookChannel
 from fleetimage.engine.notify import notifier_for
 from fleetimage.mock import MockConfig, Outage
 from fleetimage.output.notices import run_notice
+from fleetimage.output.notifier import Notifier
 
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:fleet-alerts"
 HOOK = "FLEET_HOOK_URL"
@@ -140,26 +142,40 @@ async def test_run_end_goes_to_sns_on_the_mock_and_to_the_webhook(
     ]
 
 
-@pytest.mark.parametrize("mode", ["refused", "500", "hang"])
-async def test_a_dead_webhook_changes_nothing_and_is_reported(
-    fleet_mock: Any, receiver: Any, mode: str
+async def test_dead_webhooks_change_nothing_and_are_reported(
+    fleet_mock: Any, receiver: Any
 ) -> None:
+    """Refused, HTTP 500 and hanging webhooks at once, beside a live SNS topic, in one run."""
     mock = await fleet_mock(small_mock())
-    url = refused_url() if mode == "refused" else (await receiver(mode)).url
-    cfg = config(sns_topic_arn=TOPIC, webhook_url_env=HOOK, timeout_s=3)
-    report, notifier = await run_notified(cfg, mock, url)
+    cfg = parse_config(config(sns_topic_arn=TOPIC, timeout_s=3))
+    built = notifier_for(cfg, session=new_session(), endpoint_url=mock.endpoint_url)
+    assert built is not None
+    hooks = {"refused": refused_url(), "500": (await receiver("500")).url}
+    hooks["hang"] = (await receiver("hang")).url
+    channels: list[Any] = [*built.channels]
+    for mode, url in hooks.items():
+        channel = WebhookChannel(url, request_timeout_s=1.0)  # 3 s / 3 attempts, as built
+        channel.name = f"webhook-{mode}"
+        channels.append(channel)
+    notifier = Notifier(channels, fleet="prod", attempts=3, timeout_s=3)
+    async with notifier:
+        report = await image_fleet(cfg, endpoint_url=mock.endpoint_url, on_event=[notifier])
+        notifier.post(run_notice(report, None, fleet="prod"))
 
     assert report.ok and [r.outcome for r in report.results] == [Outcome.AVAILABLE] * 4
-    [failed] = notifier.failures
-    assert failed.channel == "webhook" and failed.kind == "run_finished"
-    if mode == "hang":
-        # 1 s per attempt (3 s / 3): tried again after each, then given up
-        assert failed.attempts >= 1 and "no answer in time" in failed.error, failed
-    else:
-        assert failed.attempts == 3, failed
-        assert ("HTTP 500" if mode == "500" else "cannot connect") in failed.error, failed
-    assert "secret-token" not in failed.error and "127.0.0.1" not in failed.error
-    assert mock.count("Publish", "ok") == 1  # the other channel is unaffected
+    assert [d.channel for d in notifier.deliveries if d.ok] == ["sns"]
+    failed = {d.channel: d for d in notifier.failures}
+    assert set(failed) == {"webhook-refused", "webhook-500", "webhook-hang"}
+    assert failed["webhook-refused"].attempts == 3
+    assert "cannot connect (Connection refused)" in failed["webhook-refused"].error
+    assert failed["webhook-500"].attempts == 3
+    assert "answered HTTP 500" in failed["webhook-500"].error
+    # 1 s per attempt: tried again after each, until the 3 s bound
+    assert failed["webhook-hang"].attempts >= 1
+    assert "no answer in time" in failed["webhook-hang"].error
+    for d in failed.values():
+        assert "secret-token" not in d.error and "127.0.0.1" not in d.error
+    assert mock.count("Publish", "ok") == 1  # the live channel is unaffected
 
 
 async def test_the_error_budget_tripping_is_announced(fleet_mock: Any, receiver: Any) -> None:
