@@ -9,7 +9,11 @@ Statements:
   (condition ``ec2:CreateAction = CreateImage``): fleetimage tags in the CreateImage call.
 - ``AssumeFleetRoles``: ``sts:AssumeRole`` on the configured role ARNs (only when the
   config uses ``accounts``). The EC2 statements then belong on each role, this one on the
-  identity running fleetimage.
+  identity running fleetimage. OU items add the role name in every account
+  (``arn:aws:iam::*:role/NAME``): the accounts are only known at run time.
+- ``ListOrganizationUnits``: ``organizations:ListChildren`` and
+  ``organizations:ListAccountsForParent`` (only with OU items in ``accounts``), ``Resource "*"``.
+- ``Notify``: ``sns:Publish`` on ``notify.sns_topic_arn`` (only when set).
 
 - ``Prune``: ``ec2:DeregisterImage`` on images tagged ``fleetimage:fleet`` = the config's
   name, and ``ec2:DeleteSnapshot`` on snapshots (tag-limited too when ``tag_snapshots``).
@@ -24,7 +28,9 @@ from __future__ import annotations
 from typing import Any
 
 from fleetimage.aws.clients import PERMISSIONS
-from fleetimage.config import FleetConfig
+from fleetimage.aws.notify import NOTIFY_PERMISSIONS
+from fleetimage.aws.organizations import ORGANIZATIONS_PERMISSIONS
+from fleetimage.config import AccountSpec, FleetConfig, OrgUnitSpec
 from fleetimage.core.tags import FLEET_TAG
 
 __all__ = ["iam_policy", "partitions"]
@@ -90,7 +96,19 @@ def iam_policy(config: FleetConfig) -> dict[str, Any]:
     other = [a for a in actions if a not in handled]
     if other:  # an action added to PERMISSIONS later still shows up
         statements.append({"Sid": "Other", "Effect": "Allow", "Action": other, "Resource": "*"})
-    roles = sorted({a.role_arn for t in config.targets for a in t.accounts})
+    roles = sorted(
+        {a.role_arn for t in config.targets for a in t.accounts if isinstance(a, AccountSpec)}
+    )
+    # An OU's roles are found at run time: every account's role of that name.
+    roles += sorted(
+        {
+            f"arn:{p}:iam::*:role/{a.role_name}"
+            for t in config.targets
+            for a in t.accounts
+            if isinstance(a, OrgUnitSpec)
+            for p in parts
+        }
+    )
     if roles and "sts:AssumeRole" in actions:
         statements.append(
             {
@@ -100,7 +118,32 @@ def iam_policy(config: FleetConfig) -> dict[str, Any]:
                 "Resource": roles,
             }
         )
+    statements.extend(_ops_statements(config))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _ops_statements(config: FleetConfig) -> list[dict[str, Any]]:
+    """Organizations listings (OU targets) and SNS Publish (notify), only when used."""
+    out: list[dict[str, Any]] = []
+    if any(isinstance(a, OrgUnitSpec) for t in config.targets for a in t.accounts):
+        out.append(
+            {
+                "Sid": "ListOrganizationUnits",
+                "Effect": "Allow",
+                "Action": sorted(ORGANIZATIONS_PERMISSIONS.values()),
+                "Resource": "*",
+            }
+        )
+    if config.notify is not None and config.notify.sns_topic_arn is not None:
+        out.append(
+            {
+                "Sid": "Notify",
+                "Effect": "Allow",
+                "Action": NOTIFY_PERMISSIONS["Publish"],
+                "Resource": config.notify.sns_topic_arn,
+            }
+        )
+    return out
 
 
 _PRUNE = ("ec2:DeregisterImage", "ec2:DeleteSnapshot", "rbin:ListRules")

@@ -24,7 +24,6 @@ from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
 from fleetimage.cli.flags import FlagGroup
-from fleetimage.cli.merge import merge_command
 from fleetimage.cli.options import (
     STATE,
     ConfigOpt,
@@ -54,6 +53,7 @@ from fleetimage.cli.options import (
     read_config,
 )
 from fleetimage.cli.prune import prune_command
+from fleetimage.cli.report import report_app
 from fleetimage.cli.sharding import (
     PlanFileOpt,
     PlanOutOpt,
@@ -73,7 +73,9 @@ from fleetimage.cli.views import (
     target_data,
     unfinished,
 )
-from fleetimage.config import FleetConfig
+from fleetimage.config import FleetConfig, OrgUnitSpec
+from fleetimage.core.errors import FleetImageError
+from fleetimage.engine.notify import check_notify, notifier_for
 from fleetimage.engine.plan import plan_fleet
 from fleetimage.engine.planfile import save_plan
 from fleetimage.journal import Journal, default_journal_path
@@ -89,8 +91,6 @@ app = typer.Typer(
 )
 app.add_typer(mock_app, name="mock")
 app.command("prune")(prune_command)
-report_app = typer.Typer(help="Work with run reports.", no_args_is_help=True)
-report_app.command("merge")(merge_command)
 app.add_typer(report_app, name="report")
 
 
@@ -229,6 +229,7 @@ def run(
         )
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
+    guard(lambda: check_notify(cfg))  # an unusable webhook variable: exit 2, nothing sent
     sharding = parse_sharding(cfg, run_id=run_id, shard=shard, plan=plan_file)
     opts = RunOptions(
         run_id=sharding.run_id,
@@ -248,7 +249,9 @@ def run(
     with logging_to(log_format, log_file, log_level):
         if not dry_run:  # a locked or corrupt journal fails before any call, STS's included
             arun(_probe_journal, opts.journal())
-        opts = dataclasses.replace(opts, session=_credentials(cfg, url))
+        session = _credentials(cfg, url)
+        notifier = notifier_for(cfg, session=session, endpoint_url=url)
+        opts = dataclasses.replace(opts, session=session, notifier=notifier)
         ex = arun(run_command, cfg, opts, consoles())
     exit_with(ex)
 
@@ -285,15 +288,24 @@ def resume(
     It images exactly what the run planned (the journal holds it); lanes whose discovery never
     completed are discovered. Images already created are waited for, even if their instance
     is gone since."""
+    url = parse_endpoint(endpoint_url)
+    journal_path = parse_journal_path(journal)
+    # The run's own config (journaled) says where to notify: checked before anything is sent.
+    cfg = arun(_run_config, journal_path or default_journal_path(), run_id)
+    notifier = None
+    if cfg is not None and cfg.notify is not None:
+        guard(lambda: check_notify(cfg))
+        notifier = notifier_for(cfg, session=clients.new_session(), endpoint_url=url)
     opts = RunOptions(
+        notifier=notifier,
         rediscover=rediscover,
         retry_failed=retry_failed,
-        endpoint_url=parse_endpoint(endpoint_url),
+        endpoint_url=url,
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),
         max_errors=parse_max_errors(max_errors),
         report_path=parse_report_path(report),
-        journal_path=parse_journal_path(journal),
+        journal_path=journal_path,
         yes=yes,
         progress_interval_s=max(progress_interval, 0.1),
     )
@@ -305,6 +317,15 @@ def resume(
 async def _probe_journal(path: Path) -> None:
     journal = await Journal.open(path)
     await journal.close()
+
+
+async def _run_config(path: Path, run_id: str) -> FleetConfig | None:
+    """The run's journaled config, or None if it cannot be read (resume then says why)."""
+    try:
+        async with await Journal.open(path, read_only=True) as journal:
+            return FleetConfig.from_snapshot(await journal.config_snapshot(run_id))
+    except FleetImageError:
+        return None
 
 
 async def _read_journal(path: Path, run_id: str | None) -> Any:
@@ -366,6 +387,15 @@ def permissions(config: str = ConfigOpt) -> None:
     cfg = read_config(config)
     policy = iam_policy(cfg)
     typer.echo(json.dumps(policy, indent=2))
+    if (cfg.notify is not None and cfg.notify.sns_topic_arn) or any(
+        isinstance(a, OrgUnitSpec) for t in cfg.targets for a in t.accounts
+    ):
+        typer.echo(
+            "note: the organizations:* and sns:Publish statements belong to the identity that "
+            "runs fleetimage (the organization's management account or a delegated "
+            "administrator, for organizations:*)",
+            err=True,
+        )
     if any(t.accounts for t in cfg.targets):
         typer.echo(
             "note: attach the ec2:* statements to each role in `accounts`, and the "

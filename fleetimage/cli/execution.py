@@ -11,6 +11,7 @@ committed before each CreateImage) and the exit code is 130.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
@@ -36,6 +37,8 @@ from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan
 from fleetimage.journal import Journal, default_journal_path
 from fleetimage.output.logs import LogSubscriber
+from fleetimage.output.notices import error_notice, run_notice
+from fleetimage.output.notifier import Notifier, delivery_lines
 from fleetimage.output.progress import ProgressTracker, show_progress
 from fleetimage.output.report import RunReport
 from fleetimage.output.summary import render_summary
@@ -82,6 +85,7 @@ class RunOptions:
     run_id: str | None = None  # run: --run-id (a restart adopts what the run made)
     shard: Shard | None = None  # run: --shard or the job's environment
     plan: Plan | None = None  # run: --plan (image exactly a saved plan)
+    notifier: Notifier | None = None  # the config's notify: (observer + sender)
 
     def journal(self) -> Path:
         return self.journal_path or default_journal_path()
@@ -202,6 +206,7 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
             )
 
         watch = _Watch(run_id, opts, con)
+        watch.resuming = True
         return await watch.execute(
             resume_fleet(
                 run_id,
@@ -243,6 +248,7 @@ class _Watch:
         self.tracker = ProgressTracker()
         self.stop = anyio.Event()
         self.started = anyio.Event()  # the display starts once the prompt is answered
+        self.resuming = False
 
     def confirmed(self, yes: bool) -> bool:
         if yes:
@@ -253,6 +259,8 @@ class _Watch:
         observers: list[Subscriber] = [self.tracker]
         if self.opts.log_events:
             observers.append(LogSubscriber())
+        if self.opts.notifier is not None:
+            observers.append(self.opts.notifier)
         return {
             "endpoint_url": self.opts.endpoint_url,
             "on_event": observers,
@@ -280,18 +288,41 @@ class _Watch:
                 title=f"run {self.run_id}: ",
             )
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_watch_signals, self.stop, tg.cancel_scope, ex, hint, con)
-            tg.start_soon(display)
-            try:
-                ex.report = await run
-            except RunDeclined:
-                con.err.print("aborted: nothing was sent")
-            except Exception as exc:
-                ex.error = exc
-            finally:
-                tg.cancel_scope.cancel()
-        return _conclude(ex, opts, con, hint)
+        notifier = opts.notifier
+        async with contextlib.AsyncExitStack() as stack:
+            if notifier is not None:  # leaving waits (bounded) for the last notice to go
+                await stack.enter_async_context(notifier)
+            declined = False
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_watch_signals, self.stop, tg.cancel_scope, ex, hint, con)
+                tg.start_soon(display)
+                try:
+                    ex.report = await run
+                except RunDeclined:
+                    declined = True
+                    con.err.print("aborted: nothing was sent")
+                except Exception as exc:
+                    ex.error = exc
+                finally:
+                    tg.cancel_scope.cancel()
+            ex = _conclude(ex, opts, con, hint)
+            if notifier is not None and ex.extra.get("hard_stop"):
+                notifier.hurry()  # exiting now was asked for: no wait for deliveries
+            elif notifier is not None and not declined:
+                if ex.report is not None:
+                    notifier.post(run_notice(ex.report, ex.report_path, fleet=notifier.fleet))
+                elif ex.error is not None and not isinstance(ex.error, UsageError):
+                    what = "resume" if self.resuming else "run"
+                    notifier.post(
+                        error_notice(what, self.run_id, str(ex.error), fleet=notifier.fleet)
+                    )
+        if notifier is not None:
+            done, warnings = delivery_lines(notifier)
+            for line in done:
+                con.out.print(line, markup=False, highlight=False)
+            for line in warnings:
+                con.err.print(line, markup=False, highlight=False)
+        return ex
 
 
 async def _watch_signals(

@@ -16,6 +16,7 @@ import anyio
 import typer
 from rich.table import Table
 
+from fleetimage.aws import clients
 from fleetimage.cli.options import (
     ConfigOpt,
     EndpointOpt,
@@ -25,14 +26,18 @@ from fleetimage.cli.options import (
     arun,
     consoles,
     fail,
+    guard,
     parse_endpoint,
     parse_journal_path,
     read_config,
 )
 from fleetimage.core.durations import format_duration
+from fleetimage.engine.notify import check_notify, notifier_for
 from fleetimage.engine.prune import prune_fleet
 from fleetimage.engine.prune_plan import PrunePlan
 from fleetimage.journal import Journal, default_journal_path
+from fleetimage.output.notices import Notice, prune_notice
+from fleetimage.output.notifier import Notifier, delivery_lines
 from fleetimage.output.prune_report import PruneReport
 
 __all__ = ["prune_command"]
@@ -60,6 +65,11 @@ def plan_table(plan: PrunePlan) -> Table:
     return table
 
 
+async def _notify(notifier: Notifier, notice: Notice) -> None:
+    async with notifier:  # leaving waits (at most notify.timeout_s) for the delivery
+        notifier.post(notice)
+
+
 def prune_command(
     config: str = ConfigOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the plan only; delete nothing."),
@@ -74,6 +84,7 @@ def prune_command(
     """Delete this fleet's images that `retention:` does not keep (plan first, then confirm)."""
     url = parse_endpoint(endpoint_url)
     cfg = read_config(config)
+    guard(lambda: check_notify(cfg))  # an unusable webhook variable: exit 2, nothing sent
     journal_path = parse_journal_path(journal) or default_journal_path()
     if not dry_run and not yes and not sys.stdin.isatty():
         raise fail("prune asks before deleting and stdin is not a terminal; pass --yes")
@@ -140,4 +151,12 @@ def prune_command(
         f"{report.count('failed')} failed, {report.count('planned')} planned (dry run) in "
         f"{format_duration(took)}; report: {path}"
     )
+    notifier = notifier_for(cfg, session=clients.new_session(), endpoint_url=url)
+    if notifier is not None and not declined:  # declined: the operator is right there
+        arun(_notify, notifier, prune_notice(report, path))
+        done, warnings = delivery_lines(notifier)
+        for line in done:
+            out.out.print(line, markup=False, highlight=False)
+        for line in warnings:
+            out.err.print(line, markup=False, highlight=False)
     raise typer.Exit(EXIT_FAILED if declined or not report.ok else EXIT_OK)

@@ -99,7 +99,28 @@ def plan_data(plan: Plan, config: FleetConfig) -> dict[str, Any]:
         "accounts": len({lane["account"] for lane in lanes}),
         "minimum_seconds": plan.minimum_seconds(config),
         "lanes": lanes,
+        "organization_units": [u.to_dict() for u in plan.units],
     }
+
+
+def _unit_lines(units: Any) -> list[Text]:
+    """One line per OU item: how many accounts it resolved to, and which were left out."""
+    lines = []
+    for u in units:
+        if u["error"] is not None:
+            continue  # shown with the lane problems
+        left = [f"{n} {state.lower()}" for state, n in Counter(u["inactive"].values()).items()]
+        if u["excluded"]:
+            left.append(f"{len(u['excluded'])} excluded ({', '.join(u['excluded'])})")
+        lines.append(
+            Text(
+                f"{u['organization_unit']}: {plural(len(u['accounts']), 'account')} in "
+                f"{plural(u['units'], 'OU')}"
+                + (f"; skipped: {'; '.join(left)}" if left else "")
+                + (f": {', '.join(u['accounts'])}" if u["accounts"] else "")
+            )
+        )
+    return lines
 
 
 def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType:
@@ -184,7 +205,7 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
         style="bold",
         end_section=True,
     )
-    parts: list[RenderableType] = [summary]
+    parts: list[RenderableType] = [summary, *_unit_lines(data.get("organization_units", ()))]
     if problems:
         parts.append(Text(f"{plural(len(problems), 'problem')}:"))
         parts.extend(problems)

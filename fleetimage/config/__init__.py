@@ -6,6 +6,7 @@ Imports only :mod:`fleetimage.core`. Everything else reads a :class:`FleetConfig
 from fleetimage.config.limits import load_default_limits
 from fleetimage.config.loading import load_config, parse_config
 from fleetimage.config.models import (
+    AccountItem,
     AccountSpec,
     ConcurrencyOptions,
     ErrorBudget,
@@ -13,14 +14,18 @@ from fleetimage.config.models import (
     ImageOptions,
     Limits,
     LimitSpec,
+    NotifyOptions,
+    OrgUnitSpec,
     RegionLimits,
     RetentionOptions,
     RetryOptions,
+    RoleSession,
     TargetSpec,
     WaitOptions,
 )
 
 __all__ = [
+    "AccountItem",
     "AccountSpec",
     "ConcurrencyOptions",
     "ErrorBudget",
@@ -28,9 +33,12 @@ __all__ = [
     "ImageOptions",
     "LimitSpec",
     "Limits",
+    "NotifyOptions",
+    "OrgUnitSpec",
     "RegionLimits",
     "RetentionOptions",
     "RetryOptions",
+    "RoleSession",
     "TargetSpec",
     "WaitOptions",
     "load_config",

@@ -12,16 +12,19 @@ __all__ = [
     "EXTERNAL_ID_RE",
     "MAX_USER_TAGS",
     "SESSION_NAME_RE",
+    "AccountId",
     "DeviceName",
     "FilterValue",
     "FleetName",
     "InstanceId",
     "NonNegFloat",
     "NonNegInt",
+    "OrgUnitId",
     "PosFloat",
     "PosInt",
     "Region",
     "RoleArn",
+    "RoleName",
     "StrictBool",
     "TagKey",
     "TagValue",
@@ -62,6 +65,36 @@ def _check_instance_id(value: str) -> str:
             f"{value!r} is not an EC2 instance id (expected i- and 8 or 17 lowercase hex digits, "
             "like i-0123456789abcdef0)"
         )
+    return value
+
+
+# Organizations' ParentId pattern: an OU (ou-<root>-<ou>) or the root (r-<root>).
+_OU_RE = re.compile(r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$")
+_ROLE_NAME_RE = re.compile(r"^([\w+=,.@-]{1,128}/)*[\w+=,.@-]{1,64}$")
+_ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
+
+
+def _check_org_unit(value: str) -> str:
+    if not _OU_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an organizational unit id (expected like ou-ab12-cd345678, or "
+            "the root r-ab12; `aws organizations list-organizational-units-for-parent` lists them)"
+        )
+    return value
+
+
+def _check_role_name(value: str) -> str:
+    if not _ROLE_NAME_RE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an IAM role name (1-64 characters of letters, digits, +=,.@_-, "
+            "optionally after a path like team/)"
+        )
+    return value
+
+
+def _check_account_id(value: str) -> str:
+    if not _ACCOUNT_ID_RE.fullmatch(value):
+        raise ValueError(f"{value!r} is not a 12-digit AWS account id (quote it in YAML)")
     return value
 
 
@@ -120,6 +153,9 @@ Region = Annotated[str, AfterValidator(_check_region)]
 FleetName = Annotated[str, Field(strict=True), AfterValidator(_check_fleet_name)]
 InstanceId = Annotated[str, AfterValidator(_check_instance_id)]
 RoleArn = Annotated[str, AfterValidator(_check_role_arn)]
+OrgUnitId = Annotated[str, AfterValidator(_check_org_unit)]
+RoleName = Annotated[str, AfterValidator(_check_role_name)]
+AccountId = Annotated[str, BeforeValidator(_scalar_to_str), AfterValidator(_check_account_id)]
 TagKey = Annotated[str, AfterValidator(_check_tag_key)]
 TagValue = Annotated[str, BeforeValidator(_scalar_to_str), AfterValidator(_check_tag_value)]
 FilterValue = Annotated[str, BeforeValidator(_scalar_to_str)]

@@ -11,7 +11,18 @@ from pydantic import BaseModel, ValidationError
 
 from fleetimage.core.errors import ConfigError
 
-__all__ = ["FieldError", "describe_value", "format_path", "one_line", "to_config_error"]
+__all__ = [
+    "TAG_PREFIX",
+    "FieldError",
+    "describe_value",
+    "format_path",
+    "one_line",
+    "to_config_error",
+]
+
+# pydantic puts a tagged union's tag in an error's location; tags start with this (never a
+# key a user writes) and are left out of the field path.
+TAG_PREFIX = "kind:"
 
 
 class FieldError(ValueError):
@@ -111,7 +122,9 @@ def to_config_error(exc: ValidationError, source: str, root: type[BaseModel]) ->
     # The first error in field order is the one to fix first, except that a misspelt key
     # also shows up as "missing": report the unknown key, which names the real mistake.
     err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
-    loc: tuple[str | int, ...] = tuple(err["loc"])
+    loc: tuple[str | int, ...] = tuple(
+        p for p in err["loc"] if not (isinstance(p, str) and p.startswith(TAG_PREFIX))
+    )
     if loc[:1] == ("max_errors",) and len(loc) == 2:
         loc = loc[:1]  # count/percent are internal; the user wrote one scalar
     kind, value, ctx = err["type"], err.get("input"), err.get("ctx") or {}

@@ -12,7 +12,9 @@ from typing import Annotated, Any, Self
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -22,24 +24,29 @@ from fleetimage.config.checks import (
     EXTERNAL_ID_RE,
     MAX_USER_TAGS,
     SESSION_NAME_RE,
+    AccountId,
     DeviceName,
     FilterValue,
     FleetName,
     InstanceId,
+    OrgUnitId,
     PosFloat,
     Region,
     RoleArn,
+    RoleName,
     StrictBool,
     TagKey,
     TagValue,
     non_empty,
 )
 from fleetimage.config.errors import (
+    TAG_PREFIX,
     FieldError,
     one_line,
     to_config_error,
 )
 from fleetimage.config.limits import load_default_limits
+from fleetimage.config.notify import NotifyOptions
 from fleetimage.config.options import (
     ConcurrencyOptions,
     ErrorBudget,
@@ -55,6 +62,7 @@ from fleetimage.core import naming
 from fleetimage.core.errors import ConfigError
 
 __all__ = [
+    "AccountItem",
     "AccountSpec",
     "ConcurrencyOptions",
     "ErrorBudget",
@@ -63,9 +71,12 @@ __all__ = [
     "LimitSpec",
     "LimiterOptions",
     "Limits",
+    "NotifyOptions",
+    "OrgUnitSpec",
     "RegionLimits",
     "RetentionOptions",
     "RetryOptions",
+    "RoleSession",
     "TargetSpec",
     "WaitOptions",
 ]
@@ -79,8 +90,8 @@ MAX_SESSION_S = 43_200
 # --- models -------------------------------------------------------------------------------
 
 
-class AccountSpec(BaseModel):
-    """An account reached by assuming ``role_arn``.
+class RoleSession(BaseModel):
+    """How a role is assumed: AssumeRole's ExternalId, RoleSessionName and DurationSeconds.
 
     ``duration_s`` is AssumeRole's DurationSeconds: how long each session lasts (STS allows
     900-43,200; at most the role's MaxSessionDuration, and at most 3,600 when your own
@@ -91,7 +102,6 @@ class AccountSpec(BaseModel):
     """
 
     model_config = _FROZEN
-    role_arn: RoleArn
     external_id: str | None = None
     session_name: str = "fleetimage"
     duration_s: Annotated[int, Field(strict=True)] = 3600
@@ -122,6 +132,52 @@ class AccountSpec(BaseModel):
         return value
 
 
+class AccountSpec(RoleSession):
+    """An account reached by assuming ``role_arn`` (see :class:`RoleSession`)."""
+
+    role_arn: RoleArn
+
+
+class OrgUnitSpec(RoleSession):
+    """Every ACTIVE account under an AWS Organizations OU (child OUs included), reached by
+    assuming ``role_name`` in each, except the ``exclude``d ones.
+
+    Resolved when the run is planned (ListChildren / ListAccountsForParent, from the
+    organization's management account or a delegated administrator); suspended accounts
+    are skipped. ``organization_unit`` may also be the root (``r-...``): the whole
+    organization.
+    """
+
+    organization_unit: OrgUnitId
+    role_name: RoleName = "fleetimage"
+    exclude: tuple[AccountId, ...] = ()
+
+    def account(self, account_id: str, partition: str = "aws") -> AccountSpec:
+        """The :class:`AccountSpec` of one account found under the OU."""
+        return AccountSpec(
+            role_arn=f"arn:{partition}:iam::{account_id}:role/{self.role_name}",
+            external_id=self.external_id,
+            session_name=self.session_name,
+            duration_s=self.duration_s,
+            renew_fraction=self.renew_fraction,
+        )
+
+
+def _account_kind(value: Any) -> str:
+    ou = isinstance(value, OrgUnitSpec) or (
+        isinstance(value, Mapping) and "organization_unit" in value
+    )
+    return f"{TAG_PREFIX}{'ou' if ou else 'role'}"
+
+
+# An item of a target's accounts: a role ARN, or an OU (told apart by organization_unit).
+AccountItem = Annotated[
+    Annotated[AccountSpec, Tag(f"{TAG_PREFIX}role")]
+    | Annotated[OrgUnitSpec, Tag(f"{TAG_PREFIX}ou")],
+    Discriminator(_account_kind),
+]
+
+
 class TargetSpec(BaseModel):
     """Which instances to image: regions x (filters and/or instance ids) x accounts."""
 
@@ -130,7 +186,7 @@ class TargetSpec(BaseModel):
     filters: dict[str, tuple[FilterValue, ...]] = Field(default_factory=dict)
     instance_ids: tuple[InstanceId, ...] = ()
     all_instances: StrictBool = False
-    accounts: tuple[AccountSpec, ...] = ()
+    accounts: tuple[AccountItem, ...] = ()
 
     @field_validator("filters", mode="before")
     @classmethod
@@ -210,6 +266,7 @@ class FleetConfig(BaseModel):
     limiter: LimiterOptions = Field(default_factory=LimiterOptions)
     max_errors: ErrorBudget = Field(default_factory=lambda: ErrorBudget.model_validate("10%"))
     retention: RetentionOptions = Field(default_factory=RetentionOptions)
+    notify: NotifyOptions | None = None
     # AWS seconds per wall second: 1 against AWS; a time-scaled mock's time_scale against it.
     # Every time and rate above is in AWS seconds; the engine reads them through limits_for,
     # wall_wait, wall_retry and bucket_options, which divide times and multiply rates by it

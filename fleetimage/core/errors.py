@@ -8,6 +8,7 @@ Every exception fleetimage raises derives from :class:`FleetImageError`::
      ├── RunDeclined        the caller's confirm callback said no: nothing was sent
      ├── UsageError         arguments that do not fit (a flag combination, a run's state)
      ├── MockError          the mock endpoint was asked for something it cannot do
+     ├── NotificationError  a notification could not be delivered (logged; never fails a run)
      └── AwsError           an AWS API call failed; ``kind`` says what to do about it
           └── CredentialsExpired  expired credentials that renewing cannot fix: stop, resumable
 
@@ -29,6 +30,7 @@ __all__ = [
     "FleetImageError",
     "JournalError",
     "MockError",
+    "NotificationError",
     "RunDeclined",
     "UsageError",
     "classify",
@@ -67,6 +69,10 @@ class UsageError(FleetImageError):
 
 class MockError(FleetImageError):
     """The mock endpoint was misconfigured (e.g. asked to bind a non-loopback address)."""
+
+
+class NotificationError(FleetImageError):
+    """A notification could not be delivered. The message never holds the webhook URL."""
 
 
 class ErrorKind(enum.Enum):

@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "Requested",
     "Retried",
+    "RunStopping",
     "Skipped",
     "Target",
     "TargetRecord",
@@ -361,3 +362,14 @@ class BreakerChanged(Event):
     state: BreakerState
     reason: str
     last_error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStopping(Event):
+    """The run stopped starting new images (``account``/``region`` "", ``instance_id`` None):
+    ``reason`` is why (``ErrorBudgetExceeded``, ``DeadlineReached``, ``Interrupted``, ...);
+    ``errors`` the errors counted against ``max_errors`` so far, of ``total`` targets known."""
+
+    reason: str
+    errors: int
+    total: int

@@ -15,7 +15,7 @@ import anyio
 from aiobotocore.session import AioSession
 
 from fleetimage.aws import clients
-from fleetimage.config import AccountSpec, FleetConfig, TargetSpec
+from fleetimage.config import AccountSpec, FleetConfig, OrgUnitSpec, TargetSpec
 from fleetimage.core.errors import AwsError
 from fleetimage.core.models import ImageSpec, LaneKey, Target
 from fleetimage.core.naming import new_run_id
@@ -25,6 +25,7 @@ from fleetimage.engine.bus import Bus
 from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.organizations import UnitAccounts, resolve_units
 from fleetimage.engine.specs import build_spec
 from fleetimage.engine.stop import Stopped, Stopper
 
@@ -83,6 +84,8 @@ class Plan:
     run_id: str
     started_at: datetime
     lanes: dict[LaneKey, LanePlan]
+    # What each OU item of the config resolved to (accounts found, suspended, excluded).
+    units: list[UnitAccounts] = field(default_factory=list)
 
     @property
     def specs(self) -> list[ImageSpec]:
@@ -122,14 +125,21 @@ async def open_lanes(
     ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
     engine can start imaging it while other lanes still discover.
     """
-    # 1. who: one STS call per distinct account selector, concurrently.
-    selectors: dict[AccountSpec | None, list[TargetSpec]] = {}
+    # 1. who: the accounts under each OU item, then one STS call per distinct account
+    # selector, concurrently.
+    units = await resolve_units(config, session=session, endpoint_url=endpoint_url)
+    selectors: dict[AccountSpec | OrgUnitSpec | None, list[TargetSpec]] = {}
     for spec in config.targets:
-        for account in spec.accounts or (None,):
-            selectors.setdefault(account, []).append(spec)
-    access: dict[AccountSpec | None, Access] = {}
+        for item in spec.accounts or (None,):
+            for account in units.expand(item):
+                selectors.setdefault(account, []).append(spec)
+    access: dict[AccountSpec | OrgUnitSpec | None, Access] = {}
 
-    async def resolve(account: AccountSpec | None, specs: list[TargetSpec]) -> None:
+    async def resolve(account: AccountSpec | OrgUnitSpec | None, specs: list[TargetSpec]) -> None:
+        if isinstance(account, OrgUnitSpec):  # the OU could not be listed: its lanes say why
+            unit = units.found[account]
+            access[account] = Access(account=unit.unit, error=unit.error)
+            return
         access[account] = await resolve_account(
             session, account, region=specs[0].regions[0], endpoint_url=endpoint_url, config=config
         )
@@ -242,7 +252,7 @@ async def open_lanes(
     async with anyio.create_task_group() as tg:
         for key in lanes:
             tg.start_soon(open_one, key)
-    return Plan(run_id, started_at, lanes)
+    return Plan(run_id, started_at, lanes, list(units.found.values()))
 
 
 def _lane_error(exc: Exception, action: str) -> AwsError:

@@ -9,12 +9,13 @@ from typing import Any
 from aiobotocore.session import AioSession
 
 from fleetimage.aws import clients
-from fleetimage.config import AccountSpec, FleetConfig
+from fleetimage.config import AccountSpec, FleetConfig, OrgUnitSpec
 from fleetimage.core.models import LaneKey
-from fleetimage.engine.accounts import resolve_account
+from fleetimage.engine.accounts import Access, resolve_account
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.organizations import resolve_units
 from fleetimage.engine.plan import CONFIRM_SHARE
 from fleetimage.engine.prune_plan import LanePrunePlan
 
@@ -27,19 +28,25 @@ async def open_prune_lanes(
     endpoint_url: str | None,
     stack: contextlib.AsyncExitStack,
 ) -> dict[LaneKey, LanePrunePlan]:
-    regions: dict[AccountSpec | None, set[str]] = {}
+    units = await resolve_units(config, session=session, endpoint_url=endpoint_url)
+    regions: dict[AccountSpec | OrgUnitSpec | None, set[str]] = {}
     for target in config.targets:
-        for account in target.accounts or (None,):
-            regions.setdefault(account, set()).update(target.regions)
+        for item in target.accounts or (None,):
+            for account in units.expand(item):
+                regions.setdefault(account, set()).update(target.regions)
     cfg = clients.client_config(
         max_pool_connections=config.concurrency.max_in_flight_per_region + 4,
         request_timeout_s=config.retry.request_timeout_s,
     )
     lanes: dict[LaneKey, LanePrunePlan] = {}
     for account, where in regions.items():
-        access = await resolve_account(
-            session, account, region=sorted(where)[0], endpoint_url=endpoint_url, config=config
-        )
+        if isinstance(account, OrgUnitSpec):  # the OU could not be listed: its lanes say why
+            unit = units.found[account]
+            access = Access(account=unit.unit, error=unit.error)
+        else:
+            access = await resolve_account(
+                session, account, region=sorted(where)[0], endpoint_url=endpoint_url, config=config
+            )
         for region in sorted(where):
             key = LaneKey(access.account or "self", region)
             lp = lanes[key] = LanePrunePlan(key, error=access.error)

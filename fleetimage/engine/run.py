@@ -20,7 +20,7 @@ from fleetimage.aws import clients
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.ledger import Ledger
-from fleetimage.core.models import Created, TargetRecord
+from fleetimage.core.models import Created, RunStopping, TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.core.shards import Shard
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
@@ -93,6 +93,22 @@ async def execute(
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         watchers = anyio.CancelScope()
         tg.start_soon(_watch_stop, watchers, state, stop, deadline)
+
+        announcer = anyio.CancelScope()
+
+        async def announce_stop() -> None:
+            # Observers (notifications) hear why new work stopped, once, as it happens.
+            with announcer:
+                await state.stopper.requested.wait()
+            if not announcer.cancelled_caught and state.stop_reason is not None:
+                assert run_id is not None
+                await bus.emit(
+                    RunStopping(
+                        run_id, "", "", None, now(), state.stop_reason, state.errors, state.total
+                    )
+                )
+
+        tg.start_soon(announce_stop)
         async with anyio.create_task_group() as lanes:
 
             async def lane_ready(lp: LanePlan) -> None:
@@ -146,6 +162,7 @@ async def execute(
             )
             state.discovery_done()
         watchers.cancel()
+        announcer.cancel()
     return collector.report(
         finished_at=now(),
         interrupted=state.interrupted,

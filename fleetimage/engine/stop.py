@@ -32,10 +32,12 @@ class Stopper:
     def __init__(self) -> None:
         self.reason: str | None = None
         self._waiting: set[anyio.CancelScope] = set()
+        self.requested = anyio.Event()  # set by the first request, for observers of the run
 
     def request(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
+            self.requested.set()
         for scope in list(self._waiting):
             scope.cancel()
 

@@ -19,6 +19,9 @@ start): AssumeRole sessions expire after ``DurationSeconds`` (then EC2 answers
 ``RequestExpired``, STS ``ExpiredToken``), :class:`Outage` windows make a region or action
 unavailable, :class:`InstanceEvent` s change instances at given times, and every answer can
 carry latency. See :mod:`fleetimage.mock.clock` for how AWS time maps to wall time.
+
+Beside EC2 and STS it answers SNS ``Publish`` (messages kept in ``MockEC2.sns_messages``) and
+AWS Organizations' ``ListChildren``/``ListAccountsForParent`` over ``MockConfig.organization``.
 """
 
 from fleetimage.mock.buckets import load_default_limits
@@ -31,6 +34,7 @@ from fleetimage.mock.config import (
     Outage,
 )
 from fleetimage.mock.fleet import ImageRecord, InstanceRecord
+from fleetimage.mock.organizations import OrgAccount, OrgTree
 from fleetimage.mock.runner import MockEC2Thread, serve
 from fleetimage.mock.server import MockEC2
 
@@ -44,6 +48,8 @@ __all__ = [
     "MockConfig",
     "MockEC2",
     "MockEC2Thread",
+    "OrgAccount",
+    "OrgTree",
     "Outage",
     "load_default_limits",
     "serve",

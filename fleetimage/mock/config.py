@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fleetimage.core.errors import MockError
+from fleetimage.mock.organizations import OrgTree
 
 __all__ = [
     "DEFAULT_STATE_MIX",
@@ -236,6 +237,7 @@ class MockConfig:
     refuses unknown keys (403 ``InvalidClientTokenId`` from STS, 401 ``AuthFailure`` from
     EC2), before anything else.
     ``refill`` is how buckets refill: ``continuous`` or ``per_second`` (whole AWS seconds).
+    ``organization``: the AWS Organizations tree the mock lists (:class:`OrgTree`), or None.
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -267,6 +269,7 @@ class MockConfig:
     # "per_second": rate_per_s tokens are added once per AWS second (AWS's documented
     # behaviour, "refills every second"); the benchmarks' default.
     refill: str = "continuous"
+    organization: OrgTree | None = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -352,6 +355,8 @@ class MockConfig:
                 MappingProxyType(check_region_latency(self.region_latency_s)),
             )
         set_(self, "rejected_access_keys", frozenset(self.rejected_access_keys))
+        if self.organization is not None and not isinstance(self.organization, OrgTree):
+            raise MockError("MockConfig.organization must be an OrgTree or None")
         if self.refill not in REFILL_MODES:
             raise MockError(f"MockConfig.refill must be one of {REFILL_MODES}, got {self.refill!r}")
 

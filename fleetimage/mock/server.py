@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images, introspect, lifecycle, rbin
+from fleetimage.mock import ec2, images, introspect, lifecycle, organizations, rbin, sns
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.clock import Latency, MockClock
 from fleetimage.mock.config import MockConfig
@@ -56,6 +56,7 @@ EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS, **lifecycl
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 _JSON = "application/json"
+_AMZ_JSON = "application/x-amz-json-1.1"
 CounterKey = tuple[str, str, str, str]
 #: The longest a "timeout" outage holds a request (wall seconds), whatever its window.
 HOLD_MAX_WALL_S = 600.0
@@ -104,6 +105,7 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         )
         self.schedule = Schedule(self.config, self.fleet)
         self.latency = Latency(self.config)
+        self.sns_messages: list[sns.PublishedMessage] = []  # every SNS Publish accepted
         self._runner: web.ServerRunner | None = None
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -248,6 +250,8 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
             return await self._answer(
                 err.status, render(err.code, err.message, rid, err.status), region
             )
+        if service in ("sns", "organizations"):
+            return await self._other_service(service, account, region, request, params, body, rid)
         if (action not in STS_ACTIONS) if is_sts else (action not in EC2_ACTIONS):
             self._bump(account, region, action, "error")
             message = f"The action {action} is not valid for this web service."
@@ -309,6 +313,39 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         if delay_s > 0:
             await asyncio.sleep(self.config.scaled(delay_s))
         return web.Response(status=status, body=payload, content_type="text/xml", charset="UTF-8")
+
+    async def _other_service(
+        self,
+        service: str,
+        account: str,
+        region: str,
+        request: web.BaseRequest,
+        params: dict[str, str],
+        body: bytes,
+        rid: str,
+    ) -> web.Response:
+        """SNS Publish (Query/XML) and Organizations' listings (JSON): counted like EC2's,
+        throttled by ``MockConfig.limits`` when an entry names their action."""
+        json_ = service == "organizations"
+        target = request.headers.get("X-Amz-Target", "")
+        action = target.rpartition(".")[2] if json_ else params.get("Action", "")
+        if not self.buckets.try_take(account, region, action, time.monotonic()):
+            self._bump(account, region, action, "throttled")
+            if json_:
+                data = b'{"__type": "TooManyRequestsException", "Message": "Rate exceeded"}'
+                return web.Response(status=400, body=data, content_type=_AMZ_JSON)
+            data = sns.error("Throttling", "Rate exceeded", rid)
+            return web.Response(status=400, body=data, content_type="text/xml")
+        if json_:
+            status, data = organizations.answer(self.config.organization, account, target, body)
+            self._bump(account, region, action, "ok" if status == 200 else "error")
+            return web.Response(status=status, body=data, content_type=_AMZ_JSON)
+        try:
+            data, status = sns.publish(params, rid, self.sns_messages), 200
+        except ApiError as err:
+            data, status = sns.error(err.code, err.message, rid), err.status
+        self._bump(account, region, action or "Publish", "ok" if status == 200 else "error")
+        return web.Response(status=status, body=data, content_type="text/xml")
 
     async def _hold(self, request: web.BaseRequest, end_s: float) -> None:
         """Hold a request unanswered until AWS time ``end_s`` (at most HOLD_MAX_WALL_S) or

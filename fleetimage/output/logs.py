@@ -57,7 +57,13 @@ def configure_logging(
     )
 
 
-_LEVELS = {"Failed": "warning", "Throttled": "debug", "Retried": "info", "Discovered": "debug"}
+_LEVELS = {
+    "Failed": "warning",
+    "Throttled": "debug",
+    "Retried": "info",
+    "Discovered": "debug",
+    "RunStopping": "warning",
+}
 
 
 class LogSubscriber:

@@ -121,6 +121,8 @@ class ProgressTracker:
         return lane
 
     def __call__(self, event: Event) -> None:
+        if not event.region:
+            return  # about the whole run (RunStopping), not a lane
         lane = self._lane(event.account, event.region)
         if isinstance(event, Throttled):
             lane.throttled += 1

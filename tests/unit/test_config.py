@@ -60,9 +60,10 @@ def test_example_documents_every_key() -> None:
         keys.add(match.group(1))
         previous = lines[i - 1].strip() if i else ""
         assert "#" in line or previous.startswith(("#", "- #")), f"undocumented: {line!r}"
-    from fleetimage.config import AccountSpec, TargetSpec
+    from fleetimage.config import AccountSpec, NotifyOptions, OrgUnitSpec, TargetSpec
 
     expected = _field_names(FleetConfig) | _field_names(TargetSpec) | _field_names(AccountSpec)
+    expected |= _field_names(OrgUnitSpec) | _field_names(NotifyOptions)
     expected -= {"source", "count", "percent"}  # set by the loader / internal to max_errors
     assert expected <= keys, f"keys missing from the example: {sorted(expected - keys)}"
 

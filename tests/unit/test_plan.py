@@ -69,3 +69,28 @@ def test_minimum_seconds_follows_the_slowest_lane() -> None:
     key = LaneKey("111111111111", "us-east-1")
     plan = Plan("r", STARTED, {key: LanePlan(key, specs=specs)})
     assert plan.minimum_seconds(cfg) == (150 - 50) / 5
+
+
+def test_plan_data_lists_what_each_ou_resolved_to() -> None:
+    from fleetimage.aws.organizations import OrgAccount
+    from fleetimage.cli.views import plan_data
+    from fleetimage.engine.organizations import UnitAccounts
+
+    unit = UnitAccounts(
+        "ou-ab12-cd345678",
+        accounts=[OrgAccount("100000000001", "aws", "ACTIVE")],
+        inactive=[OrgAccount("100000000002", "aws", "SUSPENDED")],
+        excluded=["100000000003"],
+        units=2,
+    )
+    plan = Plan("RUN", datetime(2026, 11, 29, tzinfo=UTC), {}, [unit])
+    assert plan_data(plan, config())["organization_units"] == [
+        {
+            "organization_unit": "ou-ab12-cd345678",
+            "accounts": ["100000000001"],
+            "inactive": {"100000000002": "SUSPENDED"},
+            "excluded": ["100000000003"],
+            "units": 2,
+            "error": None,
+        }
+    ]
