@@ -13,7 +13,6 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import typer
 from aiobotocore.session import AioSession
@@ -24,6 +23,7 @@ from fleetimage.aws.permissions import iam_policy
 from fleetimage.cli.demo import DEMO_REGIONS, run_demo
 from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK, RunOptions, resume_command, run_command
 from fleetimage.cli.flags import FlagGroup
+from fleetimage.cli.journal_views import runs_command, status_command
 from fleetimage.cli.options import (
     STATE,
     ConfigOpt,
@@ -63,15 +63,8 @@ from fleetimage.cli.sharding import (
     parse_sharding,
 )
 from fleetimage.cli.views import (
-    failed_count,
     plan_data,
     plan_view,
-    run_data,
-    runs_data,
-    runs_view,
-    status_view,
-    target_data,
-    unfinished,
 )
 from fleetimage.config import FleetConfig, OrgUnitSpec
 from fleetimage.core.errors import FleetImageError
@@ -89,9 +82,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,  # locals may hold credentials
 )
-app.add_typer(mock_app, name="mock")
-app.command("prune")(prune_command)
-app.add_typer(report_app, name="report")
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -328,59 +318,6 @@ async def _run_config(path: Path, run_id: str) -> FleetConfig | None:
         return None
 
 
-async def _read_journal(path: Path, run_id: str | None) -> Any:
-    async with await Journal.open(path, read_only=True) as journal:
-        if run_id is None:
-            return await journal.runs()
-        return (
-            await journal.run(run_id),
-            await journal.targets(run_id),
-            await journal.lane_failures(run_id),
-        )
-
-
-@app.command()
-def runs(journal: str | None = JournalOpt, as_json: bool = JsonOpt) -> None:
-    """List the runs in the journal, newest first."""
-    path = parse_journal_path(journal) or default_journal_path()
-    found = arun(_read_journal, path, None)
-    if as_json:
-        typer.echo(json.dumps(runs_data(found), indent=2))
-    else:
-        consoles().out.print(runs_view(found, str(path)))
-
-
-@app.command()
-def status(
-    run_id: str = typer.Argument(..., help="The run to show."),
-    journal: str | None = JournalOpt,
-    as_json: bool = JsonOpt,
-) -> None:
-    """Show one run from the journal. Exit 0 if it finished with every target done, else 1."""
-    path = parse_journal_path(journal) or default_journal_path()
-    summary, targets, lanes = arun(_read_journal, path, run_id)
-    if as_json:
-        data = {
-            **run_data(summary),
-            "targets": [target_data(t) for t in targets],
-            "lane_failures": [lane.to_dict() for lane in lanes],
-        }
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        out = consoles().out
-        out.print(status_view(summary, targets, str(path)))
-        for lane in lanes:  # whole lanes that could not run: their targets are unknown
-            out.print(
-                f"lane {lane.account}/{lane.region} failed: {lane.action}: {lane.error_code}: "
-                f"{lane.error_message}",
-                markup=False,
-                highlight=False,
-            )
-    bad = failed_count(summary.counts) + summary.lane_failures
-    done = summary.status == "finished" and not bad and not unfinished(summary)
-    raise typer.Exit(EXIT_OK if done else EXIT_FAILED)
-
-
 @app.command()
 def permissions(config: str = ConfigOpt) -> None:
     """Print the minimal IAM policy (JSON) a run of this config needs."""
@@ -407,6 +344,14 @@ def permissions(config: str = ConfigOpt) -> None:
             ),
             err=True,
         )
+
+
+# Commands that live in their own modules, listed after the ones above in `--help`.
+app.command("runs")(runs_command)
+app.command("status")(status_command)
+app.command("prune")(prune_command)
+app.add_typer(report_app, name="report")
+app.add_typer(mock_app, name="mock")
 
 
 def main() -> None:

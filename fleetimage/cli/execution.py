@@ -12,9 +12,7 @@ committed before each CreateImage) and the exit code is 130.
 from __future__ import annotations
 
 import contextlib
-import signal
 import sys
-import threading
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ import typer
 from aiobotocore.session import AioSession
 from rich.console import Console
 
+from fleetimage.cli.signals import watch_signals
 from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.errors import RunDeclined, UsageError
@@ -294,7 +293,7 @@ class _Watch:
                 await stack.enter_async_context(notifier)
             declined = False
             async with anyio.create_task_group() as tg:
-                tg.start_soon(_watch_signals, self.stop, tg.cancel_scope, ex, hint, con)
+                tg.start_soon(watch_signals, self.stop, tg.cancel_scope, ex, hint, con)
                 tg.start_soon(display)
                 try:
                     ex.report = await run
@@ -323,33 +322,6 @@ class _Watch:
             for line in warnings:
                 con.err.print(line, markup=False, highlight=False)
         return ex
-
-
-async def _watch_signals(
-    stop: anyio.Event, scope: anyio.CancelScope, ex: Execution, hint: str, con: Consoles
-) -> None:
-    if threading.current_thread() is not threading.main_thread():
-        return  # signal handlers can only be installed in the main thread
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            name = signal.Signals(signum).name
-            if not stop.is_set():
-                stop.set()
-                con.err.print(
-                    f"{name}: stopping — no new images; letting in-flight calls settle "
-                    f"(again to exit at once). Then: {hint}",
-                    markup=False,
-                    highlight=False,
-                )
-            else:
-                con.err.print(
-                    f"{name} again: exiting now; the journal is consistent. Resume: {hint}",
-                    markup=False,
-                    highlight=False,
-                )
-                ex.extra["hard_stop"] = True
-                scope.cancel()
-                return
 
 
 def _conclude(ex: Execution, opts: RunOptions, con: Consoles, hint: str) -> Execution:

@@ -1,0 +1,75 @@
+"""``fleetimage runs`` and ``fleetimage status RUN_ID``: what the journal knows, read-only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from fleetimage.cli.execution import EXIT_FAILED, EXIT_OK
+from fleetimage.cli.options import JournalOpt, JsonOpt, arun, consoles, parse_journal_path
+from fleetimage.cli.views import (
+    failed_count,
+    run_data,
+    runs_data,
+    runs_view,
+    status_view,
+    target_data,
+    unfinished,
+)
+from fleetimage.journal import Journal, default_journal_path
+
+__all__ = ["runs_command", "status_command"]
+
+
+async def _read_journal(path: Path, run_id: str | None) -> Any:
+    async with await Journal.open(path, read_only=True) as journal:
+        if run_id is None:
+            return await journal.runs()
+        return (
+            await journal.run(run_id),
+            await journal.targets(run_id),
+            await journal.lane_failures(run_id),
+        )
+
+
+def runs_command(journal: str | None = JournalOpt, as_json: bool = JsonOpt) -> None:
+    """List the runs in the journal, newest first."""
+    path = parse_journal_path(journal) or default_journal_path()
+    found = arun(_read_journal, path, None)
+    if as_json:
+        typer.echo(json.dumps(runs_data(found), indent=2))
+    else:
+        consoles().out.print(runs_view(found, str(path)))
+
+
+def status_command(
+    run_id: str = typer.Argument(..., help="The run to show."),
+    journal: str | None = JournalOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Show one run from the journal. Exit 0 if it finished with every target done, else 1."""
+    path = parse_journal_path(journal) or default_journal_path()
+    summary, targets, lanes = arun(_read_journal, path, run_id)
+    if as_json:
+        data = {
+            **run_data(summary),
+            "targets": [target_data(t) for t in targets],
+            "lane_failures": [lane.to_dict() for lane in lanes],
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        out = consoles().out
+        out.print(status_view(summary, targets, str(path)))
+        for lane in lanes:  # whole lanes that could not run: their targets are unknown
+            out.print(
+                f"lane {lane.account}/{lane.region} failed: {lane.action}: {lane.error_code}: "
+                f"{lane.error_message}",
+                markup=False,
+                highlight=False,
+            )
+    bad = failed_count(summary.counts) + summary.lane_failures
+    done = summary.status == "finished" and not bad and not unfinished(summary)
+    raise typer.Exit(EXIT_OK if done else EXIT_FAILED)
