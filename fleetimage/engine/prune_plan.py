@@ -56,6 +56,7 @@ class FleetImage:
     tags: dict[str, str]
     last_launched: datetime | None = None
     protection: str = "disabled"
+    fleet: str = ""  # its fleetimage:fleet tag
 
     @property
     def protected(self) -> bool:
@@ -126,18 +127,29 @@ def from_wire(account: str, region: str, image: dict[str, Any]) -> FleetImage:
         tags=tags,
         last_launched=parse_timestamp(launched) if launched else None,
         protection=image.get("DeregistrationProtection") or "disabled",
+        fleet=tags.get(FLEET_TAG, ""),
     )
 
 
-def is_ours(image: FleetImage, fleet: str) -> bool:
-    return bool(image.run_id and image.instance_id) and image.tags.get(FLEET_TAG) == fleet
+def is_ours(image: FleetImage, fleet: str | None) -> bool:
+    """Made by fleetimage for ``fleet`` (None: for some fleet; only with a run named)."""
+    made = bool(image.run_id and image.instance_id and image.fleet)
+    return made and (fleet is None or image.fleet == fleet)
 
 
 async def describe_fleet_images(
-    lane: Lane, fleet: str, *, run_id: str | None = None, image_ids: Sequence[str] = ()
+    lane: Lane, fleet: str | None, *, run_id: str | None = None, image_ids: Sequence[str] = ()
 ) -> list[FleetImage]:
-    """This fleet's images in the lane (or those of ``image_ids``), paged, disabled included."""
-    filters = [{"Name": f"tag:{FLEET_TAG}", "Values": [fleet]}]
+    """This fleet's images in the lane (or those of ``image_ids``), paged, disabled included.
+
+    ``fleet`` None (a run named without a config): the run's images of whichever fleet."""
+    if fleet is None and run_id is None:
+        raise ValueError("describe_fleet_images: a fleet or a run is needed")
+    filters = (
+        [{"Name": f"tag:{FLEET_TAG}", "Values": [fleet]}]
+        if fleet is not None
+        else [{"Name": "tag-key", "Values": [FLEET_TAG]}]
+    )
     if run_id is not None:
         filters.append({"Name": f"tag:{RUN_TAG}", "Values": [run_id]})
     if image_ids:

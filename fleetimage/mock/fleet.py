@@ -221,6 +221,8 @@ class RegionState:
     launch_templates: dict[str, list[str]] = field(default_factory=dict)
     ssm_parameters: dict[str, str] = field(default_factory=dict)
     rbin_rules: list[dict[str, object]] = field(default_factory=list)
+    # DeregisterImage calls that reached this region, per image id (a test's "deleted once").
+    deregister_calls: dict[str, int] = field(default_factory=dict)
 
     def add_instance(self, instance: Instance) -> None:
         self.instances[instance.instance_id] = instance
