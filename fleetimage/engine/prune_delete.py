@@ -32,9 +32,15 @@ from fleetimage.journal import prune as ledger
 from fleetimage.journal.store import Journal
 from fleetimage.output.prune_report import PruneItem
 
-__all__ = ["SNAPSHOT_CHECK_BATCH", "Deleter", "OnItem"]
+__all__ = ["BATCHES_IN_FLIGHT", "SNAPSHOT_CHECK_BATCH", "Deleter", "OnItem"]
 
 SNAPSHOT_CHECK_BATCH = 200
+GONE = frozenset({"InvalidAMIID.NotFound", "InvalidAMIID.Unavailable"})
+# Batches re-checked ahead of the DeregisterImage bucket, per lane: enough to keep the bucket
+# busy (80 deletions queued), few enough that a check is seconds old when its deletion is sent
+# (80 / 5 per s: ~16 s at AWS's rate), not as old as the prune (checking every batch up front
+# would leave the last ones waiting minutes for tokens after their check).
+BATCHES_IN_FLIGHT = 8
 OnItem = Callable[[PruneItem], None]  # told each time an item settles (progress)
 
 
@@ -71,9 +77,17 @@ class Deleter:
 
     async def run(self) -> None:
         todo = self.lp.to_delete
+        batches = iter(
+            [todo[i : i + REFERENCE_BATCH] for i in range(0, len(todo), REFERENCE_BATCH)]
+        )
+
+        async def worker() -> None:
+            for images in batches:  # shared: each worker takes the next batch
+                await self.batch(images)
+
         async with anyio.create_task_group() as tg:
-            for start in range(0, len(todo), REFERENCE_BATCH):
-                tg.start_soon(self.batch, todo[start : start + REFERENCE_BATCH])
+            for _ in range(BATCHES_IN_FLIGHT):
+                tg.start_soon(worker)
         await self.verify_snapshots()
 
     async def batch(self, images: list[FleetImage]) -> None:
@@ -160,7 +174,7 @@ class Deleter:
                     answer: dict[str, Any] = await self.lane.send("DeregisterImage", params)
                     return answer
                 except AwsError as error:
-                    if error.code == "InvalidAMIID.NotFound":
+                    if error.code in GONE:  # an earlier attempt (or someone) deregistered it
                         return None
                     ambiguous = ambiguous or error.kind is ErrorKind.AMBIGUOUS
                     raise

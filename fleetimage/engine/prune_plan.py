@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
+
 from fleetimage.aws.clients import parse_timestamp
 from fleetimage.config import RetentionOptions
 from fleetimage.core.errors import AwsError
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 REFERENCE_BATCH = 10  # DescribeImageReferences takes at most 10 image ids per call
+REFERENCE_CALLS_IN_FLIGHT = 4
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 DELETABLE_STATES = frozenset({"available", "failed", "invalid", "error", "disabled"})
 
@@ -191,19 +194,30 @@ async def find_references(
         {"ResourceType": "imagebuilder:ImageRecipe"},
     ]
     refs: dict[str, list[str]] = defaultdict(list)
-    for start in range(0, len(image_ids), REFERENCE_BATCH):
-        params: dict[str, Any] = {
-            "ImageIds": list(image_ids[start : start + REFERENCE_BATCH]),
-            "ResourceTypes": types,
-        }
-        while True:
-            answer = await lane.call("DescribeImageReferences", params)
-            for ref in answer.get("ImageReferences", []):
-                refs[ref["ImageId"]].append(f"{ref['ResourceType']} {ref.get('Arn', '')}")
-            token = answer.get("NextToken")
-            if not token:
-                break
-            params = {**params, "NextToken": token}
+    batches = iter(
+        [
+            list(image_ids[i : i + REFERENCE_BATCH])
+            for i in range(0, len(image_ids), REFERENCE_BATCH)
+        ]
+    )
+
+    async def worker() -> None:
+        for ids in batches:  # shared: each worker takes the next batch
+            params: dict[str, Any] = {"ImageIds": ids, "ResourceTypes": types}
+            while True:
+                answer = await lane.call("DescribeImageReferences", params)
+                for ref in answer.get("ImageReferences", []):
+                    refs[ref["ImageId"]].append(f"{ref['ResourceType']} {ref.get('Arn', '')}")
+                token = answer.get("NextToken")
+                if not token:
+                    break
+                params = {**params, "NextToken": token}
+
+    # A few calls in flight: 10 ids a call makes a big fleet's plan hundreds of calls, and one
+    # at a time would wait out each round trip; the lane's limiter paces them.
+    async with anyio.create_task_group() as tg:
+        for _ in range(REFERENCE_CALLS_IN_FLIGHT):
+            tg.start_soon(worker)
     return dict(refs)
 
 
