@@ -223,6 +223,7 @@ class RegionState:
     rbin_rules: list[dict[str, object]] = field(default_factory=list)
     # DeregisterImage calls that reached this region, per image id (a test's "deleted once").
     deregister_calls: dict[str, int] = field(default_factory=dict)
+    deregistered_at: list[float] = field(default_factory=list)  # monotonic, per deregistration
 
     def add_instance(self, instance: Instance) -> None:
         self.instances[instance.instance_id] = instance

@@ -51,8 +51,12 @@ def _image(st: RegionState, image_id: str) -> Image:
     if not image_id.startswith("ami-"):
         raise ApiError("InvalidAMIID.Malformed", f'Invalid id: "{image_id}" (expecting "ami-...")')
     image = st.images.get(image_id)
-    if image is None or image.deregistered:
+    if image is None:
         raise ApiError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    if image.deregistered:  # EC2: "deregistered or in an invalid state" (moto agrees)
+        raise ApiError(
+            "InvalidAMIID.Unavailable", f"The image id '[{image_id}]' is no longer available"
+        )
     return image
 
 
@@ -78,6 +82,7 @@ def deregister_image(ctx: Ctx, params: Params) -> str:
     dry_run(params)
     st = ctx.st
     st.deregister(image)
+    st.deregistered_at.append(ctx.now)
     if not delete_snapshots:
         return "<return>true</return>"
     results = []
@@ -383,6 +388,10 @@ class LifecycleControls:
     def deregister_calls(self, account: str, region: str) -> dict[str, int]:
         """DeregisterImage calls per image id that reached (account, region)."""
         return dict(self.fleet.state(account, region).deregister_calls)
+
+    def deregistered_at(self, account: str, region: str) -> list[float]:
+        """When (monotonic s) each DeregisterImage that deregistered an image arrived."""
+        return list(self.fleet.state(account, region).deregistered_at)
 
     def snapshot_ids(self, account: str, region: str) -> set[str]:
         """The snapshots that exist now in (account, region)."""
