@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -50,6 +51,14 @@ __all__ = [
 ]
 
 Confirm = Callable[[PrunePlan], Awaitable[bool]]
+JournalArg = Journal | str | os.PathLike[str] | None
+
+
+async def _journal(journal: JournalArg, stack: contextlib.AsyncExitStack) -> Journal | None:
+    """An open Journal as given, or the one at a path (opened as a prune, closed after)."""
+    if journal is None or isinstance(journal, Journal):
+        return journal
+    return await stack.enter_async_context(await Journal.open(journal, kind="prune"))
 
 
 def _single_fleet(lanes: Iterable[LanePrunePlan], run_id: str) -> str:
@@ -144,7 +153,7 @@ async def prune_fleet(
     run_id: str | None = None,
     dry_run: bool = False,
     confirm: Confirm | None = None,
-    journal: Journal | None = None,
+    journal: JournalArg = None,
     on_plan: Callable[[PrunePlan], Awaitable[None]] | None = None,
     on_item: OnItem | None = None,
     subscribers: Sequence[Subscriber] = (),
@@ -152,13 +161,14 @@ async def prune_fleet(
     """Plan, then (unless ``dry_run`` or ``confirm`` says no) delete; returns the report.
 
     ``run_id``: prune only that run's images (keep_last, min_age, max_age do not apply;
-    references, protection and recent launches still do). ``journal`` (opened with
-    ``kind="prune"``, so an imaging run may hold the same file): the plan is committed to it
+    references, protection and recent launches still do). ``journal`` (a path, or a Journal
+    opened with ``kind="prune"``; an imaging run may hold the same file): the plan is committed to it
     before anything is deleted, and each deletion before it is sent. ``on_item`` is told each
     time an item settles; ``subscribers`` get the lanes' events (e.g. Throttled).
     """
     started = now()
     async with contextlib.AsyncExitStack() as stack:
+        journal = None if dry_run else await _journal(journal, stack)
         lanes = await open_prune_lanes(
             config, session or clients.new_session(), endpoint_url, stack, subscribers
         )
@@ -242,7 +252,7 @@ ConfirmResume = Callable[[ledger.PruneRunRecord, list[ledger.PruneItemRecord]], 
 async def resume_prune(
     prune_id: str,
     *,
-    journal: Journal,
+    journal: Journal | str | os.PathLike[str],
     endpoint_url: str | None = None,
     session: AioSession | None = None,
     confirm: ConfirmResume | None = None,
@@ -252,6 +262,21 @@ async def resume_prune(
     """Finish the prune ``prune_id`` from the journal: its ``planned`` and ``deleting`` items,
     each re-checked right before deletion; an image a dead process already deregistered is not
     deregistered again (its snapshots are swept). Settled items are reported as journaled."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened = await _journal(journal, stack)
+        assert opened is not None
+        return await _resume(prune_id, opened, endpoint_url, session, confirm, on_item, subscribers)
+
+
+async def _resume(
+    prune_id: str,
+    journal: Journal,
+    endpoint_url: str | None,
+    session: AioSession | None,
+    confirm: ConfirmResume | None,
+    on_item: OnItem | None,
+    subscribers: Sequence[Subscriber],
+) -> PruneReport:
     record = await ledger.prune_run(journal, prune_id)
     if record is None:
         raise JournalError(f"unknown prune id {prune_id}; `fleetimage runs` lists them")
