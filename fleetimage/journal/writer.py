@@ -64,7 +64,7 @@ def _deliver(fut: asyncio.Future[Any], result: object, exc: BaseException | None
 class _FileLock:
     """An exclusive advisory lock on ``<db><suffix>`` holding the owner's PID (POSIX only)."""
 
-    def __init__(self, db_path: Path, suffix: str = ".lock", what: str = "fleetimage run") -> None:
+    def __init__(self, db_path: Path, suffix: str = ".lock", what: str = "a run") -> None:
         self._db_path = db_path
         self._path = db_path.with_name(db_path.name + suffix)
         self._what = what
@@ -90,7 +90,8 @@ class _FileLock:
             os.close(fd)
             who = f"pid {holder}" if holder.isdigit() else "pid unknown"
             raise JournalError(
-                f"journal {self._db_path} is in use by another {self._what} ({who}); "
+                f"journal {self._db_path} is in use by another fleetimage process "
+                f"({self._what}, {who}); "
                 "wait for it to finish or pass another --journal path"
             ) from None
         os.ftruncate(fd, 0)
@@ -217,8 +218,8 @@ class Writer(threading.Thread):
     def _connect(self) -> sqlite3.Connection:
         self.path = self.path.expanduser()
         suffix, owned = KINDS[self.kind]
-        self._lock = _FileLock(self.path, suffix, f"fleetimage {self.kind}")
-        setup = _FileLock(self.path, ".setup.lock", "fleetimage process setting it up")
+        self._lock = _FileLock(self.path, suffix, f"a {self.kind}")
+        setup = _FileLock(self.path, ".setup.lock", "setting it up")
         if self.read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} yet: nothing has run with it")

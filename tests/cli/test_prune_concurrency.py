@@ -71,7 +71,10 @@ def test_prune_and_imaging_run_share_a_journal(mock_thread: MockFactory, tmp_pat
             run,
         )
         second = cli("run", "-c", config, *common)
-        assert second.code == 2 and "in use by another fleetimage run" in one_line_error(second)
+        assert (
+            second.code == 2
+            and "in use by another fleetimage process (a run, pid" in one_line_error(second)
+        )
 
         pruned = cli("prune", "-c", config, "--run", OLD_RUN, *common)
         assert pruned.code == 0, pruned.output
