@@ -4,6 +4,7 @@ python -m benchmarks                           # every scenario, every contender
 python -m benchmarks --scenario hot-region     # one scenario (repeatable)
 python -m benchmarks --contenders fleetimage,boto3-batch-adaptive --repeats 5
 python -m benchmarks --quick                   # the CI smoke test: small fleets, one run
+python -m benchmarks --scenario prune-10k      # prune: results/prune-10k.md (not latest.*)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from benchmarks.contenders import CONTENDERS
 from benchmarks.harness import run_scenario
+from benchmarks.prune_bench import run_prune_scenario, write_prune_results
 from benchmarks.report import write_results
 from benchmarks.scenarios import SCENARIOS_FILE, load_scenarios
 
@@ -83,6 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": {},
     }
     t0 = time.perf_counter()
+    failed = False
+    for sc in [s for s in chosen if s.kind == "prune"]:  # each its own results file
+        print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
+        outcome = run_prune_scenario(sc, log=lambda line: print(line, flush=True))
+        results["scenarios"][sc.name] = {
+            "description": sc.description,
+            "time_scale": sc.time_scale,
+            "settings": _settings(sc),
+            **outcome,
+        }
+        path = write_prune_results(results, sc.name, out)
+        del results["scenarios"][sc.name]
+        failed = failed or bool(outcome["summary"]["errors"])
+        print(f"{sc.name} done: {path}")
+    chosen = [s for s in chosen if s.kind != "prune"]
+    if not chosen:
+        return 1 if failed else 0
     for sc in chosen:
         print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
         mine = [c for c in contenders if sc.contenders is None or c in sc.contenders]
@@ -98,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     results["total_wall_s"] = round(time.perf_counter() - t0, 1)
     paths = write_results(results, out, args.name or ("quick" if args.quick else "latest"))
     print(f"done in {results['total_wall_s']:.0f} s: " + ", ".join(str(p) for p in paths.values()))
-    failed = any(
+    failed = failed or any(
         "error" in r for s in results["scenarios"].values() for rs in s["runs"].values() for r in rs
     )
     return 1 if failed else 0

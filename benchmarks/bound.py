@@ -23,6 +23,9 @@ Everything here is in AWS seconds (divide by the time scale for wall seconds), m
 the lane's first CreateImage: a contender's start-up (clients, STS, discovery) comes on top,
 which is why the harness publishes ``efficiency`` (from the start of the run) and
 ``efficiency_imaging`` (from its first CreateImage).
+
+Prune (:func:`deletion_bound`): the same token arithmetic on the DeregisterImage bucket, with
+no pending time: a lane's deletion phase cannot end before its last token arrives.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["creation_times", "lane_bound", "run_bound"]
+__all__ = ["creation_times", "deletion_bound", "lane_bound", "run_bound"]
 
 _EPS = 1e-9  # the mock takes a token at >= 1 - 1e-9: float sums of fractional refills
 
@@ -90,4 +93,19 @@ def run_bound(
             b = max(pending, default=0.0)
         if b > worst:
             worst, which = b, key
+    return worst, which
+
+
+def deletion_bound(
+    per_lane: Mapping[str, int], *, burst: float, rate_per_s: float, refill: str
+) -> tuple[float, str]:
+    """(AWS s, deciding lane): the shortest deletion phase of a prune, from its first
+    DeregisterImage to its last, when each lane deletes ``per_lane[lane]`` images through its
+    own DeregisterImage bucket (its burst at once, then ``rate_per_s``). No wait follows a
+    deletion, so a lane's phase is its last token's instant."""
+    worst, which = 0.0, ""
+    for key, n in per_lane.items():
+        times = creation_times(n, burst=burst, rate_per_s=rate_per_s, refill=refill)
+        if times and times[-1] >= worst:
+            worst, which = times[-1], key
     return worst, which

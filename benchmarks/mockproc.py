@@ -3,7 +3,8 @@ the contender it serves.
 
 Counters, duplicates and image states come over the mock's own ``/_mock/`` HTTP endpoints.
 The per-instance pending times (which the bound needs, and which ``/_mock/`` does not expose)
-and the images' creation times come over a control pipe, read inside the mock process.
+and the images' creation times come over a control pipe, read inside the mock process; so do
+the mock's test controls (:meth:`MockProcess.control`: seeding images for prune, say).
 """
 
 from __future__ import annotations
@@ -67,6 +68,10 @@ def _serve(make_config: Callable[[], MockConfig], conn: Connection) -> None:
                 command = await loop.run_in_executor(None, conn.recv)
                 if command == "snapshot":
                     conn.send(_snapshot(mock))
+                elif isinstance(command, tuple) and command[0] == "call":
+                    # a test control of the mock (seed images, read its per-image records)
+                    _, name, args = command
+                    conn.send(getattr(mock, name)(*args))
                 elif command == "stop":
                     conn.send("bye")
                     return
@@ -133,6 +138,13 @@ class MockProcess:
     def stats(self) -> dict[str, float]:
         data: dict[str, float] = self.get("stats")
         return data
+
+    def control(self, name: str, *args: Any) -> Any:
+        """``mock.<name>(*args)`` inside the mock process (its test controls)."""
+        self._conn.send(("call", name, args))
+        if not self._conn.poll(120):
+            raise RuntimeError(f"the mock process did not answer {name}")
+        return self._conn.recv()
 
     def snapshot(self) -> dict[str, Any]:
         self._conn.send("snapshot")

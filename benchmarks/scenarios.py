@@ -62,6 +62,7 @@ class Scenario:
     state_mix: dict[str, float] | None = None
     contenders: tuple[str, ...] | None = None
     quick: dict[str, Any] = field(default_factory=dict)
+    kind: str = "image"  # or "prune": benchmarks/prune_bench.py (instances = images)
 
     @property
     def region_names(self) -> tuple[str, ...]:

@@ -8,6 +8,8 @@ The public API::
     report.write("report.json")
 
 ``run_fleet`` and ``resume_fleet_sync`` are the same for code that is not async.
+Retention: ``await prune_fleet(config, journal=...)`` (``prune_fleet_sync``), and
+``resume_prune(prune_id, journal=...)`` (``resume_prune_sync``) after a crash.
 """
 
 from fleetimage.config import FleetConfig, load_config, parse_config
@@ -47,6 +49,8 @@ from fleetimage.engine.api import (
     run_fleet,
 )
 from fleetimage.engine.bus import Subscriber
+from fleetimage.engine.prune import prune_fleet, prune_fleet_sync, resume_prune, resume_prune_sync
+from fleetimage.output.prune_report import PruneReport
 from fleetimage.output.report import RunReport
 
 __all__ = [
@@ -69,6 +73,7 @@ __all__ = [
     "LanePlanned",
     "MockError",
     "Outcome",
+    "PruneReport",
     "Requested",
     "ResumePlan",
     "Retried",
@@ -81,8 +86,12 @@ __all__ = [
     "image_fleet",
     "load_config",
     "parse_config",
+    "prune_fleet",
+    "prune_fleet_sync",
     "resume_fleet",
     "resume_fleet_sync",
+    "resume_prune",
+    "resume_prune_sync",
     "run_fleet",
 ]
 __version__ = "0.1.0"

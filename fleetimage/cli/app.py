@@ -12,8 +12,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from pathlib import Path
 
+import anyio
 import typer
 from aiobotocore.session import AioSession
 
@@ -52,7 +54,7 @@ from fleetimage.cli.options import (
     parse_report_path,
     read_config,
 )
-from fleetimage.cli.prune import prune_command
+from fleetimage.cli.prune import finish, prune_command, resume_prune_command
 from fleetimage.cli.report import report_app
 from fleetimage.cli.sharding import (
     PlanFileOpt,
@@ -72,6 +74,7 @@ from fleetimage.engine.notify import check_notify, notifier_for
 from fleetimage.engine.plan import plan_fleet
 from fleetimage.engine.planfile import save_plan
 from fleetimage.journal import Journal, default_journal_path
+from fleetimage.journal import prune as prune_ledger
 from fleetimage.mock.cli import mock_app
 
 __all__ = ["app", "main"]
@@ -278,6 +281,18 @@ def resume(
     It images exactly what the run planned (the journal holds it); lanes whose discovery never
     completed are discovered. Images already created are waited for, even if their instance
     is gone since."""
+    path = parse_journal_path(journal) or default_journal_path()
+    if arun(_is_prune, path, run_id):  # a prune is resumed by prune's own rules
+        if rediscover or retry_failed:
+            raise fail(f"{run_id} is a prune: --rediscover and --retry-failed are for runs")
+        if not yes and not sys.stdin.isatty():
+            raise fail("resuming a prune deletes images and stdin is not a terminal; pass --yes")
+        url, report_to = parse_endpoint(endpoint_url), parse_report_path(report)
+        with logging_to(log_format, log_file, log_level):
+            done, declined = arun(
+                resume_prune_command, run_id, path, url, yes, max(progress_interval, 0.1)
+            )
+        finish(done, report_to, consoles(), declined)
     url = parse_endpoint(endpoint_url)
     journal_path = parse_journal_path(journal)
     # The run's own config (journaled) says where to notify: checked before anything is sent.
@@ -302,6 +317,13 @@ def resume(
     with logging_to(log_format, log_file, log_level):
         ex = arun(resume_command, run_id, opts, consoles())
     exit_with(ex)
+
+
+async def _is_prune(path: Path, run_id: str) -> bool:
+    if not await anyio.Path(path).exists():
+        return False
+    async with await Journal.open(path, read_only=True) as journal:
+        return await prune_ledger.prune_run(journal, run_id) is not None
 
 
 async def _probe_journal(path: Path) -> None:

@@ -1,18 +1,19 @@
-"""``prune_fleet``: plan (per lane: delete, keep and why), confirm, then delete at the rate limit.
+"""``prune_fleet``: plan (per lane: delete, keep and why), confirm, then delete at the rate
+limit; ``resume_prune``: finish a prune the journal holds.
 
-Deletion goes through each lane's limiter and retry policy. Right before each batch of ≤ 10
-images is deleted, their references, protection, last launch and state are read again; an
-image that has become unsafe is kept. ``DeregisterImage`` deletes the image and its snapshots
-(``DeleteAssociatedSnapshots``); each ``DeleteSnapshotResults`` entry is checked: ``skipped``
-(shared with another AMI) is kept, other failures are retried with ``DeleteSnapshot``. Last,
-a paged ``DescribeSnapshots`` by id proves none of the deleted snapshots is left.
+Deletion (``prune_delete``) goes through each lane's limiter and retry policy and re-checks
+every image right before deleting it. With a journal, the plan is committed before anything
+is deleted and each deletion (``deleting``) before it is sent; resume then settles exactly the
+items left ``planned`` or ``deleting``: nothing the plan did not show, nothing twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -21,29 +22,54 @@ from aiobotocore.session import AioSession
 from fleetimage.aws import clients
 from fleetimage.config import FleetConfig
 from fleetimage.core.clock import now
-from fleetimage.core.errors import AwsError, ConfigError, ErrorKind
+from fleetimage.core.errors import AwsError, ConfigError, JournalError
 from fleetimage.core.models import LaneKey
 from fleetimage.core.naming import new_run_id
+from fleetimage.engine.bus import Subscriber
+from fleetimage.engine.prune_delete import Deleter, OnItem
 from fleetimage.engine.prune_lanes import open_prune_lanes
 from fleetimage.engine.prune_plan import (
-    REFERENCE_BATCH,
+    Decision,
     FleetImage,
     LanePrunePlan,
     PrunePlan,
     decide,
     describe_fleet_images,
     find_references,
-    safety_reason,
 )
-from fleetimage.engine.retry import retrying
 from fleetimage.journal import prune as ledger
 from fleetimage.journal.store import Journal
 from fleetimage.output.prune_report import PruneItem, PruneReport
 
-__all__ = ["Confirm", "plan_prune", "prune_fleet", "prune_fleet_sync"]
+__all__ = [
+    "Confirm",
+    "plan_prune",
+    "prune_fleet",
+    "prune_fleet_sync",
+    "resume_prune",
+    "resume_prune_sync",
+]
 
 Confirm = Callable[[PrunePlan], Awaitable[bool]]
-SNAPSHOT_CHECK_BATCH = 200
+JournalArg = Journal | str | os.PathLike[str] | None
+
+
+async def _journal(journal: JournalArg, stack: contextlib.AsyncExitStack) -> Journal | None:
+    """An open Journal as given, or the one at a path (opened as a prune, closed after)."""
+    if journal is None or isinstance(journal, Journal):
+        return journal
+    return await stack.enter_async_context(await Journal.open(journal, kind="prune"))
+
+
+def _single_fleet(lanes: Iterable[LanePrunePlan], run_id: str) -> str:
+    """The one fleet a run's images carry (a run belongs to one fleet); "" if none found."""
+    fleets = {d.image.fleet for lp in lanes for d in lp.decisions}
+    if len(fleets) > 1:
+        raise ConfigError(
+            f"run {run_id}: its images carry several fleet tags ({', '.join(sorted(fleets))}); "
+            "pass -c with the fleet's config"
+        )
+    return fleets.pop() if fleets else ""
 
 
 async def plan_prune(
@@ -53,7 +79,9 @@ async def plan_prune(
     run_id: str | None = None,
     prune_id: str | None = None,
 ) -> PrunePlan:
-    if config.name is None:
+    """Decide per lane. Without a ``name`` only a run named explicitly can be pruned: its
+    images' own fleet tag is taken (and must be one)."""
+    if config.name is None and run_id is None:
         raise ConfigError("the config has no `name:`; prune only touches a named fleet's images")
     at = now()
     retention = config.retention
@@ -62,7 +90,7 @@ async def plan_prune(
         if lp.lane is None:
             return
         try:
-            images = await describe_fleet_images(lp.lane, config.name or "", run_id=run_id)
+            images = await describe_fleet_images(lp.lane, config.name, run_id=run_id)
             ids = [i.image_id for i in images if i.state != "pending"]
             refs = await find_references(lp.lane, ids, version_depth=retention.version_depth)
         except AwsError as error:
@@ -73,174 +101,8 @@ async def plan_prune(
     async with anyio.create_task_group() as tg:
         for lp in lanes.values():
             tg.start_soon(plan_lane, lp)
-    return PrunePlan(prune_id or new_run_id(at), config.name, at, run_id, lanes)
-
-
-class _Deleter:
-    """Deletes one lane's planned images; fills the report's items."""
-
-    def __init__(
-        self,
-        lp: LanePrunePlan,
-        config: FleetConfig,
-        plan: PrunePlan,
-        journal: Journal | None,
-        items: dict[str, PruneItem],
-    ) -> None:
-        assert lp.lane is not None
-        self.lp, self.lane, self.config, self.plan = lp, lp.lane, config, plan
-        self.journal, self.items = journal, items
-        self.gate = anyio.Semaphore(config.concurrency.max_in_flight_per_region)
-
-    async def mark(self, image: FleetImage, state: str, detail: str = "") -> None:
-        if self.journal is not None:
-            await ledger.mark_item(
-                self.journal,
-                self.plan.prune_id,
-                image.account,
-                image.region,
-                image.image_id,
-                state,
-                detail,
-            )
-
-    async def run(self) -> None:
-        todo = self.lp.to_delete
-        async with anyio.create_task_group() as tg:
-            for start in range(0, len(todo), REFERENCE_BATCH):
-                tg.start_soon(self.batch, todo[start : start + REFERENCE_BATCH])
-        await self.verify_snapshots()
-
-    async def batch(self, images: list[FleetImage]) -> None:
-        async with self.gate:
-            ids = [i.image_id for i in images]
-            try:  # right before deleting: read state, protection, launches, references again
-                fresh = {
-                    i.image_id: i
-                    for i in await describe_fleet_images(self.lane, self.plan.fleet, image_ids=ids)
-                }
-                refs = await find_references(
-                    self.lane, list(fresh), version_depth=self.config.retention.version_depth
-                )
-            except AwsError as error:
-                for image in images:
-                    await self.settle(image, "failed", f"re-check failed: {error.code}")
-                return
-        async with anyio.create_task_group() as tg:
-            for image in images:
-                current = fresh.get(image.image_id)
-                if current is None:  # gone already (e.g. an earlier attempt): sweep snapshots
-                    tg.start_soon(self.delete, image, False)
-                    continue
-                why = safety_reason(
-                    current, refs.get(image.image_id, ()), self.config.retention, now()
-                )
-                if why:
-                    await self.settle(image, "kept", f"at deletion: {why}")
-                else:
-                    tg.start_soon(self.delete, image, True)
-
-    async def settle(self, image: FleetImage, outcome: str, reason: str = "") -> None:
-        item = self.items[image.image_id]
-        item.outcome, item.reason = outcome, reason
-        await self.mark(image, outcome, reason)
-
-    async def delete(self, image: FleetImage, registered: bool) -> None:
-        async with self.gate:
-            await self.mark(image, "deleting")  # committed before DeregisterImage is sent
-            results: dict[str, str] = {}
-            if registered:
-                try:
-                    answer = await self.deregister(image)
-                except AwsError as error:
-                    await self.settle(image, "failed", f"{error.code}: {error.message}")
-                    return
-                if answer is not None:
-                    results = {
-                        r["SnapshotId"]: r["ReturnCode"]
-                        for r in answer.get("DeleteSnapshotResults", [])
-                    }
-            item = self.items[image.image_id]
-            for snap in image.snapshot_ids:
-                code = results.get(snap)
-                if code == "success":
-                    item.snapshots[snap] = "deleted"
-                elif code == "skipped":
-                    item.snapshots[snap] = "kept-shared"
-                else:
-                    item.snapshots[snap] = await self.delete_snapshot(snap)
-            failed = [s for s, o in item.snapshots.items() if o.startswith("failed")]
-            await self.settle(
-                image,
-                "failed" if failed else "deleted",
-                f"snapshot {failed[0]}: {item.snapshots[failed[0]]}" if failed else "",
-            )
-
-    async def deregister(self, image: FleetImage) -> dict[str, Any] | None:
-        """DeregisterImage, retried; an ambiguous failure is resolved by looking the image up."""
-        params = {"ImageId": image.image_id, "DeleteAssociatedSnapshots": True}
-        ambiguous = False
-        async for attempt in retrying(
-            self.lane.retry_policy,
-            on_retry=self.lane.on_retry("DeregisterImage", image.instance_id),
-        ):
-            with attempt:
-                if ambiguous and not await describe_fleet_images(
-                    self.lane, self.plan.fleet, image_ids=[image.image_id]
-                ):
-                    return None  # the earlier request went through; sweep the snapshots
-                try:
-                    answer: dict[str, Any] = await self.lane.send("DeregisterImage", params)
-                    return answer
-                except AwsError as error:
-                    if error.code == "InvalidAMIID.NotFound":
-                        return None
-                    ambiguous = ambiguous or error.kind is ErrorKind.AMBIGUOUS
-                    raise
-        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
-
-    async def delete_snapshot(self, snap: str) -> str:
-        try:
-            await self.lane.call("DeleteSnapshot", {"SnapshotId": snap})
-        except AwsError as error:
-            if error.code == "InvalidSnapshot.NotFound":
-                return "deleted"
-            if error.code == "InvalidSnapshot.InUse":
-                return "kept-shared"
-            return f"failed: {error.code}"
-        return "deleted"
-
-    async def verify_snapshots(self) -> None:
-        """A paged DescribeSnapshots by id: every snapshot reported deleted must be gone."""
-        claimed = {
-            s: iid
-            for iid, item in self.items.items()
-            if item.region == self.lp.key.region and item.account == self.lp.key.account
-            for s, o in item.snapshots.items()
-            if o == "deleted"
-        }
-        ids = sorted(claimed)
-        for start in range(0, len(ids), SNAPSHOT_CHECK_BATCH):
-            params: dict[str, Any] = {
-                "OwnerIds": ["self"],
-                "MaxResults": 1000,
-                "Filters": [
-                    {"Name": "snapshot-id", "Values": ids[start : start + SNAPSHOT_CHECK_BATCH]}
-                ],
-            }
-            while True:
-                answer = await self.lane.call("DescribeSnapshots", params)
-                for snap in answer.get("Snapshots", []):
-                    item = self.items[claimed[snap["SnapshotId"]]]
-                    item.snapshots[snap["SnapshotId"]] = "failed: still exists"
-                    item.outcome, item.reason = (
-                        "failed",
-                        f"snapshot {snap['SnapshotId']} still exists",
-                    )
-                token = answer.get("NextToken")
-                if not token:
-                    break
-                params = {**params, "NextToken": token}
+    fleet = config.name or _single_fleet(lanes.values(), run_id or "")
+    return PrunePlan(prune_id or new_run_id(at), fleet, at, run_id, lanes)
 
 
 def _item(image: FleetImage, outcome: str, reason: str = "") -> PruneItem:
@@ -257,6 +119,32 @@ def _item(image: FleetImage, outcome: str, reason: str = "") -> PruneItem:
     )
 
 
+def _notes(lanes: Iterable[LanePrunePlan]) -> list[str]:
+    notes = []
+    for lp in lanes:
+        if lp.error is not None:
+            notes.append(f"{lp.key.account}/{lp.key.region}: {lp.error.code}: {lp.error.message}")
+        if lp.recycle_bin:
+            notes.append(f"{lp.key.account}/{lp.key.region}: {lp.recycle_bin}")
+    return notes
+
+
+async def _delete(
+    lanes: Iterable[LanePrunePlan],
+    config: FleetConfig,
+    prune_id: str,
+    fleet: str,
+    journal: Journal | None,
+    items: dict[str, PruneItem],
+    on_item: OnItem | None,
+) -> None:
+    async with anyio.create_task_group() as tg:
+        for lp in lanes:
+            if lp.lane is not None and lp.to_delete:
+                deleter = Deleter(lp, config, prune_id, fleet, journal, items, on_item)
+                tg.start_soon(deleter.run)
+
+
 async def prune_fleet(
     config: FleetConfig,
     *,
@@ -265,31 +153,30 @@ async def prune_fleet(
     run_id: str | None = None,
     dry_run: bool = False,
     confirm: Confirm | None = None,
-    journal: Journal | None = None,
+    journal: JournalArg = None,
     on_plan: Callable[[PrunePlan], Awaitable[None]] | None = None,
+    on_item: OnItem | None = None,
+    subscribers: Sequence[Subscriber] = (),
 ) -> PruneReport:
     """Plan, then (unless ``dry_run`` or ``confirm`` says no) delete; returns the report.
 
     ``run_id``: prune only that run's images (keep_last, min_age, max_age do not apply;
-    references, protection and recent launches still do). ``journal``: the plan is committed
-    to it before anything is deleted, and each deletion before it is sent.
+    references, protection and recent launches still do). ``journal`` (a path, or a Journal
+    opened with ``kind="prune"``; an imaging run may hold the same file): the plan is committed to it
+    before anything is deleted, and each deletion before it is sent. ``on_item`` is told each
+    time an item settles; ``subscribers`` get the lanes' events (e.g. Throttled).
     """
     started = now()
     async with contextlib.AsyncExitStack() as stack:
+        journal = None if dry_run else await _journal(journal, stack)
         lanes = await open_prune_lanes(
-            config, session or clients.new_session(), endpoint_url, stack
+            config, session or clients.new_session(), endpoint_url, stack, subscribers
         )
         plan = await plan_prune(config, lanes, run_id=run_id)
         if on_plan is not None:
             await on_plan(plan)
         report = PruneReport(plan.prune_id, plan.fleet, started, dry_run=dry_run, run_id=run_id)
-        for lp in lanes.values():
-            if lp.error is not None:
-                report.notes.append(
-                    f"{lp.key.account}/{lp.key.region}: {lp.error.code}: {lp.error.message}"
-                )
-            if lp.recycle_bin:
-                report.notes.append(f"{lp.key.account}/{lp.key.region}: {lp.recycle_bin}")
+        report.notes = _notes(lanes.values())
         items = {
             d.image.image_id: _item(d.image, "planned" if d.delete else "kept", d.reason)
             for lp in lanes.values()
@@ -320,17 +207,124 @@ async def prune_fleet(
                 for lp in lanes.values()
                 for d in lp.decisions
             ]
-            await ledger.record_plan(journal, plan.prune_id, plan.fleet, run_id, rows)
-        async with anyio.create_task_group() as tg:
-            for lp in lanes.values():
-                if lp.lane is not None and lp.to_delete:
-                    tg.start_soon(_Deleter(lp, config, plan, journal, items).run)
+            snapshot = config.model_dump(mode="json")
+            snapshot["name"] = plan.fleet  # a run named without a config: its images' fleet
+            await ledger.record_plan(
+                journal, plan.prune_id, plan.fleet, run_id, rows, config_snapshot=snapshot
+            )
+        await _delete(lanes.values(), config, plan.prune_id, plan.fleet, journal, items, on_item)
         report.finished_at = now()
         if journal is not None:
-            await ledger.finish_prune(journal, plan.prune_id, "finished" if report.ok else "failed")
+            await ledger.finish_prune(journal, plan.prune_id, _status(report, lanes.values()))
+    return report
+
+
+def _status(report: PruneReport, lanes: Iterable[LanePrunePlan]) -> str:
+    if not report.ok:
+        return "failed"
+    if report.count("planned") or any(lp.error is not None and lp.to_delete for lp in lanes):
+        return "incomplete"  # a lane could not be reached: resume finishes it
+    return "finished"
+
+
+def _from_record(rec: ledger.PruneItemRecord, fleet: str, at: datetime) -> FleetImage:
+    # What the plan recorded; state, protection, launches and references are read again
+    # right before deleting, so only the identity and the snapshot ids matter here.
+    return FleetImage(
+        account=rec.account,
+        region=rec.region,
+        image_id=rec.image_id,
+        name=rec.name,
+        state="available",
+        created_at=at,
+        run_id=rec.run_id,
+        instance_id=rec.instance_id,
+        snapshot_ids=rec.snapshot_ids,
+        size_gib=0,
+        tags={},
+        fleet=fleet,
+    )
+
+
+ConfirmResume = Callable[[ledger.PruneRunRecord, list[ledger.PruneItemRecord]], Awaitable[bool]]
+
+
+async def resume_prune(
+    prune_id: str,
+    *,
+    journal: Journal | str | os.PathLike[str],
+    endpoint_url: str | None = None,
+    session: AioSession | None = None,
+    confirm: ConfirmResume | None = None,
+    on_item: OnItem | None = None,
+    subscribers: Sequence[Subscriber] = (),
+) -> PruneReport:
+    """Finish the prune ``prune_id`` from the journal: its ``planned`` and ``deleting`` items,
+    each re-checked right before deletion; an image a dead process already deregistered is not
+    deregistered again (its snapshots are swept). Settled items are reported as journaled."""
+    async with contextlib.AsyncExitStack() as stack:
+        opened = await _journal(journal, stack)
+        assert opened is not None
+        return await _resume(prune_id, opened, endpoint_url, session, confirm, on_item, subscribers)
+
+
+async def _resume(
+    prune_id: str,
+    journal: Journal,
+    endpoint_url: str | None,
+    session: AioSession | None,
+    confirm: ConfirmResume | None,
+    on_item: OnItem | None,
+    subscribers: Sequence[Subscriber],
+) -> PruneReport:
+    record = await ledger.prune_run(journal, prune_id)
+    if record is None:
+        raise JournalError(f"unknown prune id {prune_id}; `fleetimage runs` lists them")
+    config = FleetConfig.from_snapshot(record.config)
+    records = await ledger.read_items(journal, prune_id)
+    started = now()
+    report = PruneReport(prune_id, record.fleet, started, run_id=record.run_id)
+    items = {
+        r.image_id: PruneItem(
+            r.account,
+            r.region,
+            r.image_id,
+            r.name,
+            r.instance_id,
+            r.run_id,
+            "planned" if r.state in ledger.OPEN_ITEM_STATES else r.state,
+            r.detail,
+        )
+        for r in records
+    }
+    report.items = list(items.values())
+    todo = [r for r in records if r.state in ledger.OPEN_ITEM_STATES]
+    if confirm is not None and not await confirm(record, todo):
+        report.finished_at = now()
+        return report
+    await ledger.restart_prune(journal, prune_id)
+    async with contextlib.AsyncExitStack() as stack:
+        lanes = await open_prune_lanes(
+            config, session or clients.new_session(), endpoint_url, stack, subscribers
+        )
+        for rec in todo:
+            lp = lanes.get(LaneKey(rec.account, rec.region))
+            if lp is None:
+                items[rec.image_id].reason = "its lane is no longer in the prune's config"
+                continue
+            lp.decisions.append(Decision(_from_record(rec, record.fleet, started), True, ""))
+        report.notes = _notes(lanes.values())
+        await _delete(lanes.values(), config, prune_id, record.fleet, journal, items, on_item)
+        report.finished_at = now()
+        await ledger.finish_prune(journal, prune_id, _status(report, lanes.values()))
     return report
 
 
 def prune_fleet_sync(config: FleetConfig, **kwargs: Any) -> PruneReport:
     """``prune_fleet`` in a fresh event loop; same keyword arguments."""
     return anyio.run(functools.partial(prune_fleet, config, **kwargs))
+
+
+def resume_prune_sync(prune_id: str, **kwargs: Any) -> PruneReport:
+    """``resume_prune`` in a fresh event loop; same keyword arguments."""
+    return anyio.run(functools.partial(resume_prune, prune_id, **kwargs))

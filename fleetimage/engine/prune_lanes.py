@@ -4,6 +4,7 @@ limiter and retry policy (like imaging's), and what the Recycle Bin rules mean t
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from aiobotocore.session import AioSession
@@ -12,7 +13,7 @@ from fleetimage.aws import clients
 from fleetimage.config import AccountSpec, FleetConfig, OrgUnitSpec
 from fleetimage.core.models import LaneKey
 from fleetimage.engine.accounts import Access, resolve_account
-from fleetimage.engine.bus import Bus
+from fleetimage.engine.bus import Bus, Subscriber
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.organizations import resolve_units
@@ -27,7 +28,10 @@ async def open_prune_lanes(
     session: AioSession,
     endpoint_url: str | None,
     stack: contextlib.AsyncExitStack,
+    subscribers: Sequence[Subscriber] = (),
 ) -> dict[LaneKey, LanePrunePlan]:
+    """One lane per (account, region) of ``config``'s targets; a lane whose account cannot be
+    reached has ``error`` set and no client. ``subscribers`` get the lanes' events."""
     units = await resolve_units(config, session=session, endpoint_url=endpoint_url)
     regions: dict[AccountSpec | OrgUnitSpec | None, set[str]] = {}
     for target in config.targets:
@@ -67,7 +71,7 @@ async def open_prune_lanes(
                 limiter,
                 config.wall_retry,
                 run_id="prune",
-                bus=Bus([]),
+                bus=Bus(list(subscribers)),
                 credentials=access.credentials,
             )
             lp.recycle_bin = await _recycle_bin(access.session, endpoint_url, region, cfg)

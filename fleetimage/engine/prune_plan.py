@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
+
 from fleetimage.aws.clients import parse_timestamp
 from fleetimage.config import RetentionOptions
 from fleetimage.core.errors import AwsError
@@ -35,6 +37,7 @@ __all__ = [
 ]
 
 REFERENCE_BATCH = 10  # DescribeImageReferences takes at most 10 image ids per call
+REFERENCE_CALLS_IN_FLIGHT = 4
 LIVE_INSTANCE_STATES = ("pending", "running", "shutting-down", "stopping", "stopped")
 DELETABLE_STATES = frozenset({"available", "failed", "invalid", "error", "disabled"})
 
@@ -56,6 +59,7 @@ class FleetImage:
     tags: dict[str, str]
     last_launched: datetime | None = None
     protection: str = "disabled"
+    fleet: str = ""  # its fleetimage:fleet tag
 
     @property
     def protected(self) -> bool:
@@ -126,18 +130,29 @@ def from_wire(account: str, region: str, image: dict[str, Any]) -> FleetImage:
         tags=tags,
         last_launched=parse_timestamp(launched) if launched else None,
         protection=image.get("DeregistrationProtection") or "disabled",
+        fleet=tags.get(FLEET_TAG, ""),
     )
 
 
-def is_ours(image: FleetImage, fleet: str) -> bool:
-    return bool(image.run_id and image.instance_id) and image.tags.get(FLEET_TAG) == fleet
+def is_ours(image: FleetImage, fleet: str | None) -> bool:
+    """Made by fleetimage for ``fleet`` (None: for some fleet; only with a run named)."""
+    made = bool(image.run_id and image.instance_id and image.fleet)
+    return made and (fleet is None or image.fleet == fleet)
 
 
 async def describe_fleet_images(
-    lane: Lane, fleet: str, *, run_id: str | None = None, image_ids: Sequence[str] = ()
+    lane: Lane, fleet: str | None, *, run_id: str | None = None, image_ids: Sequence[str] = ()
 ) -> list[FleetImage]:
-    """This fleet's images in the lane (or those of ``image_ids``), paged, disabled included."""
-    filters = [{"Name": f"tag:{FLEET_TAG}", "Values": [fleet]}]
+    """This fleet's images in the lane (or those of ``image_ids``), paged, disabled included.
+
+    ``fleet`` None (a run named without a config): the run's images of whichever fleet."""
+    if fleet is None and run_id is None:
+        raise ValueError("describe_fleet_images: a fleet or a run is needed")
+    filters = (
+        [{"Name": f"tag:{FLEET_TAG}", "Values": [fleet]}]
+        if fleet is not None
+        else [{"Name": "tag-key", "Values": [FLEET_TAG]}]
+    )
     if run_id is not None:
         filters.append({"Name": f"tag:{RUN_TAG}", "Values": [run_id]})
     if image_ids:
@@ -179,19 +194,30 @@ async def find_references(
         {"ResourceType": "imagebuilder:ImageRecipe"},
     ]
     refs: dict[str, list[str]] = defaultdict(list)
-    for start in range(0, len(image_ids), REFERENCE_BATCH):
-        params: dict[str, Any] = {
-            "ImageIds": list(image_ids[start : start + REFERENCE_BATCH]),
-            "ResourceTypes": types,
-        }
-        while True:
-            answer = await lane.call("DescribeImageReferences", params)
-            for ref in answer.get("ImageReferences", []):
-                refs[ref["ImageId"]].append(f"{ref['ResourceType']} {ref.get('Arn', '')}")
-            token = answer.get("NextToken")
-            if not token:
-                break
-            params = {**params, "NextToken": token}
+    batches = iter(
+        [
+            list(image_ids[i : i + REFERENCE_BATCH])
+            for i in range(0, len(image_ids), REFERENCE_BATCH)
+        ]
+    )
+
+    async def worker() -> None:
+        for ids in batches:  # shared: each worker takes the next batch
+            params: dict[str, Any] = {"ImageIds": ids, "ResourceTypes": types}
+            while True:
+                answer = await lane.call("DescribeImageReferences", params)
+                for ref in answer.get("ImageReferences", []):
+                    refs[ref["ImageId"]].append(f"{ref['ResourceType']} {ref.get('Arn', '')}")
+                token = answer.get("NextToken")
+                if not token:
+                    break
+                params = {**params, "NextToken": token}
+
+    # A few calls in flight: 10 ids a call makes a big fleet's plan hundreds of calls, and one
+    # at a time would wait out each round trip; the lane's limiter paces them.
+    async with anyio.create_task_group() as tg:
+        for _ in range(REFERENCE_CALLS_IN_FLIGHT):
+            tg.start_soon(worker)
     return dict(refs)
 
 

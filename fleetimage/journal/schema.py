@@ -9,6 +9,12 @@ by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
             error_code, error_message, requested_at, completed_at, spec_json, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
+    prune_runs(prune_id PK, fleet, run_id, started_at, finished_at, status, config_json)
+    prune_items(prune_id, account, region, image_id, name, instance_id, run_id,
+                snapshot_ids, state planned|deleting|deleted|kept|failed, detail, updated_at,
+                PRIMARY KEY (prune_id, account, region, image_id))
+
+Prune is its own run kind (``prune_runs``); its rows are written by ``journal.prune``.
 
 Times are ISO 8601 text; ``shard_json`` is the shard a sharded run images (``Shard.to_dict()``,
 NULL for a whole run), so resume and rediscovery stay inside its lanes; ``spec_json`` is the CreateImage request planned for the target
@@ -47,9 +53,17 @@ from fleetimage.core.models import (
 )
 from fleetimage.core.states import TRANSITIONS, event_kind
 
-__all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
+__all__ = [
+    "MIGRATIONS",
+    "PRUNE_STATES",
+    "RUN_STATUSES",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "event_row",
+    "timestamp",
+]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
 # deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
 RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
@@ -87,6 +101,36 @@ _SHARD_COLUMN = """
 ALTER TABLE runs ADD COLUMN shard_json TEXT;
 """
 
+# Prune's tables: one row per prune, one per image its plan showed (kept ones with why).
+# ``deleting`` is committed before DeregisterImage is sent, so resume knows what may be gone.
+PRUNE_STATES = ("planned", "deleting", "deleted", "kept", "failed")
+_PRUNE_STATE_CHECK = ", ".join(f"'{s}'" for s in PRUNE_STATES)
+_PRUNE = f"""
+CREATE TABLE prune_runs (
+    prune_id TEXT PRIMARY KEY,
+    fleet TEXT NOT NULL,
+    run_id TEXT,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    status TEXT NOT NULL CHECK (status IN ({_STATUS_CHECK})),
+    config_json TEXT NOT NULL DEFAULT '{{}}'
+);
+CREATE TABLE prune_items (
+    prune_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    region TEXT NOT NULL,
+    image_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    snapshot_ids TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ({_PRUNE_STATE_CHECK})),
+    detail TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (prune_id, account, region, image_id)
+) WITHOUT ROWID;
+"""
+
 SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
@@ -110,6 +154,7 @@ CREATE TABLE targets (
     PRIMARY KEY (run_id, account, region, instance_id)
 ) WITHOUT ROWID;
 {_LANES}
+{_PRUNE}
 """
 
 # Upgrades, from version N to N + 1, run in one transaction after a backup copy of the file.
@@ -133,6 +178,32 @@ DROP TABLE runs_v1;
 """,
     # 2 → 3: a sharded run records its shard (resume stays inside the shard's lanes).
     2: _SHARD_COLUMN,
+    # 3 → 4: prune becomes a run kind of its own, resumable (its config is kept). Journals that
+    # an earlier prune wrote to already hold its two tables (created on first use, without the
+    # config): they are copied over; a status that is not a run status becomes interrupted.
+    3: """
+CREATE TABLE IF NOT EXISTS prune_runs (prune_id TEXT PRIMARY KEY, fleet TEXT NOT NULL,
+    run_id TEXT, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS prune_items (prune_id TEXT NOT NULL, account TEXT NOT NULL,
+    region TEXT NOT NULL, image_id TEXT NOT NULL, name TEXT NOT NULL,
+    instance_id TEXT NOT NULL, run_id TEXT NOT NULL, snapshot_ids TEXT NOT NULL,
+    state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL,
+    PRIMARY KEY (prune_id, account, region, image_id));
+ALTER TABLE prune_items RENAME TO prune_items_v2;
+ALTER TABLE prune_runs RENAME TO prune_runs_v2;
+"""
+    + _PRUNE
+    + f"""
+INSERT INTO prune_runs (prune_id, fleet, run_id, started_at, finished_at, status)
+    SELECT prune_id, fleet, run_id, started_at, finished_at,
+        CASE WHEN status IN ({_STATUS_CHECK}) THEN status ELSE 'interrupted' END
+    FROM prune_runs_v2;
+INSERT INTO prune_items SELECT prune_id, account, region, image_id, name, instance_id, run_id,
+    snapshot_ids, CASE WHEN state IN ({_PRUNE_STATE_CHECK}) THEN state ELSE 'failed' END,
+    detail, updated_at FROM prune_items_v2;
+DROP TABLE prune_items_v2;
+DROP TABLE prune_runs_v2;
+""",
 }
 
 # --- event → SQL ---------------------------------------------------------------------------

@@ -20,13 +20,15 @@ is acceptable because the image *name* is the real idempotency key (a re-sent Cr
 ``InvalidAMIName.Duplicate`` and is adopted), the journal is the fast path, and FULL would put
 an fsync in front of every CreateImage.
 
-Locking. A writer holds ``fcntl.flock`` on ``<db>.lock`` (with its PID written in it) for its
+Locking. An imaging writer holds ``fcntl.flock`` on ``<db>.lock`` (with its PID written in it) for its
 whole life, so a second live ``fleetimage run`` on the same journal fails at once with a
 :class:`~fleetimage.core.errors.JournalError` naming the holder; the kernel drops the lock when the
 process dies, so a SIGKILL never leaves a stale lock. Holding it also proves that any run still
 marked ``running`` is an orphan of a dead process: opening for writing marks those
-``interrupted``. ``Journal.open(path, read_only=True)`` takes no lock (WAL readers never block
-the writer), so ``fleetimage runs`` works while a run is live.
+``interrupted``. A prune is another run kind with its own lock (``<db>.prune.lock``) and
+tables, so it can write while an imaging run holds the journal.
+``Journal.open(path, read_only=True)`` takes no lock (WAL readers never block the writer), so
+``fleetimage runs`` works while a run is live.
 
 The schema and the event → row rules: :mod:`fleetimage.journal.schema`.
 """
@@ -106,10 +108,14 @@ class Journal:
         return self._writer.path
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str], *, read_only: bool = False) -> Journal:
+    async def open(
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, kind: str = "run"
+    ) -> Journal:
         """Open (creating if needed) the journal; JournalError if corrupt, foreign or locked.
 
         ``read_only`` takes no writer lock and never writes: for listing runs while a run is live.
+        ``kind``: ``"run"`` (imaging) or ``"prune"``; one writer of each kind at a time, so a
+        prune can write while an imaging run holds the journal (see ``journal.writer``).
         """
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         # expanduser happens in the writer thread's _connect: no file system work on the loop.
@@ -120,6 +126,7 @@ class Journal:
             schema=SCHEMA,
             version=SCHEMA_VERSION,
             migrations=MIGRATIONS,
+            kind=kind,
         )
         writer.start()
         try:

@@ -2,7 +2,13 @@
 
 See :mod:`fleetimage.journal` for why (durability, locking, group commit); this module is
 the mechanism: a thread, a queue of ops with optional asyncio futures settled after COMMIT,
-and an advisory lock file that makes a second live writer fail fast.
+and an advisory lock file per run kind that makes a second live writer of that kind fail fast.
+
+Run kinds. An imaging run holds ``<db>.lock``, a prune ``<db>.prune.lock``: one of each may
+write to the same journal at once (their tables are disjoint; SQLite serialises their short
+transactions, and a writer waits up to :data:`BUSY_TIMEOUT_MS` for the other's commit).
+Creating or upgrading the schema happens under a third lock, ``<db>.setup.lock``, held only
+while the connection is set up, so two processes never create or migrate it twice.
 """
 
 from __future__ import annotations
@@ -23,11 +29,16 @@ from typing import Any
 
 from fleetimage.core.errors import JournalError
 
-__all__ = ["BUSY_TIMEOUT_MS", "LINGER_S", "MAX_BATCH", "Op", "Writer", "journal_error"]
+__all__ = ["BUSY_TIMEOUT_MS", "KINDS", "LINGER_S", "MAX_BATCH", "Op", "Writer", "journal_error"]
 
 LINGER_S = 0.05  # how long an un-awaited batch waits for company before committing
 MAX_BATCH = 5000
-BUSY_TIMEOUT_MS = 2000  # short: another *writer* means a misuse to report, not to wait out
+# Another kind's writer (a prune next to an imaging run) holds the database for one group
+# commit, milliseconds; waiting is right. Bounded: a stuck foreign process is reported.
+BUSY_TIMEOUT_MS = 15000
+SETUP_WAIT_S = 30.0  # for another process creating or upgrading the schema
+# The lock file (suffix) of each run kind, and the runs table it marks interrupted on open.
+KINDS = {"run": (".lock", "runs"), "prune": (".prune.lock", "prune_runs")}
 
 
 @dataclass(slots=True)
@@ -51,27 +62,36 @@ def _deliver(fut: asyncio.Future[Any], result: object, exc: BaseException | None
 
 
 class _FileLock:
-    """An exclusive advisory lock on ``<db>.lock`` holding the owner's PID (POSIX only)."""
+    """An exclusive advisory lock on ``<db><suffix>`` holding the owner's PID (POSIX only)."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, suffix: str = ".lock", what: str = "a run") -> None:
         self._db_path = db_path
-        self._path = db_path.with_name(db_path.name + ".lock")
+        self._path = db_path.with_name(db_path.name + suffix)
+        self._what = what
         self._fd: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, wait_s: float = 0.0) -> None:
+        """Take the lock; if another process holds it, wait up to ``wait_s``, then fail."""
         if sys.platform == "win32":  # no flock: SQLite's own BEGIN IMMEDIATE lock still applies
             return
         import fcntl
 
         fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() < deadline:  # in the writer thread, never on the loop
+                    time.sleep(0.05)
+                    continue
             holder = os.read(fd, 32).decode(errors="replace").strip()
             os.close(fd)
             who = f"pid {holder}" if holder.isdigit() else "pid unknown"
             raise JournalError(
-                f"journal {self._db_path} is in use by another fleetimage process ({who}); "
+                f"journal {self._db_path} is in use by another fleetimage process "
+                f"({self._what}, {who}); "
                 "wait for it to finish or pass another --journal path"
             ) from None
         os.ftruncate(fd, 0)
@@ -96,6 +116,7 @@ class Writer(threading.Thread):
         schema: str,
         version: int,
         migrations: Mapping[int, str] = MappingProxyType({}),
+        kind: str = "run",
     ) -> None:
         super().__init__(name=f"fleetimage-journal:{path.name}", daemon=True)
         self.path = path
@@ -103,6 +124,7 @@ class Writer(threading.Thread):
         self.version = version
         self.migrations = migrations  # {N: SQL that upgrades version N to N + 1}
         self.read_only = read_only
+        self.kind = kind  # "run" or "prune": which lock it holds, which runs it owns
         self.failure: BaseException | None = None  # sticky: a lost commit poisons the journal
         self._ready = ready
         self._queue: queue.SimpleQueue[Op | asyncio.Future[None]] = queue.SimpleQueue()
@@ -195,7 +217,9 @@ class Writer(threading.Thread):
 
     def _connect(self) -> sqlite3.Connection:
         self.path = self.path.expanduser()
-        self._lock = _FileLock(self.path)
+        suffix, owned = KINDS[self.kind]
+        self._lock = _FileLock(self.path, suffix, f"a {self.kind}")
+        setup = _FileLock(self.path, ".setup.lock", "setting it up")
         if self.read_only:
             if not self.path.exists():
                 raise JournalError(f"no journal at {self.path} yet: nothing has run with it")
@@ -203,11 +227,16 @@ class Writer(threading.Thread):
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._lock.acquire()
+                setup.acquire(SETUP_WAIT_S)
             except OSError as exc:
+                self._lock.release()
                 raise JournalError(
                     f"cannot use {self.path} as a journal ({exc.strerror or exc}); "
                     "pass another --journal path"
                 ) from exc
+            except JournalError:
+                self._lock.release()
+                raise
         conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None)  # we issue BEGIN/COMMIT
@@ -227,12 +256,15 @@ class Writer(threading.Thread):
             if self.read_only:
                 conn.execute("PRAGMA query_only = ON")
             else:
-                # We hold the writer lock, so no live process owns a run marked running.
-                conn.execute("UPDATE runs SET status = 'interrupted' WHERE status = 'running'")
+                # We hold this kind's writer lock, so no live process owns a run of this kind
+                # marked running (the other kind's runs are not ours to judge).
+                conn.execute(f"UPDATE {owned} SET status = 'interrupted' WHERE status = 'running'")
         except BaseException as exc:
             if conn is not None:
                 conn.close()
             raise journal_error(self.path, exc) from exc
+        finally:
+            setup.release()
         return conn
 
     def _upgrade(self, conn: sqlite3.Connection, found: int) -> sqlite3.Connection:

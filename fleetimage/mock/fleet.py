@@ -221,6 +221,9 @@ class RegionState:
     launch_templates: dict[str, list[str]] = field(default_factory=dict)
     ssm_parameters: dict[str, str] = field(default_factory=dict)
     rbin_rules: list[dict[str, object]] = field(default_factory=list)
+    # DeregisterImage calls that reached this region, per image id (a test's "deleted once").
+    deregister_calls: dict[str, int] = field(default_factory=dict)
+    deregistered_at: list[float] = field(default_factory=list)  # monotonic, per deregistration
 
     def add_instance(self, instance: Instance) -> None:
         self.instances[instance.instance_id] = instance

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 
 from fleetimage.core.errors import MockError
+from fleetimage.core.tags import INSTANCE_TAG
 from fleetimage.mock.fleet import Fleet, Image, RegionState, Snapshot
 from fleetimage.mock.protocol import ApiError, Params, bool_param, indexed, items, struct_list
 from fleetimage.mock.query import Ctx, Handler, dry_run, next_token_xml, paginate, require
@@ -50,8 +51,12 @@ def _image(st: RegionState, image_id: str) -> Image:
     if not image_id.startswith("ami-"):
         raise ApiError("InvalidAMIID.Malformed", f'Invalid id: "{image_id}" (expecting "ami-...")')
     image = st.images.get(image_id)
-    if image is None or image.deregistered:
+    if image is None:
         raise ApiError("InvalidAMIID.NotFound", f"The image id '[{image_id}]' does not exist")
+    if image.deregistered:  # EC2: "deregistered or in an invalid state" (moto agrees)
+        raise ApiError(
+            "InvalidAMIID.Unavailable", f"The image id '[{image_id}]' is no longer available"
+        )
     return image
 
 
@@ -64,7 +69,9 @@ def _forget(st: RegionState, snap: Snapshot) -> None:
 
 
 def deregister_image(ctx: Ctx, params: Params) -> str:
-    image = _image(ctx.st, require(params, "ImageId"))
+    image_id = require(params, "ImageId")
+    ctx.st.deregister_calls[image_id] = ctx.st.deregister_calls.get(image_id, 0) + 1
+    image = _image(ctx.st, image_id)
     delete_snapshots = bool_param(params, "DeleteAssociatedSnapshots")
     if is_protected(image, ctx.now):
         raise ApiError(
@@ -75,6 +82,7 @@ def deregister_image(ctx: Ctx, params: Params) -> str:
     dry_run(params)
     st = ctx.st
     st.deregister(image)
+    st.deregistered_at.append(ctx.now)
     if not delete_snapshots:
         return "<return>true</return>"
     results = []
@@ -326,6 +334,64 @@ class LifecycleControls:
                 "LockState": "unlocked",
             }
         )
+
+    def seed_images(
+        self,
+        account: str,
+        region: str,
+        count: int,
+        tags: dict[str, str],
+        *,
+        age_s: float = 30 * 86400.0,
+        size_gib: int = 8,
+    ) -> list[str]:
+        """``count`` available images made ``age_s`` ago (wall clock), each with one snapshot
+        and ``tags`` plus ``fleetimage:instance-id`` (instances that no longer exist): a big
+        fleet's history in one call, for prune tests and benchmarks."""
+        st = self.fleet.state(account, region)
+        now, wall = time.monotonic(), time.time() - age_s
+        made = []
+        for n in range(count):
+            image_id = self.fleet.new_id("ami")
+            instance_id = f"i-{n:017x}"
+            snap = Snapshot(
+                snapshot_id=self.fleet.new_id("snap"),
+                volume_id=f"vol-{n:017x}",
+                size_gib=size_gib,
+                owner=account,
+                description=f"Created by CreateImage({instance_id}) for {image_id}",
+                started_at=wall,
+                image=None,
+            )
+            image = Image(
+                image_id=image_id,
+                name=f"seeded-{image_id}",
+                description="seeded",
+                owner=account,
+                region=region,
+                source_instance_id=instance_id,
+                created_at=wall,
+                ready_at=now,
+                visible_at=now,
+                fails=False,
+                devices=[("/dev/xvda", snap.snapshot_id, size_gib)],
+                tags={**tags, INSTANCE_TAG: instance_id},
+                root_device="/dev/xvda",
+                no_reboot=True,
+            )
+            snap.image = image
+            st.add_snapshot(snap)
+            st.add_image(image)
+            made.append(image_id)
+        return made
+
+    def deregister_calls(self, account: str, region: str) -> dict[str, int]:
+        """DeregisterImage calls per image id that reached (account, region)."""
+        return dict(self.fleet.state(account, region).deregister_calls)
+
+    def deregistered_at(self, account: str, region: str) -> list[float]:
+        """When (monotonic s) each DeregisterImage that deregistered an image arrived."""
+        return list(self.fleet.state(account, region).deregistered_at)
 
     def snapshot_ids(self, account: str, region: str) -> set[str]:
         """The snapshots that exist now in (account, region)."""

@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import anyio
 from rich.console import Console, Group, RenderableType
@@ -36,7 +37,16 @@ from fleetimage.output.eta import LaneClock, lane_eta
 
 S = JournalState
 
-__all__ = ["ProgressRow", "ProgressTracker", "show_progress"]
+__all__ = ["Display", "ProgressRow", "ProgressTracker", "show_progress"]
+
+
+class Display(Protocol):
+    """What :func:`show_progress` renders (imaging's tracker, prune's)."""
+
+    def table(self, title: str = "") -> RenderableType: ...
+
+    def lines(self) -> list[str]: ...
+
 
 _RATE_WINDOW_S = 5.0
 _PENDING_SAMPLES = 200  # the median pending time is taken over this many recent images
@@ -302,7 +312,7 @@ def _bar(row: ProgressRow, width: int = 10) -> str:
 
 
 async def show_progress(
-    tracker: ProgressTracker,
+    tracker: Display,
     console: Console,
     *,
     live: bool,
@@ -316,7 +326,7 @@ async def show_progress(
         await _show_lines(tracker, console, interval_s)
 
 
-async def _show_live(tracker: ProgressTracker, console: Console, title: str) -> None:
+async def _show_live(tracker: Display, console: Console, title: str) -> None:
     with Live(
         tracker.table(title),
         console=console,
@@ -332,7 +342,7 @@ async def _show_live(tracker: ProgressTracker, console: Console, title: str) -> 
             display.update(tracker.table(title))
 
 
-async def _show_lines(tracker: ProgressTracker, console: Console, interval_s: float) -> None:
+async def _show_lines(tracker: Display, console: Console, interval_s: float) -> None:
     try:
         while True:
             await anyio.sleep(interval_s)
@@ -341,6 +351,6 @@ async def _show_lines(tracker: ProgressTracker, console: Console, interval_s: fl
         _print_lines(console, tracker)
 
 
-def _print_lines(console: Console, tracker: ProgressTracker) -> None:
+def _print_lines(console: Console, tracker: Display) -> None:
     for line in tracker.lines():
         console.print(line, markup=False, highlight=False, soft_wrap=True)

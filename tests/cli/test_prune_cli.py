@@ -1,14 +1,24 @@
 """``fleetimage prune``: bad input is one line, exit 2, nothing sent; the plan, --dry-run,
---yes, --run, the JSON report."""
+--yes, --run (with a config, from the journal, or with --regions), the JSON and CSV
+reports, the progress lines."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import MockFactory, cli, fleet_config, one_line_error, write_config
+from cli_helpers import (
+    REGIONS,
+    MockFactory,
+    cli,
+    fleet_config,
+    journal_rows,
+    one_line_error,
+    write_config,
+)
 
 MUTATING = ("DeregisterImage", "DeleteSnapshot")
 
@@ -105,6 +115,105 @@ def test_unknown_run_exits_2_and_deletes_nothing(mock_thread: MockFactory, tmp_p
         "--journal",
         tmp_path / "j.sqlite3",
     )
+    assert ran.code == 2, ran.output
+    assert "not in the journal nor on any image" in ran.stderr
+    assert all(mock.count(action=a) == 0 for a in MUTATING)
+
+
+def _run_ids(journal: Path) -> list[str]:
+    return [r[0] for r in journal_rows(journal, "SELECT run_id FROM runs ORDER BY started_at")]
+
+
+def test_run_without_config_takes_the_run_from_the_journal(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    mock = mock_thread(instances_per_region=4)
+    url = mock.endpoint_url
+    cfg = write_config(tmp_path / "fleet.yaml", prune_config())
+    journal = tmp_path / "journal.sqlite3"
+    for _ in range(2):
+        assert cli("run", "-c", cfg, "--yes", "--endpoint-url", url, "--journal", journal).code == 0
+    first, second = _run_ids(journal)
+    csv_path = tmp_path / "p.csv"
+    ran = cli(
+        "prune", "--run", first, "--yes", "--endpoint-url", url, "--journal", journal,
+        "--report", csv_path, "--progress-interval", "0.1",
+    )  # fmt: skip
+    assert ran.code == 0, ran.output
+    rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8").splitlines()))
+    assert rows and {r["outcome"] for r in rows} == {"deleted"}
+    assert {r["run_id"] for r in rows} == {first}
+    assert all(r["snapshots"] and r["snapshots"].endswith("=deleted") for r in rows)
+    assert mock.count(action="DeregisterImage", outcome="ok") == len(rows)
+    assert "deleted/s" in ran.stderr  # the plain progress lines
+    account = mock.mock.config.default_account
+    left = [
+        i
+        for r in REGIONS
+        for i in mock.call(lambda m, r=r: m.images(account, r))
+        if not i["deregistered"]
+    ]
+    assert left and {i["tags"]["fleetimage:run-id"] for i in left} == {second}
+    # journaled as a prune of its own kind
+    assert journal_rows(journal, "SELECT run_id, status FROM prune_runs") == [(first, "finished")]
+
+
+def test_run_with_regions_when_the_journal_is_elsewhere(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    mock = mock_thread(instances_per_region=3)
+    url = mock.endpoint_url
+    cfg = write_config(tmp_path / "fleet.yaml", prune_config())
+    shard = tmp_path / "shard.sqlite3"
+    assert cli("run", "-c", cfg, "--yes", "--endpoint-url", url, "--journal", shard).code == 0
+    [run_id] = _run_ids(shard)
+    here = tmp_path / "here.sqlite3"
+    ran = cli(
+        "prune", "--run", run_id, "--regions", ",".join(REGIONS), "--yes",
+        "--endpoint-url", url, "--journal", here, "--report", tmp_path / "p.json",
+    )  # fmt: skip
+    assert ran.code == 0, ran.output
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["fleet"] == "blue"  # the fleet its images carry
+    assert report["summary"]["deleted"] == mock.count(action="DeregisterImage", outcome="ok") > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ((), "not in journal"),
+        (("--accounts", "arn:aws:iam::111122223333:role/x"), "--accounts needs --regions"),
+        (("--regions", "us-east-1,"), "--regions 'us-east-1,': empty entry"),
+    ],
+)
+def test_run_without_config_bad_input_exits_2_and_sends_nothing(
+    mock_thread: MockFactory, tmp_path: Path, extra: tuple[str, ...], fragment: str
+) -> None:
+    mock = mock_thread()
+    ran = cli(
+        "prune", "--run", "20200101T000000Z-000000", *extra, "--yes",
+        "--endpoint-url", mock.endpoint_url, "--journal", tmp_path / "j.sqlite3",
+    )  # fmt: skip
+    assert ran.code == 2, ran.output
+    assert fragment in one_line_error(ran)
+    assert mock.count() == 0
+
+
+def test_no_config_and_no_run_exits_2(mock_thread: MockFactory) -> None:
+    mock = mock_thread()
+    ran = cli("prune", "--yes", "--endpoint-url", mock.endpoint_url)
+    assert ran.code == 2 and "-c FILE" in one_line_error(ran)
+    assert mock.count() == 0
+
+
+def test_unknown_run_with_regions_exits_2_and_deletes_nothing(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    mock = mock_thread()
+    ran = cli(
+        "prune", "--run", "20200101T000000Z-000000", "--regions", "us-east-1", "--yes",
+        "--endpoint-url", mock.endpoint_url, "--journal", tmp_path / "j.sqlite3",
+    )  # fmt: skip
     assert ran.code == 2, ran.output
     assert "not in the journal nor on any image" in ran.stderr
     assert all(mock.count(action=a) == 0 for a in MUTATING)

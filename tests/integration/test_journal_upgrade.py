@@ -1,16 +1,18 @@
 """Journals survive upgrades: a schema-1 journal (lane failures as instance "*") is upgraded in
-place after a backup copy, read-only readers upgrade a private copy, and the run resumes."""
+place after a backup copy, read-only readers upgrade a private copy, and the run resumes; a
+schema-2 journal gains prune's tables (and keeps a first prune's rows, resumable)."""
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from test_engine import fleet_config
 
 from fleetimage import Outcome, image_fleet, parse_config, resume_fleet
-from fleetimage.journal import SCHEMA_VERSION, Journal
+from fleetimage.journal import SCHEMA_VERSION, Journal, prune
 from fleetimage.mock import MockConfig
 
 
@@ -88,3 +90,79 @@ async def test_a_newer_journal_is_refused_in_one_line(tmp_path: Path) -> None:
     except Exception as exc:
         assert "schema version 99" in str(exc) and "upgrade fleetimage" in str(exc)
         assert "\n" not in str(exc)
+
+
+# The prune tables as the first prune wrote them into schema-2 journals (created on first use).
+_V2_PRUNE = """
+CREATE TABLE prune_runs (prune_id TEXT PRIMARY KEY, fleet TEXT NOT NULL, run_id TEXT,
+    started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL);
+CREATE TABLE prune_items (prune_id TEXT NOT NULL, account TEXT NOT NULL, region TEXT NOT NULL,
+    image_id TEXT NOT NULL, name TEXT NOT NULL, instance_id TEXT NOT NULL, run_id TEXT NOT NULL,
+    snapshot_ids TEXT NOT NULL, state TEXT NOT NULL, detail TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL, PRIMARY KEY (prune_id, account, region, image_id));
+INSERT INTO prune_runs VALUES ('p-old', 'blue', NULL, '2026-01-01T00:00:00+00:00', NULL,
+    'running');
+INSERT INTO prune_items VALUES ('p-old', '123456789012', 'us-east-1', 'ami-0aaa', 'n', 'i-1',
+    'r-1', '["snap-1"]', 'deleting', '', '2026-01-01T00:00:00+00:00');
+"""
+
+
+def _downgrade_to_v2(path: Path, *, with_prune: bool) -> None:
+    """Rewrite a current journal as schema 2 had it: no shards, no prune tables or the first
+    prune's."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE runs DROP COLUMN shard_json")
+        conn.execute("DROP TABLE prune_items")
+        conn.execute("DROP TABLE prune_runs")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+        if with_prune:
+            conn.executescript(_V2_PRUNE)
+    sqlite3.connect(path).close()
+
+
+async def test_v2_journal_gains_the_prune_tables_after_a_backup(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    async with await Journal.open(journal) as fresh:
+        await fresh.start_run("r-1", started_at=datetime.now(UTC), config_snapshot={})
+    _downgrade_to_v2(journal, with_prune=False)
+    async with await Journal.open(journal, kind="prune") as upgraded:
+        assert await prune.prune_run(upgraded, "p-new") is None
+        await prune.record_plan(
+            upgraded,
+            "p-new",
+            "blue",
+            None,
+            [("1", "us-east-1", "ami-1", "n", "i-1", "r-1", ["snap-1"], "planned", "")],
+            config_snapshot={"name": "blue"},
+        )
+        record = await prune.prune_run(upgraded, "p-new")
+        assert record is not None and record.config == {"name": "blue"}
+        assert [r.run_id for r in await upgraded.runs()] == ["r-1"]
+    with sqlite3.connect(journal.with_name("journal.sqlite3.v2.bak")) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == ("2",)
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+
+
+async def test_v2_journal_with_a_first_prune_keeps_it_resumable(tmp_path: Path) -> None:
+    journal = tmp_path / "journal.sqlite3"
+    async with await Journal.open(journal):
+        pass
+    _downgrade_to_v2(journal, with_prune=True)
+    before = journal.read_bytes()
+    async with await Journal.open(journal, read_only=True) as reader:  # a private copy
+        assert (await prune.prune_run(reader, "p-old")) is not None
+    assert journal.read_bytes() == before
+    async with await Journal.open(journal, kind="prune") as upgraded:
+        record = await prune.prune_run(upgraded, "p-old")
+        # opening for prune marks a prune left running by a dead process interrupted
+        assert record is not None and record.status == "interrupted" and record.config == {}
+        [item] = await prune.read_items(upgraded, "p-old")
+        assert (item.image_id, item.state, item.snapshot_ids) == (
+            "ami-0aaa",
+            "deleting",
+            ("snap-1",),
+        )
+    with sqlite3.connect(journal) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    assert not {"prune_runs_v2", "prune_items_v2"} & tables

@@ -4,12 +4,14 @@ no orphaned snapshot, nothing outside this fleet touched."""
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import fleetimage
 from fleetimage import image_fleet, parse_config
 from fleetimage.core.tags import FLEET_TAG
 from fleetimage.engine.prune import prune_fleet
@@ -174,7 +176,7 @@ async def test_prune_deletes_exactly_the_expected_set(
     assert again.count("planned") == 0
 
 
-async def test_prune_one_run_ignores_keep_last_but_not_safety(fleet: Any) -> None:
+async def test_prune_one_run_ignores_keep_last_but_not_safety(fleet: Any, tmp_path: Path) -> None:
     mock = fleet
     account = mock.config.accounts[0]
     region = REGIONS[1]
@@ -183,9 +185,17 @@ async def test_prune_one_run_ignores_keep_last_but_not_safety(fleet: Any) -> Non
     newest_run = by_instance[iids[0]][0]["tags"]["fleetimage:run-id"]
     protected = by_instance[iids[1]][0]["image_id"]
     mock.protect_image(account, region, protected)
-    report = await prune_fleet(
-        parse_config(fleet_config("blue")), endpoint_url=mock.endpoint_url, run_id=newest_run
+    journal = tmp_path / "journal.sqlite3"  # the public API takes a path too
+    report = await fleetimage.prune_fleet(
+        parse_config(fleet_config("blue")),
+        endpoint_url=mock.endpoint_url,
+        run_id=newest_run,
+        journal=journal,
     )
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT run_id, status FROM prune_runs").fetchall() == [
+            (newest_run, "finished")
+        ]
     run_images = {
         i["image_id"]
         for r in REGIONS

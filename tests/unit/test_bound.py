@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bound import creation_times, lane_bound, run_bound
+from benchmarks.bound import creation_times, deletion_bound, lane_bound, run_bound
 from fleetimage.mock.buckets import TokenBucket
 
 
@@ -85,3 +85,15 @@ def test_the_cap_matches_the_mocks_bucket_per_second() -> None:
     bucket = TokenBucket(1.0, 0.6, 1.0, 0.0, 1.0)
     seen = [t / 10 for t in range(100) if bucket.try_take(t / 10)]
     assert seen == creation_times(5, burst=1, rate_per_s=0.6, refill="per_second")
+
+
+def test_deletion_bound_is_the_slowest_lanes_last_token() -> None:
+    # DeregisterImage: 100 at once, then 5 a second; 2,497 deletions end at (2497 - 100) / 5.
+    bound, lane = deletion_bound(
+        {"a/us-east-1": 2497, "a/eu-west-1": 100}, burst=100, rate_per_s=5, refill="per_second"
+    )
+    assert (bound, lane) == (480.0, "a/us-east-1")
+    assert deletion_bound({"a/x": 100}, burst=100, rate_per_s=5, refill="continuous") == (
+        0.0,
+        "a/x",
+    )

@@ -40,6 +40,11 @@ EXPECTED = {
     "parse_config",
     "resume_fleet",
     "resume_fleet_sync",
+    "resume_prune",
+    "resume_prune_sync",
+    "prune_fleet",
+    "prune_fleet_sync",
+    "PruneReport",
     "run_fleet",
 }
 
