@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images, introspect, lifecycle, rbin
+from fleetimage.mock import copies, ec2, images, introspect, lifecycle, rbin
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.clock import Latency, MockClock
 from fleetimage.mock.config import MockConfig
@@ -52,7 +52,12 @@ from fleetimage.mock.sts import StsState, account_of_key
 
 __all__ = ["MockEC2", "check_loopback"]
 
-EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS, **lifecycle.HANDLERS}
+EC2_ACTIONS: dict[str, Handler] = {
+    **ec2.HANDLERS,
+    **images.HANDLERS,
+    **lifecycle.HANDLERS,
+    **copies.HANDLERS,
+}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 _JSON = "application/json"
@@ -181,6 +186,16 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
     def duplicates(self) -> dict[tuple[str, str, str], int]:
         """The instances that got more than one image."""
         return {k: n for k, n in self.fleet.images_created.items() if n > 1}
+
+    def copy_duplicates(self) -> dict[str, dict[tuple[str, ...], int]]:
+        """CopyImage's duplicates: copies made more than once per ClientToken, per name and
+        per (source image, destination); all empty when no copy was ever made twice."""
+        c = self.fleet.copies
+        return {
+            "by_token": {k: n for k, n in c.by_token.items() if n > 1 and k[2]},
+            "by_name": {k: n for k, n in c.by_name.items() if n > 1},
+            "by_source": {k: n for k, n in c.by_source.items() if n > 1},
+        }
 
     def instances(self, account: str, region: str) -> list[InstanceRecord]:
         """Copies of the instances of (account, region), in creation order (due instance
