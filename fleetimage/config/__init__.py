@@ -8,6 +8,7 @@ from fleetimage.config.loading import load_config, parse_config
 from fleetimage.config.models import (
     AccountSpec,
     ConcurrencyOptions,
+    CopyOptions,
     ErrorBudget,
     FleetConfig,
     ImageOptions,
@@ -23,6 +24,7 @@ from fleetimage.config.models import (
 __all__ = [
     "AccountSpec",
     "ConcurrencyOptions",
+    "CopyOptions",
     "ErrorBudget",
     "FleetConfig",
     "ImageOptions",
