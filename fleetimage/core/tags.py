@@ -5,10 +5,20 @@ Instance tags never copy them over (an instance tag must not forge a run's owner
 
 from __future__ import annotations
 
-__all__ = ["FLEET_TAG", "INSTANCE_TAG", "OWN_TAGS", "RUN_TAG"]
+__all__ = [
+    "FLEET_TAG",
+    "INSTANCE_TAG",
+    "OWN_TAGS",
+    "RUN_TAG",
+    "SOURCE_IMAGE_TAG",
+    "SOURCE_REGION_TAG",
+]
 
 RUN_TAG = "fleetimage:run-id"
 INSTANCE_TAG = "fleetimage:instance-id"
 # The fleet's name (config ``name:``): prune touches only images of its own fleet.
 FLEET_TAG = "fleetimage:fleet"
 OWN_TAGS = (RUN_TAG, INSTANCE_TAG, FLEET_TAG)
+# On a cross-region copy: the image it was copied from, and that image's region.
+SOURCE_IMAGE_TAG = "fleetimage:source-image"
+SOURCE_REGION_TAG = "fleetimage:source-region"

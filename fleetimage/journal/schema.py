@@ -6,6 +6,9 @@ by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
     runs(run_id PK, started_at, finished_at, status, config_json, notes)
     lanes(run_id, account, region, state planned|failed, action, error_code, error_message,
           updated_at, PRIMARY KEY (run_id, account, region))
+    copies(run_id, account, region, instance_id, destination, state, source_image_id, name,
+           client_token, image_id, attempts, ..., PRIMARY KEY (run_id, account, region,
+           instance_id, destination))   -- version 3, see journal/copies.py
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
             error_code, error_message, requested_at, completed_at, spec_json, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
@@ -45,10 +48,11 @@ from fleetimage.core.models import (
     Skipped,
 )
 from fleetimage.core.states import TRANSITIONS, event_kind
+from fleetimage.journal.copies import COPIES, copy_row
 
 __all__ = ["MIGRATIONS", "RUN_STATUSES", "SCHEMA", "SCHEMA_VERSION", "event_row", "timestamp"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
 # deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
 RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
@@ -103,6 +107,7 @@ CREATE TABLE targets (
     PRIMARY KEY (run_id, account, region, instance_id)
 ) WITHOUT ROWID;
 {_LANES}
+{COPIES}
 """
 
 # Upgrades, from version N to N + 1, run in one transaction after a backup copy of the file.
@@ -124,6 +129,8 @@ ALTER TABLE runs RENAME TO runs_v1;
 INSERT INTO runs SELECT * FROM runs_v1;
 DROP TABLE runs_v1;
 """,
+    # 2 → 3: cross-region copies, one row per (run, target, destination) (journal/copies.py).
+    2: COPIES,
 }
 
 # --- event → SQL ---------------------------------------------------------------------------
@@ -198,6 +205,9 @@ def event_row(event: Event) -> tuple[str, dict[str, Any] | tuple[Any, ...]] | No
         return _LANE_UPSERT, (*lane, "failed", *why, timestamp(event.at))
     if isinstance(event, LanePlanned):
         return _LANE_UPSERT, (*lane, "planned", None, None, None, timestamp(event.at))
+    copy = copy_row(event)
+    if copy is not None:
+        return copy
     kind = event_kind(event)
     if kind is None:
         return None
