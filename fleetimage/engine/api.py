@@ -221,6 +221,7 @@ async def resume_fleet(
             session=session,
             plan=plan,
             retry_failed=retry_failed,
+            copies=tuple(await ledger.copies(run_id)),
         )
         return await _journaled(ledger, run_id, run)
 
@@ -261,7 +262,7 @@ async def _journaled(
         if report.interrupted:
             status = "interrupted"
         else:  # finished only when nothing is left for a resume to do
-            open_ = any(r.outcome in OPEN_OUTCOMES for r in report.results)
+            open_ = any(r.outcome in OPEN_OUTCOMES for r in (*report.results, *report.copies))
             status = "incomplete" if open_ or report.lane_failures else "finished"
         return report
     except anyio.get_cancelled_exc_class():

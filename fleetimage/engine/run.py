@@ -10,6 +10,7 @@ started is reported ``not_started`` with the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -19,14 +20,17 @@ from aiobotocore.session import AioSession
 from fleetimage.aws import clients
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
+from fleetimage.core.copies import CopyRecord
 from fleetimage.core.ledger import Ledger
 from fleetimage.core.models import TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
+from fleetimage.engine.copy_lanes import CopyPhase, plan_copies
 from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
 from fleetimage.engine.plan import LanePlan, Plan, open_lanes
 from fleetimage.engine.resume import complete_from_journal
 from fleetimage.output.collector import ReportCollector
+from fleetimage.output.copy_report import CopyCollector
 from fleetimage.output.report import RunReport
 
 __all__ = ["StopReason", "Subscriber", "SubscriberError", "execute"]
@@ -49,6 +53,7 @@ async def execute(
     session: AioSession | None = None,
     plan: Plan | None = None,
     retry_failed: bool = False,
+    copies: Sequence[CopyRecord] = (),
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -73,9 +78,11 @@ async def execute(
     collector = ReportCollector(run_id, started_at, dry_run=dry_run)
     prior = {(r.account, r.region, r.instance_id): r for r in resume}
     collector.seed(prior.values())
+    copy_collector = CopyCollector(run_id)
+    copy_collector.seed(copies)
     state = RunState(max_errors or config.max_errors, total=0)
     bus = Bus(
-        [collector, *subscribers],
+        [collector, copy_collector, *subscribers],
         ledger,
         # Created images are still waited for (their states kept in memory, in the report).
         on_ledger_failure=lambda _: state.request_stop(StopReason.JOURNAL, stop_waiting=False),
@@ -84,11 +91,14 @@ async def execute(
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         watchers = anyio.CancelScope()
         tg.start_soon(_watch_stop, watchers, state, stop, deadline)
+        session = session or clients.new_session()
+        imaged: list[LanePlan] = []
         async with anyio.create_task_group() as lanes:
 
             async def lane_ready(lp: LanePlan) -> None:
                 assert run_id is not None and started_at is not None
                 complete_from_journal(lp, prior, config, run_id, started_at)
+                imaged.append(lp)
                 await announce_lane(lp, bus, run_id, prior)
                 state.total += len(lp.specs)
                 if lp.lane is not None and lp.specs:
@@ -107,7 +117,7 @@ async def execute(
 
             await open_lanes(
                 config,
-                session=session or clients.new_session(),
+                session=session,
                 endpoint_url=endpoint_url,
                 run_id=run_id,
                 started_at=started_at,
@@ -118,12 +128,31 @@ async def execute(
                 on_lane_ready=lane_ready,
             )
             state.discovery_done()
+        # Copies start from available images: with --no-wait there are none yet (resume
+        # copies them), and a dry run sends nothing.
+        if config.copy_.enabled and wait and not dry_run:
+            available = collector.available()
+            sources = [
+                (spec, available[key])
+                for lp in imaged
+                for spec in lp.specs
+                if (key := (spec.target.account, spec.target.region, spec.target.instance_id))
+                in available
+            ]
+            phase = CopyPhase(config, state, bus, run_id=run_id, prior={r.key: r for r in copies})
+            await phase.run(
+                plan_copies(config, sources, run_id, started_at),
+                session=session,
+                endpoint_url=endpoint_url,
+                stack=stack,
+            )
         watchers.cancel()
-    return collector.report(
+    report = collector.report(
         finished_at=now(),
         interrupted=state.interrupted,
         journal_error=None if bus.ledger_error is None else str(bus.ledger_error),
     )
+    return dataclasses.replace(report, copies=copy_collector.results())
 
 
 async def _watch_stop(

@@ -1,0 +1,163 @@
+"""Cross-region copies end to end: the engine, the journal and the mock through aiobotocore."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleetimage import Outcome, image_fleet, parse_config
+from fleetimage.core.copies import CopyState
+from fleetimage.core.tags import (
+    FLEET_TAG,
+    INSTANCE_TAG,
+    RUN_TAG,
+    SOURCE_IMAGE_TAG,
+    SOURCE_REGION_TAG,
+)
+from fleetimage.journal import Journal
+from fleetimage.mock import FaultConfig, MockConfig
+from fleetimage.mock.copy_config import CopyConfig
+
+SOURCES = ("us-east-1", "us-west-2")
+DESTINATIONS = ("us-west-2", "eu-west-1")  # us-west-2 is both: its images go to eu-west-1 only
+
+
+def copy_config(scale: float, **overrides: Any) -> dict[str, Any]:
+    """A config for a mock at ``scale``: every time in AWS seconds, divided by time_scale."""
+    cfg: dict[str, Any] = {
+        "name": "dr-fleet",
+        "targets": [{"regions": list(SOURCES), "all_instances": True}],
+        "image": {"name_template": "{tag:Name}-{instance_id}-{run_id}"},
+        "copy": {
+            "regions": list(DESTINATIONS),
+            "name_template": "dr-{source_region}-{instance_id}-{run_id}",
+            "tags": {"Purpose": "dr"},
+        },
+        "wait": {"poll_interval_s": 2, "timeout_s": 6000, "not_found_grace_s": 60},
+        "retry": {
+            "base_delay_s": 0.5,
+            "max_delay_s": 10,
+            "quota_delay_s": 5,
+            "max_outage_s": 3000,
+            "breaker_cooldown_s": 2.5,
+            "breaker_max_cooldown_s": 15,
+        },
+        "max_errors": "100%",
+        "time_scale": scale,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+def copy_mock(instances: int, scale: float, faults: FaultConfig | None = None) -> MockConfig:
+    return MockConfig(
+        regions=(*SOURCES, "eu-west-1"),
+        instances_per_region=instances,
+        seed=11,
+        time_scale=scale,
+        pending_s=20.0,
+        pending_sigma=0.3,
+        visibility_lag_s=1.0,
+        state_mix={"running": 0.9, "terminated": 0.1},
+        faults=faults or FaultConfig(),
+        copies=CopyConfig(pending_s=60.0, pending_sigma=0.5, max_concurrent=100),
+    )
+
+
+FAULTS = FaultConfig(
+    throttle=0.05, internal_error=0.03, unavailable=0.02, reset=0.02, lost_answer=0.1
+)
+
+
+async def check_every_copy_once(
+    mock: Any, cfg: dict[str, Any], journal_path: Path
+) -> tuple[Any, list[tuple[str, str, str, str]]]:
+    """Run, then check: every copy available exactly once, its tags right, 0 duplicates."""
+    report = await image_fleet(
+        parse_config(cfg), endpoint_url=mock.endpoint_url, journal=journal_path
+    )
+    account = mock.config.accounts[0]
+    sources = {
+        (r.region, r.image_id): r.instance_id
+        for r in report.results
+        if r.outcome is Outcome.AVAILABLE and r.image_id
+    }
+    expected = sorted(
+        (region, image_id, instance_id, dest)
+        for (region, image_id), instance_id in sources.items()
+        for dest in DESTINATIONS
+        if dest != region
+    )
+    assert len(report.results) > 0 and len(sources) == sum(
+        1 for r in report.results if r.outcome is not Outcome.SKIPPED
+    )
+    outcomes = Counter(c.outcome for c in report.copies)
+    assert outcomes == {Outcome.AVAILABLE: len(expected)}, report.copy_failures()[:3]
+    got = sorted(
+        (c.source_region, c.source_image_id, c.instance_id, c.destination) for c in report.copies
+    )
+    assert got == expected
+    assert mock.copy_duplicates() == {"by_token": {}, "by_name": {}, "by_source": {}}
+    made = mock.fleet.copies.by_source
+    assert all(made[(account, d, r, i)] == 1 for r, i, _, d in expected)
+    assert sum(made.values()) == len(expected)
+    by_id = {c.image_id: c for c in report.copies}
+    for dest in DESTINATIONS:
+        for image in mock.images(account, dest):
+            if not image["source_image_id"]:
+                continue
+            copy = by_id[image["image_id"]]
+            assert image["state"] == "available"
+            assert image["tags"][RUN_TAG] == report.run_id
+            assert image["tags"][INSTANCE_TAG] == copy.instance_id
+            assert image["tags"][FLEET_TAG] == "dr-fleet"
+            assert image["tags"][SOURCE_IMAGE_TAG] == image["source_image_id"]
+            assert image["tags"][SOURCE_REGION_TAG] == copy.source_region == image["source_region"]
+            assert image["tags"]["Purpose"] == "dr"
+            assert image["name"] == f"dr-{copy.source_region}-{copy.instance_id}-{report.run_id}"
+    async with await Journal.open(journal_path, read_only=True) as journal:
+        rows = await journal.copies(report.run_id)
+        assert {r.state for r in rows} == {CopyState.AVAILABLE} and len(rows) == len(expected)
+        assert (await journal.run(report.run_id)).status == "finished"
+    return report, expected
+
+
+async def test_copies_with_faults_every_copy_once(fleet_mock: Any, tmp_path: Path) -> None:
+    mock = await fleet_mock(copy_mock(12, 200.0, FAULTS))
+    await check_every_copy_once(mock, copy_config(200.0), tmp_path / "journal.sqlite3")
+    # The dangerous case (applied, answer lost) happened to CopyImage and was resolved by
+    # the token.
+    assert mock.count(action="CopyImage", outcome="lost_answer") > 0
+
+
+@pytest.mark.slow
+async def test_500_instances_2_sources_2_destinations_with_faults(
+    fleet_mock: Any, tmp_path: Path
+) -> None:
+    mock = await fleet_mock(copy_mock(250, 200.0, FAULTS))
+    _, expected = await check_every_copy_once(
+        mock, copy_config(200.0), tmp_path / "journal.sqlite3"
+    )
+    assert len(expected) > 600
+    assert mock.count(action="CopyImage", outcome="lost_answer") > 0
+
+
+async def test_resource_limit_pauses_never_fails(fleet_mock: Any, tmp_path: Path) -> None:
+    """AWS's cap lower than ours: ResourceLimitExceeded pauses the destination until one of
+    its copies settles; every copy still ends available."""
+    cfg = copy_mock(6, 200.0)
+    cfg = MockConfig(**{**_fields(cfg), "copies": CopyConfig(pending_s=40.0, max_concurrent=3)})
+    mock = await fleet_mock(cfg)
+    settings = copy_config(200.0)
+    settings["copy"] = {"regions": ["eu-west-1"], "max_concurrent_per_region": 50}
+    report = await image_fleet(parse_config(settings), endpoint_url=mock.endpoint_url)
+    assert report.copies and all(c.outcome is Outcome.AVAILABLE for c in report.copies)
+    assert mock.count(action="CopyImage", outcome="error") > 0  # the limit was hit
+    assert not any(mock.copy_duplicates().values())
+
+
+def _fields(cfg: MockConfig) -> dict[str, Any]:
+    return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
