@@ -262,7 +262,8 @@ async def _journaled(
         if report.interrupted:
             status = "interrupted"
         else:  # finished only when nothing is left for a resume to do
-            open_ = any(r.outcome in OPEN_OUTCOMES for r in (*report.results, *report.copies))
+            outcomes = [r.outcome for r in report.results] + [c.outcome for c in report.copies]
+            open_ = any(o in OPEN_OUTCOMES for o in outcomes)
             status = "incomplete" if open_ or report.lane_failures else "finished"
         return report
     except anyio.get_cancelled_exc_class():
