@@ -142,7 +142,9 @@ async def test_500_instances_2_sources_2_destinations_with_faults(
         mock, copy_config(200.0), tmp_path / "journal.sqlite3"
     )
     assert len(expected) > 600
-    assert mock.count(action="CopyImage", outcome="lost_answer") > 0
+    lost = mock.count(action="CopyImage", outcome="lost_answer")
+    assert lost > 0
+    print(f"500 instances: {len(expected)} copies, each once; {lost} CopyImage answers lost")
 
 
 async def test_resource_limit_pauses_never_fails(fleet_mock: Any, tmp_path: Path) -> None:
