@@ -7,6 +7,8 @@ within 15..2,880, a malformed KMS key reference, a ``kms_key_id`` without ``encr
 
 from __future__ import annotations
 
+import difflib
+import functools
 import re
 from typing import Annotated, Self
 
@@ -15,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from fleetimage.config.checks import MAX_USER_TAGS, Region, StrictBool, TagKey, TagValue
 from fleetimage.core import naming
 
-__all__ = ["COPY_PLACEHOLDER", "CopyOptions", "KmsKeyRef", "copy_template"]
+__all__ = ["COPY_PLACEHOLDER", "CopyOptions", "KmsKeyRef", "copy_template", "known_regions"]
 
 #: The placeholder a copy's name template adds to the image's.
 COPY_PLACEHOLDER = "{source_region}"
@@ -40,6 +42,31 @@ def _check_kms_ref(value: str) -> str:
 KmsKeyRef = Annotated[str, AfterValidator(_check_kms_ref)]
 
 
+@functools.cache
+def known_regions() -> frozenset[str]:
+    """Every EC2 region of every partition the installed botocore knows."""
+    import botocore.session  # only when a config copies: it takes a while to load
+
+    session = botocore.session.get_session()
+    return frozenset(
+        region
+        for partition in session.get_available_partitions()
+        for region in session.get_available_regions("ec2", partition)
+    )
+
+
+def _check_known(value: str) -> str:
+    # A destination is a region CopyImage is sent to: a typo would only show as an
+    # endpoint that never answers, after retry.max_outage_s. Sources are discovered, so
+    # their typos show at once; destinations are checked here.
+    known = known_regions()
+    if value not in known:
+        close = difflib.get_close_matches(value, sorted(known), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"{value!r} is not an AWS region this botocore knows{hint}")
+    return value
+
+
 def copy_template(template: str, source_region: str) -> str:
     """The image name template a copy's ``name_template`` is once its source region is known."""
     return template.replace(COPY_PLACEHOLDER, source_region)
@@ -54,7 +81,7 @@ class CopyOptions(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    regions: tuple[Region, ...] = ()
+    regions: tuple[Annotated[Region, AfterValidator(_check_known)], ...] = ()
     name_template: str | None = None  # None: the source image's name
     encrypted: StrictBool = False
     kms_key_id: dict[Region, KmsKeyRef] = Field(default_factory=dict)
@@ -78,7 +105,11 @@ class CopyOptions(BaseModel):
     @classmethod
     def _name_template(cls, value: str | None) -> str | None:
         if value is not None:
-            naming.validate_template(copy_template(value, "us-east-1"))
+            rendered = copy_template(value, "us-east-1")
+            try:
+                naming.validate_template(rendered)
+            except ValueError as exc:
+                raise ValueError(str(exc).replace(repr(rendered), repr(value))) from None
         return value
 
     @field_validator("snapshot_copy_completion_minutes")

@@ -14,7 +14,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cli_helpers import MockFactory, cli_process, fleet_config, imageable, journal_rows, write_config
+from cli_helpers import (
+    MockFactory,
+    cli_process,
+    fleet_config,
+    imageable,
+    journal_rows,
+    write_config,
+)
 
 from fleetimage.mock import FaultConfig
 from fleetimage.mock.copy_config import CopyConfig
