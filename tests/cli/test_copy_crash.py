@@ -36,7 +36,7 @@ def _wait_for(what: str, check: Callable[[], bool], proc: subprocess.Popen[str])
     while not check():
         if proc.poll() is not None:
             out, err = proc.communicate()
-            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}:\n{err}")
+            raise AssertionError(f"process ended (rc {proc.returncode}) before {what}:\n{out}{err}")
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError(f"timed out waiting for {what}")
