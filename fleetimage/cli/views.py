@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from fleetimage.cli.copy_views import copy_plan_data, copy_plan_view
 from fleetimage.config import FleetConfig
 from fleetimage.core.durations import format_duration
 from fleetimage.core.models import JournalState, TargetRecord
@@ -99,6 +100,7 @@ def plan_data(plan: Plan, config: FleetConfig) -> dict[str, Any]:
         "accounts": len({lane["account"] for lane in lanes}),
         "minimum_seconds": plan.minimum_seconds(config),
         "lanes": lanes,
+        "copies": copy_plan_data(plan, config),
     }
 
 
@@ -191,6 +193,8 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
     parts.append(details)
     if hidden:
         parts.append(Text(f"… and {hidden} more targets (--all shows every one, --json too)"))
+    if data.get("copies"):
+        parts.append(copy_plan_view(data["copies"]))
     parts.append(
         Text(
             f"{plural(data['targets'], 'instance')} to image in "
