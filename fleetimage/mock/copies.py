@@ -150,7 +150,9 @@ def _new_copy(ctx: Ctx, params: Params, source: Image, name: str) -> Image:
     tags = {k: v for k, v in source.tags.items()} if bool_param(params, "CopyImageTags") else {}
     tags.update(_tag_specs(params).get("image", {}))
     delay = fleet.config.scaled(
-        fleet.copy_pending_aws_s(ctx.account, source.region, source.image_id, ctx.region)
+        fleet.copy_pending_aws_s(
+            ctx.account, source.region, source.source_instance_id or source.image_id, ctx.region
+        )
     )
     image = Image(
         image_id=fleet.new_id("ami"),

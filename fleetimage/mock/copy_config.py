@@ -20,7 +20,7 @@ __all__ = ["CopyConfig"]
 class CopyConfig:
     """``pending_s``/``pending_sigma``: the median AWS seconds a copy stays pending
     (log-normal with sigma > 0), a pure function of (seed, account, source region, source
-    image, destination), so every client of a fleet gets the same copy times.
+    instance, destination), so every client of a fleet gets the same copy times.
     ``max_concurrent``: pending copies per (account, destination region); one more answers
     ``ResourceLimitExceeded``. ``kms_keys``: the key ids, ARNs and aliases that exist (None:
     every well-formed reference does); a copy with any other key ends ``failed``.

@@ -352,16 +352,17 @@ class Fleet:
         return aws_s
 
     def copy_pending_aws_s(
-        self, account: str, source_region: str, source_image_id: str, destination: str
+        self, account: str, source_region: str, source: str, destination: str
     ) -> float:
         """AWS seconds a copy stays pending: like :meth:`pending_aws_s`, a pure function of
-        (seed, account, source region, source image, destination)."""
+        (seed, account, source region, ``source``, destination), ``source`` being the source
+        image's instance id (its image id for an image not made by CreateImage): the same
+        for every client and run, so a copy phase's bound is computed from the fleet alone."""
         cfg = self.config.copies
         aws_s = cfg.pending_s
         if cfg.pending_sigma > 0 and aws_s > 0:
-            key = f"{self.config.seed}:copy:{account}:{source_region}:{source_image_id}"
-            rng = random.Random(f"{key}:{destination}")
-            aws_s = rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
+            key = f"{self.config.seed}:copy:{account}:{source_region}:{source}:{destination}"
+            aws_s = random.Random(key).lognormvariate(0.0, cfg.pending_sigma) * aws_s
         return aws_s
 
     def fails(self) -> bool:

@@ -6,10 +6,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from fleetimage import Outcome, image_fleet, parse_config
-from fleetimage.core.copies import CopyState
+from fleetimage import Outcome, image_fleet, parse_config, resume_fleet
+from fleetimage.core.copies import CopyState, client_token
 from fleetimage.core.tags import (
     FLEET_TAG,
     INSTANCE_TAG,
@@ -163,3 +164,40 @@ async def test_resource_limit_pauses_never_fails(fleet_mock: Any, tmp_path: Path
 
 def _fields(cfg: MockConfig) -> dict[str, Any]:
     return {name: getattr(cfg, name) for name in cfg.__dataclass_fields__}
+
+
+async def test_idempotent_parameter_mismatch_is_reported_as_a_bug_not_retried(
+    fleet_mock: Any, ec2_client: Any, tmp_path: Path
+) -> None:
+    """Another request already used a copy's token (here: planted with another name): EC2
+    answers IdempotentParameterMismatch, which fails that copy once, saying it is a bug."""
+    mock = await fleet_mock(copy_mock(3, 200.0))
+    journal = tmp_path / "journal.sqlite3"
+    settings = copy_config(200.0, targets=[{"regions": ["us-east-1"], "all_instances": True}])
+    settings["copy"] = {"regions": ["eu-west-1"]}
+    cfg = parse_config(settings)
+    first = await image_fleet(cfg, endpoint_url=mock.endpoint_url, journal=journal, wait=False)
+    account = mock.config.accounts[0]
+    created = [r for r in first.results if r.image_id]
+    assert created and not first.copies
+    async with ec2_client(mock, "eu-west-1") as ec2:
+        for r in created:
+            assert r.image_id is not None
+            for _ in range(1500):  # the source must be available to be copied
+                if mock.image_state(account, "us-east-1", r.image_id) != "pending":
+                    break
+                await anyio.sleep(0.02)
+            await ec2.copy_image(
+                SourceRegion="us-east-1",
+                SourceImageId=r.image_id,
+                Name=f"planted-{r.instance_id}",
+                ClientToken=client_token(first.run_id, r.instance_id, "eu-west-1", r.image_id),
+            )
+    report = await resume_fleet(first.run_id, journal=journal, endpoint_url=mock.endpoint_url)
+    assert len(report.copies) == len(created)
+    for copy in report.copies:
+        assert copy.outcome is Outcome.FAILED
+        assert copy.error_code == "IdempotentParameterMismatch"
+        assert copy.error_message is not None and "fleetimage bug" in copy.error_message
+    # One refused CopyImage per copy: never retried.
+    assert mock.count(action="CopyImage", outcome="error") == len(created)

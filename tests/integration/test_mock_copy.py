@@ -160,7 +160,7 @@ async def test_refusals_apply_nothing(
 async def test_copy_pending_times_are_deterministic(mock_ec2: Any, ec2_client: Any) -> None:
     mock = await mock_ec2(config(pending_sigma=0.5))
     fleet = mock.fleet
-    a = fleet.copy_pending_aws_s(ACCOUNT, SRC, "ami-0123456789abcdef0", DST)
-    b = fleet.copy_pending_aws_s(ACCOUNT, SRC, "ami-0123456789abcdef0", DST)
-    c = fleet.copy_pending_aws_s(ACCOUNT, SRC, "ami-0123456789abcdef0", "us-west-2")
+    a = fleet.copy_pending_aws_s(ACCOUNT, SRC, "i-0123456789abcdef0", DST)
+    b = fleet.copy_pending_aws_s(ACCOUNT, SRC, "i-0123456789abcdef0", DST)
+    c = fleet.copy_pending_aws_s(ACCOUNT, SRC, "i-0123456789abcdef0", "us-west-2")
     assert a == b and a != c and a > 0
