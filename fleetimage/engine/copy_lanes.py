@@ -12,13 +12,16 @@ CopyImage goes out again (with its journaled token).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import anyio
 import anyio.abc
 from aiobotocore.session import AioSession
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fleetimage.aws import clients
 from fleetimage.config import AccountSpec, FleetConfig
@@ -37,7 +40,13 @@ from fleetimage.core.models import ImageSpec, LaneKey, Outcome
 from fleetimage.engine.accounts import Access, resolve_account
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus, SubscriberError
-from fleetimage.engine.copy import CopyLimitReached, CopySpec, build_copy_spec, copy_image
+from fleetimage.engine.copy import (
+    CopyLimitReached,
+    CopySpec,
+    build_copy_spec,
+    copy_destinations,
+    copy_image,
+)
 from fleetimage.engine.copy_lanes_support import NOT_STARTED, settle_message
 from fleetimage.engine.copy_slots import CopySlots, DestinationStopped
 from fleetimage.engine.lane import Lane
@@ -47,23 +56,7 @@ from fleetimage.engine.plan import CONFIRM_SHARE
 from fleetimage.engine.stop import Stopped
 from fleetimage.engine.wait import ImageWaiter
 
-__all__ = ["CopyPhase", "plan_copies"]
-
-Source = tuple[ImageSpec, str]  # a target's request and its available image
-
-
-def plan_copies(
-    config: FleetConfig, sources: Iterable[Source], run_id: str, started_at: datetime
-) -> list[CopySpec]:
-    """Every (source image, destination) the config asks for; never into the source's region."""
-    specs: list[CopySpec] = []
-    for spec, image_id in sources:
-        for destination in config.copy_.regions:
-            if destination != spec.target.region:
-                specs.append(
-                    build_copy_spec(config, spec, image_id, destination, run_id, started_at)
-                )
-    return specs
+__all__ = ["CopyPhase"]
 
 
 @dataclass(slots=True)
@@ -71,11 +64,18 @@ class _Destination:
     lane: Lane
     slots: CopySlots
     waiter: ImageWaiter
-    specs: list[CopySpec] = field(default_factory=list)
+    send: MemoryObjectSendStream[CopySpec]
+    receive: MemoryObjectReceiveStream[CopySpec]
 
 
 class CopyPhase:
-    """Copies the run's available images into every destination; one task group per lane."""
+    """Copies each image, as it becomes available, into every destination.
+
+    :meth:`offer` hands it an available image (imaging's lanes call it, through
+    ``RunState.on_available``; resume offers the images the journal knows available);
+    :meth:`close` says no more will come. :meth:`run` opens the destination lanes and copies
+    until then, and until every copy it started has settled.
+    """
 
     def __init__(
         self,
@@ -84,46 +84,69 @@ class CopyPhase:
         bus: Bus,
         *,
         run_id: str,
+        started_at: datetime,
         prior: Mapping[CopyKey, CopyRecord],
     ) -> None:
         self.config, self.state, self.bus, self.run_id = config, state, bus, run_id
-        self.prior = prior
+        self.started_at, self.prior = started_at, prior
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[ImageSpec, str]](
+            math.inf
+        )
+
+    def offer(self, spec: ImageSpec, image_id: str) -> None:
+        """``spec``'s image is available: copy it. Never blocks (the buffer is unbounded)."""
+        # The phase may be gone (the run is failing): imaging must not fail for it.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._send.send_nowait((spec, image_id))
+
+    def close(self) -> None:
+        """No more images will be offered (imaging is over)."""
+        self._send.close()
 
     async def run(
-        self,
-        specs: Sequence[CopySpec],
-        *,
-        session: AioSession,
-        endpoint_url: str | None,
-        stack: contextlib.AsyncExitStack,
+        self, *, session: AioSession, endpoint_url: str | None, stack: contextlib.AsyncExitStack
     ) -> None:
-        todo = [s for s in specs if not self._settled(s)]
-        for spec in todo:
-            if spec.key not in self.prior:
+        with self._receive:
+            lanes = await self._open(session, endpoint_url, stack)
+            async with anyio.create_task_group() as tg:
+                for dest in lanes.values():
+                    if dest is not None:
+                        tg.start_soon(self._run_lane, dest)
+                try:
+                    async for spec, image_id in self._receive:
+                        await self._route(lanes, spec, image_id)
+                finally:
+                    for dest in lanes.values():
+                        if dest is not None:
+                            dest.send.close()
+
+    async def _route(
+        self, lanes: Mapping[LaneKey, _Destination | None], spec: ImageSpec, image_id: str
+    ) -> None:
+        for destination in copy_destinations(self.config, spec.target.region):
+            copy = build_copy_spec(
+                self.config, spec, image_id, destination, self.run_id, self.started_at
+            )
+            if self._settled(copy):
+                continue
+            if copy.key not in self.prior:
                 await self.bus.emit(
                     CopyPlanned(
-                        self.run_id, *_fields(spec), spec.source_image_id, spec.name, spec.token
+                        self.run_id, *_fields(copy), copy.source_image_id, copy.name, copy.token
                     )
                 )
-        if not todo or self.state.stopping():
-            for spec in todo:
-                await self._not_started(spec, self.state.stop_reason or StopReason.INTERRUPTED)
-            return
-        lanes = await self._open(todo, session, endpoint_url, stack)
-        async with anyio.create_task_group() as tg:
-            for dest in lanes.values():
-                if dest is not None:
-                    tg.start_soon(self._run_lane, dest)
-            for key, dest in lanes.items():
-                if dest is None:  # its account could not be reached
-                    for spec in todo:
-                        if (spec.key.account, spec.key.destination) == (key.account, key.region):
-                            await self._fail(
-                                spec,
-                                Outcome.NOT_STARTED,
-                                "AccountUnavailable",
-                                "the destination's account could not be reached",
-                            )
+            dest = lanes.get(LaneKey(copy.key.account, destination))
+            if dest is None:
+                await self._fail(
+                    copy,
+                    Outcome.NOT_STARTED,
+                    "AccountUnavailable",
+                    "the destination lane could not be opened (the account's credentials "
+                    "failed); resume once they work",
+                    count=False,
+                )
+            else:
+                dest.send.send_nowait(copy)
 
     def _settled(self, spec: CopySpec) -> bool:
         record = self.prior.get(spec.key)
@@ -134,74 +157,72 @@ class CopyPhase:
         return record.state in (CopyState.AVAILABLE, CopyState.FAILED)
 
     async def _open(
-        self,
-        specs: list[CopySpec],
-        session: AioSession,
-        endpoint_url: str | None,
-        stack: contextlib.AsyncExitStack,
+        self, session: AioSession, endpoint_url: str | None, stack: contextlib.AsyncExitStack
     ) -> dict[LaneKey, _Destination | None]:
+        """A lane per (account, destination) of the config; None where the account failed."""
         config = self.config
-        access: dict[str, Access] = {}
         selectors: list[AccountSpec | None] = []
         for target in config.targets:
             selectors.extend(a for a in (target.accounts or (None,)) if a not in selectors)
         first = config.targets[0].regions[0]
+        access: list[Access] = []
         for selector in selectors:
-            acc = await resolve_account(
-                session, selector, region=first, endpoint_url=endpoint_url, config=config
+            access.append(
+                await resolve_account(
+                    session, selector, region=first, endpoint_url=endpoint_url, config=config
+                )
             )
-            access[acc.account or "self"] = acc
         cfg = clients.client_config(
-            max_pool_connections=min(config.copy_.max_concurrent_per_region, 64) + 8,
-            request_timeout_s=config.retry.request_timeout_s,
+            max_pool_connections=16, request_timeout_s=config.retry.request_timeout_s
         )
-        wall_retry = config.wall_retry
         lanes: dict[LaneKey, _Destination | None] = {}
-        for spec in specs:
-            key = LaneKey(spec.key.account, spec.key.destination)
-            if key not in lanes:
-                found = access.get(key.account)
-                if found is None or found.session is None:
+        for acc in access:
+            for region in config.copy_.regions:
+                key = LaneKey(acc.account or "self", region)
+                if acc.session is None:
                     lanes[key] = None
                     continue
                 client = await stack.enter_async_context(
                     clients.ec2_client(
-                        found.session, region=key.region, endpoint_url=endpoint_url, config=cfg
+                        acc.session, region=region, endpoint_url=endpoint_url, config=cfg
                     )
                 )
-                limiter = Limiter.from_limits(
-                    config.limits_for(key.region),
-                    confirm_share=CONFIRM_SHARE,
-                    **config.bucket_options(),
-                )
-                lane = Lane(
-                    key,
-                    client,
-                    limiter,
-                    wall_retry,
-                    run_id=self.run_id,
-                    bus=self.bus,
-                    stopper=self.state.stopper,
-                    credentials=found.credentials,
-                )
-                wait = config.wall_wait
-                waiter = ImageWaiter(
-                    lane,
-                    poll_interval_s=wait.poll_interval_s,
-                    timeout_s=wait.timeout_s,
-                    not_found_grace_s=wait.not_found_grace_s,
-                )
-                self.state.waiters.append(waiter)
-                slots = CopySlots(
-                    key.region, config.copy_.max_concurrent_per_region, wall_retry.max_outage_s
-                )
-                lanes[key] = _Destination(lane, slots, waiter)
-            dest = lanes[key]
-            if dest is not None:
-                dest.specs.append(spec)
+                lanes[key] = self._destination(key, client, acc)
         return lanes
 
+    def _destination(self, key: LaneKey, client: Any, acc: Access) -> _Destination:
+        config = self.config
+        limiter = Limiter.from_limits(
+            config.limits_for(key.region), confirm_share=CONFIRM_SHARE, **config.bucket_options()
+        )
+        retry = config.wall_retry
+        lane = Lane(
+            key,
+            client,
+            limiter,
+            retry,
+            run_id=self.run_id,
+            bus=self.bus,
+            stopper=self.state.stopper,
+            credentials=acc.credentials,
+        )
+        wait = config.wall_wait
+        waiter = ImageWaiter(
+            lane,
+            poll_interval_s=wait.poll_interval_s,
+            timeout_s=wait.timeout_s,
+            not_found_grace_s=wait.not_found_grace_s,
+        )
+        self.state.waiters.append(waiter)
+        slots = CopySlots(key.region, config.copy_.max_concurrent_per_region, retry.max_outage_s)
+        send, receive = anyio.create_memory_object_stream[CopySpec](math.inf)
+        return _Destination(lane, slots, waiter, send, receive)
+
     async def _run_lane(self, dest: _Destination) -> None:
+        with dest.receive, dest.send:
+            await self._run_lane_work(dest)
+
+    async def _run_lane_work(self, dest: _Destination) -> None:
         async with anyio.create_task_group() as lane_tg:
             lane_tg.start_soon(dest.waiter.run)
             async with anyio.create_task_group() as work:
@@ -209,44 +230,43 @@ class CopyPhase:
             lane_tg.cancel_scope.cancel()
 
     async def _feed(self, dest: _Destination, work: anyio.abc.TaskGroup) -> None:
-        started = 0
-        with anyio.CancelScope() as scope:
+        waiting: CopySpec | None = None  # taken from the queue, not started yet
+        with anyio.CancelScope() as scope:  # a stop cancels it (RunState.request_stop)
             self.state.feeders.append(scope)
-            for spec in dest.specs:
+            async for spec in dest.receive:
                 if self.state.stopping() or dest.lane.breaker.stopped or dest.slots.stopped:
-                    break
-                record = self.prior.get(spec.key)
-                known = record is not None and record.source_image_id == spec.source_image_id
-                if known and record is not None and record.image_id is not None:
-                    try:  # it exists: only the wait is left
-                        await dest.slots.acquire()
-                    except DestinationStopped:
-                        break
-                    work.start_soon(self._wait, dest, spec, record.image_id)
-                    started += 1
+                    await self._unstarted(dest, spec)
                     continue
+                waiting = spec  # until it has a slot: a stop may come meanwhile
                 try:
                     await dest.slots.acquire()
                 except DestinationStopped:
-                    break
+                    waiting = None
+                    await self._unstarted(dest, spec)
+                    continue
+                waiting = None
+                record = self.prior.get(spec.key)
+                known = record is not None and record.source_image_id == spec.source_image_id
+                if known and record is not None and record.image_id is not None:
+                    # It exists: only the wait is left.
+                    work.start_soon(self._wait, dest, spec, record.image_id)
+                    continue
                 maybe_sent = known and record is not None and record.state in _MAYBE_SENT
                 work.start_soon(self._copy, dest, spec, maybe_sent)
-                started += 1
-        for spec in dest.specs[started:]:
-            if dest.slots.stopped is not None:
-                await self._fail(
-                    spec,
-                    Outcome.NOT_STARTED,
-                    DestinationStopped.CODE,
-                    dest.slots.stopped.message,
-                    count=False,
-                )
-            elif (outage := dest.lane.breaker.stopped) is not None and not self.state.stopping():
-                await self._fail(
-                    spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False
-                )
-            else:
-                await self._not_started(spec, self.state.stop_reason or StopReason.INTERRUPTED)
+        # Stopped: what was waiting for a slot, what is queued and what still comes never starts.
+        if waiting is not None:
+            await self._unstarted(dest, waiting)
+        async for spec in dest.receive:
+            await self._unstarted(dest, spec)
+
+    async def _unstarted(self, dest: _Destination, spec: CopySpec) -> None:
+        if dest.slots.stopped is not None:
+            stop = dest.slots.stopped
+            await self._fail(spec, Outcome.NOT_STARTED, stop.CODE, stop.message, count=False)
+        elif (outage := dest.lane.breaker.stopped) is not None and not self.state.stopping():
+            await self._fail(spec, Outcome.NOT_STARTED, outage.code, outage.message, count=False)
+        else:
+            await self._not_started(spec, self.state.stop_reason or StopReason.INTERRUPTED)
 
     async def _copy(self, dest: _Destination, spec: CopySpec, maybe_sent: bool) -> None:
         held = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -22,10 +23,10 @@ from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.copies import CopyRecord
 from fleetimage.core.ledger import Ledger
-from fleetimage.core.models import TargetRecord
+from fleetimage.core.models import JournalState, TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
-from fleetimage.engine.copy_lanes import CopyPhase, plan_copies
+from fleetimage.engine.copy_lanes import CopyPhase
 from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
 from fleetimage.engine.plan import LanePlan, Plan, open_lanes
 from fleetimage.engine.resume import complete_from_journal
@@ -92,60 +93,71 @@ async def execute(
         watchers = anyio.CancelScope()
         tg.start_soon(_watch_stop, watchers, state, stop, deadline)
         session = session or clients.new_session()
-        imaged: list[LanePlan] = []
-        async with anyio.create_task_group() as lanes:
-
-            async def lane_ready(lp: LanePlan) -> None:
-                assert run_id is not None and started_at is not None
-                complete_from_journal(lp, prior, config, run_id, started_at)
-                imaged.append(lp)
-                await announce_lane(lp, bus, run_id, prior)
-                state.total += len(lp.specs)
-                if lp.lane is not None and lp.specs:
-                    run = LaneRun(
-                        lp,
-                        config,
-                        state,
-                        bus,
-                        run_id=run_id,
-                        dry_run=dry_run,
-                        wait=wait,
-                        prior=prior,
-                        retry_failed=retry_failed,
-                    )
-                    lanes.start_soon(run.run)
-
-            await open_lanes(
-                config,
-                session=session,
-                endpoint_url=endpoint_url,
-                run_id=run_id,
-                started_at=started_at,
-                bus=bus,
-                stopper=state.stopper,
-                stack=stack,
-                planned=plan,
-                on_lane_ready=lane_ready,
-            )
-            state.discovery_done()
+        phase: CopyPhase | None = None
         # Copies start from available images: with --no-wait there are none yet (resume
         # copies them), and a dry run sends nothing.
         if config.copy_.enabled and wait and not dry_run:
-            available = collector.available()
-            sources = [
-                (spec, available[key])
-                for lp in imaged
-                for spec in lp.specs
-                if (key := (spec.target.account, spec.target.region, spec.target.instance_id))
-                in available
-            ]
-            phase = CopyPhase(config, state, bus, run_id=run_id, prior={r.key: r for r in copies})
-            await phase.run(
-                plan_copies(config, sources, run_id, started_at),
-                session=session,
-                endpoint_url=endpoint_url,
-                stack=stack,
+            phase = CopyPhase(
+                config,
+                state,
+                bus,
+                run_id=run_id,
+                started_at=started_at,
+                prior={r.key: r for r in copies},
             )
+            state.on_available = phase.offer  # each image as it becomes available
+
+        async def lane_ready(lp: LanePlan) -> None:
+            assert run_id is not None and started_at is not None
+            complete_from_journal(lp, prior, config, run_id, started_at)
+            if phase is not None:  # resume: what the journal knows available is copied now
+                for spec in lp.specs:
+                    rec = prior.get(
+                        (spec.target.account, spec.target.region, spec.target.instance_id)
+                    )
+                    if rec is not None and rec.state is JournalState.AVAILABLE and rec.image_id:
+                        phase.offer(spec, rec.image_id)
+            await announce_lane(lp, bus, run_id, prior)
+            state.total += len(lp.specs)
+            if lp.lane is not None and lp.specs:
+                run = LaneRun(
+                    lp,
+                    config,
+                    state,
+                    bus,
+                    run_id=run_id,
+                    dry_run=dry_run,
+                    wait=wait,
+                    prior=prior,
+                    retry_failed=retry_failed,
+                )
+                lanes.start_soon(run.run)
+
+        async with anyio.create_task_group() as copying:
+            if phase is not None:
+                copying.start_soon(
+                    functools.partial(
+                        phase.run, session=session, endpoint_url=endpoint_url, stack=stack
+                    )
+                )
+            try:
+                async with anyio.create_task_group() as lanes:
+                    await open_lanes(
+                        config,
+                        session=session,
+                        endpoint_url=endpoint_url,
+                        run_id=run_id,
+                        started_at=started_at,
+                        bus=bus,
+                        stopper=state.stopper,
+                        stack=stack,
+                        planned=plan,
+                        on_lane_ready=lane_ready,
+                    )
+                    state.discovery_done()
+            finally:
+                if phase is not None:
+                    phase.close()  # imaging is over: the copies of what it made finish
         watchers.cancel()
     report = collector.report(
         finished_at=now(),

@@ -116,14 +116,6 @@ class ReportCollector:
         target = self._targets.get((account, region, instance_id))
         return target.state if target is not None else None
 
-    def available(self) -> dict[tuple[str, str, str], str]:
-        """The image id of every target whose image is available (what copies start from)."""
-        return {
-            key: t.image_id
-            for key, t in self._targets.items()
-            if t.state is JournalState.AVAILABLE and t.image_id is not None
-        }
-
     def __call__(self, event: Event) -> None:
         if event.run_id != self.run_id:
             return
