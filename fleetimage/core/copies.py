@@ -15,9 +15,12 @@ image id): stable across retries and resumes, new for a source re-created by
     timed_out      pending unknown timed_out                             timed_out
     unknown        requesting pending unknown timed_out                  unknown
     not_started    (new) planned not_started                             not_started
+    refused        (new) planned not_started requesting                  not_started
 
 As for targets: ``available`` is final, a copy that may exist (requesting, pending, unknown,
-timed_out) is never relabelled unsent, and ``failed`` means EC2 said so.
+timed_out) is never relabelled unsent, and ``failed`` means EC2 said so. ``refused`` is EC2's
+``ResourceLimitExceeded`` for a copy whose destination then stopped: CopyImage was answered
+and applied nothing (its token made no copy), so a ``requesting`` copy is unsent again.
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ COPY_TRANSITIONS: Mapping[str, tuple[frozenset[CopyState | None], CopyState]] = 
         "timed_out": (frozenset({C.PENDING, C.UNKNOWN, C.TIMED_OUT}), C.TIMED_OUT),
         "unknown": (frozenset({C.REQUESTING, C.PENDING, C.UNKNOWN, C.TIMED_OUT}), C.UNKNOWN),
         "not_started": (_UNSENT, C.NOT_STARTED),
+        "refused": (_UNSENT | {C.REQUESTING}, C.NOT_STARTED),
     }
 )
 
@@ -171,6 +175,8 @@ class CopyFailed(CopyEvent):
     error_code: str
     error_message: str
     image_id: str | None = None
+    # NOT_STARTED because EC2 refused the request (ResourceLimitExceeded): nothing applied.
+    refused: bool = False
 
 
 def copy_kind(event: Event) -> str | None:
@@ -185,6 +191,8 @@ def copy_kind(event: Event) -> str | None:
         case CopyAvailable():
             return "available"
         case CopyFailed():
+            if event.refused and event.outcome is Outcome.NOT_STARTED:
+                return "refused"
             return _FAILED_KINDS.get(event.outcome, "failed")
     return None
 

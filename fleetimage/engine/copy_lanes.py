@@ -269,17 +269,17 @@ class CopyPhase:
             await self._not_started(spec, self.state.stop_reason or StopReason.INTERRUPTED)
 
     async def _copy(self, dest: _Destination, spec: CopySpec, maybe_sent: bool) -> None:
-        held = True
+        held, refused = True, False
         try:
             while True:
                 try:
                     created = await copy_image(dest.lane, spec, lookup_first=maybe_sent)
                     break
                 except CopyLimitReached as limit:
-                    held = False
+                    held, refused = False, True  # answered, nothing applied
                     dest.slots.on_limit(limit.error.message)
                     await dest.slots.acquire()  # paused until one of ours settles (bounded)
-                    held = True
+                    held, refused = True, False
             await self.bus.emit(
                 CopyCreated(self.run_id, *_fields(spec), created.image_id, created.adopted)
             )
@@ -287,7 +287,9 @@ class CopyPhase:
             dest.slots.release(settled=True)
             held = False
         except DestinationStopped as stop:
-            await self._fail(spec, Outcome.NOT_STARTED, stop.CODE, stop.message, count=False)
+            await self._fail(
+                spec, Outcome.NOT_STARTED, stop.CODE, stop.message, count=False, refused=refused
+            )
         except LaneOutage as outage:
             outcome = Outcome.UNKNOWN if maybe_sent else Outcome.NOT_STARTED
             await self._fail(spec, outcome, outage.code, outage.message, count=False)
@@ -339,9 +341,10 @@ class CopyPhase:
         *,
         image_id: str | None = None,
         count: bool = True,
+        refused: bool = False,
     ) -> None:
         await self.bus.emit(
-            CopyFailed(self.run_id, *_fields(spec), outcome, code, message, image_id)
+            CopyFailed(self.run_id, *_fields(spec), outcome, code, message, image_id, refused)
         )
         if count:
             self.state.record_error()

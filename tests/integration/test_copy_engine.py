@@ -201,3 +201,26 @@ async def test_idempotent_parameter_mismatch_is_reported_as_a_bug_not_retried(
         assert copy.error_message is not None and "fleetimage bug" in copy.error_message
     # One refused CopyImage per copy: never retried.
     assert mock.count(action="CopyImage", outcome="error") == len(created)
+
+
+async def test_limit_with_no_copy_settling_stops_the_destination(fleet_mock: Any) -> None:
+    """ResourceLimitExceeded, and none of our copies settles within retry.max_outage_s: the
+    destination stops (no new copies there), with one line naming both possible causes."""
+    cfg = copy_mock(4, 200.0)
+    copies = CopyConfig(pending_s=1_000_000.0, max_concurrent=1)  # one slot, never freed
+    mock = await fleet_mock(MockConfig(**{**_fields(cfg), "copies": copies}))
+    settings = copy_config(200.0, targets=[{"regions": ["us-east-1"], "all_instances": True}])
+    settings["copy"] = {"regions": ["eu-west-1"]}
+    settings["retry"] = {**settings["retry"], "max_outage_s": 100}  # 0.5 s wall
+    settings["wait"] = {**settings["wait"], "timeout_s": 400}  # the one copy in flight
+    report = await image_fleet(parse_config(settings), endpoint_url=mock.endpoint_url)
+    outcomes = Counter(c.outcome for c in report.copies)
+    assert outcomes[Outcome.TIMED_OUT] == 1  # the copy in flight, still pending
+    stopped = [c for c in report.copies if c.error_code == "CopyLimitExceeded"]
+    # The one refused with ResourceLimitExceeded (nothing applied) and those queued behind it.
+    assert len(stopped) == len(report.copies) - 1 >= 2
+    assert all(c.outcome is Outcome.NOT_STARTED for c in stopped)
+    message = stopped[0].error_message or ""
+    assert "AMI quota" in message and "concurrent-copy limit" in message and "\n" not in message
+    assert len(mock.images(mock.config.accounts[0], "eu-west-1")) == 1
+    assert not report.ok

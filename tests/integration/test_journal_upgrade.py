@@ -10,6 +10,7 @@ from typing import Any
 from test_engine import fleet_config
 
 from fleetimage import Outcome, image_fleet, parse_config, resume_fleet
+from fleetimage.core.clock import now
 from fleetimage.journal import SCHEMA_VERSION, Journal
 from fleetimage.mock import MockConfig
 
@@ -18,6 +19,7 @@ def _downgrade_to_v1(path: Path, run_id: str) -> None:
     """Rewrite a current journal as schema 1 wrote it (no lanes table, no requests kept;
     "*" target rows; the run statuses of then)."""
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE copies")  # schema 3
         conn.execute("DROP TABLE lanes")
         conn.execute("ALTER TABLE targets DROP COLUMN spec_json")
         conn.execute("UPDATE runs SET status = 'finished' WHERE status = 'incomplete'")
@@ -87,3 +89,20 @@ async def test_a_newer_journal_is_refused_in_one_line(tmp_path: Path) -> None:
     except Exception as exc:
         assert "schema version 99" in str(exc) and "upgrade fleetimage" in str(exc)
         assert "\n" not in str(exc)
+
+
+async def test_v2_journal_gains_the_copies_table(tmp_path: Path) -> None:
+    """2 → 3: a journal from before copies is upgraded in place (after a backup copy)."""
+    path = tmp_path / "journal.sqlite3"
+    async with await Journal.open(path) as journal:
+        await journal.start_run("r1", started_at=now(), config_snapshot={})
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE copies")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    sqlite3.connect(path).close()
+    async with await Journal.open(path) as journal:
+        assert await journal.copies("r1") == []
+        assert (await journal.run("r1")).run_id == "r1"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    assert path.with_name("journal.sqlite3.v2.bak").exists()
