@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from botocore.exceptions import ClientError
 
@@ -84,6 +85,11 @@ async def test_client_token_same_params_same_image(mock_ec2: Any, ec2_client: An
     assert record["source_image_id"] == src and record["source_region"] == SRC
     assert mock.copy_duplicates() == {"by_token": {}, "by_name": {}, "by_source": {}}
     assert mock.fleet.copies.by_token[(ACCOUNT, DST, "tok-1")] == 1
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(mock.endpoint_url + "/_mock/copy_duplicates") as resp,
+    ):
+        assert await resp.json() == {"by_token": [], "by_name": [], "by_source": []}
     assert mock.count("CopyImage", "ok") == 2 and mock.count("CopyImage", "error") == 1
 
 
