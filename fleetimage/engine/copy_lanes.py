@@ -1,9 +1,10 @@
 """The copy phase: one lane per (account, destination region), copies as tokens and slots allow.
 
-Each destination lane is a :class:`~fleetimage.engine.lane.Lane` like imaging's — its own
-client, its token buckets (CopyImage: 100 burst, 1/s), its breaker, its retries — plus one
-batched :class:`~fleetimage.engine.wait.ImageWaiter` and its :class:`CopySlots` (the
-concurrent-copy cap and the pause of ``ResourceLimitExceeded``). A copy's source is the
+Each destination lane is a :class:`~fleetimage.engine.lane.Lane` — imaging's own for that
+(account, region) when the run images there too (one client, one set of token buckets, one
+breaker per (account, region)), else one like it; CopyImage's bucket is 100 burst, 1/s —
+plus one batched :class:`~fleetimage.engine.wait.ImageWaiter` and its :class:`CopySlots`
+(the concurrent-copy cap and the pause of ``ResourceLimitExceeded``). A copy's source is the
 target's image once it is ``available``. Resume: a settled copy is left alone; a copy with
 an image id is waited for; one that may have been sent is looked up by name and tags before
 CopyImage goes out again (with its journaled token).
@@ -16,7 +17,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import anyio
 import anyio.abc
@@ -73,8 +73,8 @@ class CopyPhase:
 
     :meth:`offer` hands it an available image (imaging's lanes call it, through
     ``RunState.on_available``; resume offers the images the journal knows available);
-    :meth:`close` says no more will come. :meth:`run` opens the destination lanes and copies
-    until then, and until every copy it started has settled.
+    :meth:`close` says no more will come. :meth:`run` copies until then, and until every copy
+    it started has settled; a destination's lane is opened on its first copy.
     """
 
     def __init__(
@@ -92,6 +92,9 @@ class CopyPhase:
         self._send, self._receive = anyio.create_memory_object_stream[tuple[ImageSpec, str]](
             math.inf
         )
+        self._imaging: dict[LaneKey, Lane] = {}  # imaging's lanes, shared (share_lane)
+        self._access: dict[str, Access] = {}
+        self._lanes: dict[LaneKey, _Destination | None] = {}  # opened on their first copy
 
     def offer(self, spec: ImageSpec, image_id: str) -> None:
         """``spec``'s image is available: copy it. Never blocks (the buffer is unbounded)."""
@@ -103,25 +106,32 @@ class CopyPhase:
         """No more images will be offered (imaging is over)."""
         self._send.close()
 
+    def share_lane(self, lane: Lane) -> None:
+        """An imaging lane: copies into its (account, region) go through it (its client,
+        buckets and breaker), so the region's DescribeImages budget has one pacer."""
+        self._imaging.setdefault(lane.key, lane)
+
     async def run(
         self, *, session: AioSession, endpoint_url: str | None, stack: contextlib.AsyncExitStack
     ) -> None:
         with self._receive:
-            lanes = await self._open(session, endpoint_url, stack)
+            self._access = await self._accounts(session, endpoint_url)
             async with anyio.create_task_group() as tg:
-                for dest in lanes.values():
-                    if dest is not None:
-                        tg.start_soon(self._run_lane, dest)
                 try:
                     async for spec, image_id in self._receive:
-                        await self._route(lanes, spec, image_id)
+                        await self._route(tg, spec, image_id, endpoint_url, stack)
                 finally:
-                    for dest in lanes.values():
+                    for dest in self._lanes.values():
                         if dest is not None:
                             dest.send.close()
 
     async def _route(
-        self, lanes: Mapping[LaneKey, _Destination | None], spec: ImageSpec, image_id: str
+        self,
+        tg: anyio.abc.TaskGroup,
+        spec: ImageSpec,
+        image_id: str,
+        endpoint_url: str | None,
+        stack: contextlib.AsyncExitStack,
     ) -> None:
         for destination in copy_destinations(self.config, spec.target.region):
             copy = build_copy_spec(
@@ -135,7 +145,12 @@ class CopyPhase:
                         self.run_id, *_fields(copy), copy.source_image_id, copy.name, copy.token
                     )
                 )
-            dest = lanes.get(LaneKey(copy.key.account, destination))
+            key = LaneKey(copy.key.account, destination)
+            if key not in self._lanes:
+                dest = self._lanes[key] = await self._open(key, endpoint_url, stack)
+                if dest is not None:
+                    tg.start_soon(self._run_lane, dest)
+            dest = self._lanes[key]
             if dest is None:
                 await self._fail(
                     copy,
@@ -156,57 +171,56 @@ class CopyPhase:
         # --retry-failed re-creates failed *sources*, whose copies then get new tokens.
         return record.state in (CopyState.AVAILABLE, CopyState.FAILED)
 
-    async def _open(
-        self, session: AioSession, endpoint_url: str | None, stack: contextlib.AsyncExitStack
-    ) -> dict[LaneKey, _Destination | None]:
-        """A lane per (account, destination) of the config; None where the account failed."""
+    async def _accounts(self, session: AioSession, endpoint_url: str | None) -> dict[str, Access]:
+        """Each account of the config, by the id its lanes and targets carry."""
         config = self.config
         selectors: list[AccountSpec | None] = []
         for target in config.targets:
             selectors.extend(a for a in (target.accounts or (None,)) if a not in selectors)
         first = config.targets[0].regions[0]
-        access: list[Access] = []
+        access: dict[str, Access] = {}
         for selector in selectors:
-            access.append(
-                await resolve_account(
-                    session, selector, region=first, endpoint_url=endpoint_url, config=config
+            acc = await resolve_account(
+                session, selector, region=first, endpoint_url=endpoint_url, config=config
+            )
+            access.setdefault(acc.account or "self", acc)
+        return access
+
+    async def _open(
+        self, key: LaneKey, endpoint_url: str | None, stack: contextlib.AsyncExitStack
+    ) -> _Destination | None:
+        """The destination's lane: imaging's own for that (account, region) if there is one,
+        else a new one; None when the account's credentials failed."""
+        lane = self._imaging.get(key)
+        if lane is None:
+            acc = self._access.get(key.account)
+            if acc is None or acc.session is None:
+                return None
+            config = self.config
+            cfg = clients.client_config(
+                max_pool_connections=16, request_timeout_s=config.retry.request_timeout_s
+            )
+            client = await stack.enter_async_context(
+                clients.ec2_client(
+                    acc.session, region=key.region, endpoint_url=endpoint_url, config=cfg
                 )
             )
-        cfg = clients.client_config(
-            max_pool_connections=16, request_timeout_s=config.retry.request_timeout_s
-        )
-        lanes: dict[LaneKey, _Destination | None] = {}
-        for acc in access:
-            for region in config.copy_.regions:
-                key = LaneKey(acc.account or "self", region)
-                if acc.session is None:
-                    lanes[key] = None
-                    continue
-                client = await stack.enter_async_context(
-                    clients.ec2_client(
-                        acc.session, region=region, endpoint_url=endpoint_url, config=cfg
-                    )
-                )
-                lanes[key] = self._destination(key, client, acc)
-        return lanes
-
-    def _destination(self, key: LaneKey, client: Any, acc: Access) -> _Destination:
-        config = self.config
-        limiter = Limiter.from_limits(
-            config.limits_for(key.region), confirm_share=CONFIRM_SHARE, **config.bucket_options()
-        )
-        retry = config.wall_retry
-        lane = Lane(
-            key,
-            client,
-            limiter,
-            retry,
-            run_id=self.run_id,
-            bus=self.bus,
-            stopper=self.state.stopper,
-            credentials=acc.credentials,
-        )
-        wait = config.wall_wait
+            limiter = Limiter.from_limits(
+                config.limits_for(key.region),
+                confirm_share=CONFIRM_SHARE,
+                **config.bucket_options(),
+            )
+            lane = Lane(
+                key,
+                client,
+                limiter,
+                config.wall_retry,
+                run_id=self.run_id,
+                bus=self.bus,
+                stopper=self.state.stopper,
+                credentials=acc.credentials,
+            )
+        wait = self.config.wall_wait
         waiter = ImageWaiter(
             lane,
             poll_interval_s=wait.poll_interval_s,
@@ -214,7 +228,11 @@ class CopyPhase:
             not_found_grace_s=wait.not_found_grace_s,
         )
         self.state.waiters.append(waiter)
-        slots = CopySlots(key.region, config.copy_.max_concurrent_per_region, retry.max_outage_s)
+        slots = CopySlots(
+            key.region,
+            self.config.copy_.max_concurrent_per_region,
+            self.config.wall_retry.max_outage_s,
+        )
         send, receive = anyio.create_memory_object_stream[CopySpec](math.inf)
         return _Destination(lane, slots, waiter, send, receive)
 

@@ -110,8 +110,10 @@ async def execute(
         async def lane_ready(lp: LanePlan) -> None:
             assert run_id is not None and started_at is not None
             complete_from_journal(lp, prior, config, run_id, started_at)
-            if phase is not None:  # resume: what the journal knows available is copied now
-                for spec in lp.specs:
+            if phase is not None:
+                if lp.lane is not None:  # copies into this region go through this lane
+                    phase.share_lane(lp.lane)
+                for spec in lp.specs:  # resume: what the journal knows available is copied
                     rec = prior.get(
                         (spec.target.account, spec.target.region, spec.target.instance_id)
                     )
