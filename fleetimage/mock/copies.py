@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 
-from fleetimage.mock.ec2 import _AMI_NAME_RE, _tag_specs
+from fleetimage.mock.ec2 import AMI_NAME_RE, tag_specs
 from fleetimage.mock.fleet import Image, Snapshot
 from fleetimage.mock.protocol import ApiError, Params, bool_param
 from fleetimage.mock.query import Ctx, Handler, dry_run, require
@@ -56,7 +56,7 @@ def _check(params: Params) -> tuple[str, str, str]:
         raise ApiError("InvalidParameterValue", f"Invalid source region: {source_region}")
     if not _AMI_ID.match(source_id):
         raise ApiError("InvalidAMIID.Malformed", f'Invalid id: "{source_id}" (expecting "ami-...")')
-    if not _AMI_NAME_RE.match(name):
+    if not AMI_NAME_RE.match(name):
         raise ApiError(
             "InvalidAMIName.Malformed", "AMI names must be between 3 and 128 characters long"
         )
@@ -88,7 +88,7 @@ def _check(params: Params) -> tuple[str, str, str]:
 
 def copy_image(ctx: Ctx, params: Params) -> str:
     source_region, source_id, name = _check(params)
-    specs = _tag_specs(params)
+    specs = tag_specs(params)
     if "snapshot" in specs:
         raise ApiError(
             "InvalidParameterValue",
@@ -148,7 +148,7 @@ def _new_copy(ctx: Ctx, params: Params, source: Image, name: str) -> Image:
     elif cfg.failure_rate > 0 and fleet.rng.random() < cfg.failure_rate:
         fail_reason = ("Server.InternalError", "Internal error: snapshot copy failed")
     tags = {k: v for k, v in source.tags.items()} if bool_param(params, "CopyImageTags") else {}
-    tags.update(_tag_specs(params).get("image", {}))
+    tags.update(tag_specs(params).get("image", {}))
     delay = fleet.config.scaled(
         fleet.copy_pending_aws_s(
             ctx.account, source.region, source.source_instance_id or source.image_id, ctx.region
