@@ -135,7 +135,7 @@ def write_copy_results(
         "",
         f"Command: `{command}`  ",
         f"Date: {time.strftime('%Y-%m-%d %H:%M:%S %z')}, time scale {sc.time_scale:g}, "
-        f"{os.cpu_count()} cores (shared).",
+        f"{os.cpu_count()} cores (shared; load average {os.getloadavg()[0]:.1f} when written).",
         "",
         f"Bound (ideal client: CopyImage bucket {sc.limits()['CopyImage'][0]:g} + "
         f"{sc.limits()['CopyImage'][1]:g}/s per whole second, {sc.copy['max_concurrent']} "

@@ -13,6 +13,7 @@ CopyImage goes out again (with its journaled token).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -137,6 +138,12 @@ class CopyPhase:
             copy = build_copy_spec(
                 self.config, spec, image_id, destination, self.run_id, self.started_at
             )
+            record = self.prior.get(copy.key)
+            if record is not None and record.source_image_id == image_id and record.client_token:
+                # The journaled request wins, as for targets: the same token, the same name.
+                copy = dataclasses.replace(
+                    copy, token=record.client_token, name=record.name or copy.name
+                )
             if self._settled(copy):
                 continue
             if copy.key not in self.prior:
