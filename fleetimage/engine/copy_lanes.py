@@ -25,7 +25,8 @@ from aiobotocore.session import AioSession
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from fleetimage.aws import clients
-from fleetimage.config import AccountSpec, FleetConfig
+from fleetimage.aws.credentials import AccountCredentials, account_session
+from fleetimage.config import FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.copies import (
     CopyAvailable,
@@ -38,7 +39,6 @@ from fleetimage.core.copies import (
 )
 from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.core.models import ImageSpec, LaneKey, Outcome
-from fleetimage.engine.accounts import Access, resolve_account
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus, SubscriberError
 from fleetimage.engine.copy import (
@@ -94,7 +94,10 @@ class CopyPhase:
             math.inf
         )
         self._imaging: dict[LaneKey, Lane] = {}  # imaging's lanes, shared (share_lane)
-        self._access: dict[str, Access] = {}
+        # account -> its credentials (None: the caller's own, as the base session has them)
+        self._credentials: dict[str, AccountCredentials | None] = {}
+        self._sessions: dict[str, AioSession] = {}
+        self._session: AioSession | None = None
         self._lanes: dict[LaneKey, _Destination | None] = {}  # opened on their first copy
 
     def offer(self, spec: ImageSpec, image_id: str) -> None:
@@ -109,14 +112,16 @@ class CopyPhase:
 
     def share_lane(self, lane: Lane) -> None:
         """An imaging lane: copies into its (account, region) go through it (its client,
-        buckets and breaker), so the region's DescribeImages budget has one pacer."""
+        buckets and breaker), so the region's DescribeImages budget has one pacer; and a new
+        destination lane of its account signs with its account's one credentials object."""
         self._imaging.setdefault(lane.key, lane)
+        self._credentials.setdefault(lane.key.account, lane.credentials)
 
     async def run(
         self, *, session: AioSession, endpoint_url: str | None, stack: contextlib.AsyncExitStack
     ) -> None:
+        self._session = session
         with self._receive:
-            self._access = await self._accounts(session, endpoint_url)
             async with anyio.create_task_group() as tg:
                 try:
                     async for spec, image_id in self._receive:
@@ -164,7 +169,7 @@ class CopyPhase:
                     Outcome.NOT_STARTED,
                     "AccountUnavailable",
                     "the destination lane could not be opened (the account's credentials "
-                    "failed); resume once they work",
+                    "failed at planning); resume once they work",
                     count=False,
                 )
             else:
@@ -178,38 +183,31 @@ class CopyPhase:
         # --retry-failed re-creates failed *sources*, whose copies then get new tokens.
         return record.state in (CopyState.AVAILABLE, CopyState.FAILED)
 
-    async def _accounts(self, session: AioSession, endpoint_url: str | None) -> dict[str, Access]:
-        """Each account of the config, by the id its lanes and targets carry."""
-        config = self.config
-        selectors: list[AccountSpec | None] = []
-        for target in config.targets:
-            selectors.extend(a for a in (target.accounts or (None,)) if a not in selectors)
-        first = config.targets[0].regions[0]
-        access: dict[str, Access] = {}
-        for selector in selectors:
-            acc = await resolve_account(
-                session, selector, region=first, endpoint_url=endpoint_url, config=config
-            )
-            access.setdefault(acc.account or "self", acc)
-        return access
-
     async def _open(
         self, key: LaneKey, endpoint_url: str | None, stack: contextlib.AsyncExitStack
     ) -> _Destination | None:
         """The destination's lane: imaging's own for that (account, region) if there is one,
-        else a new one; None when the account's credentials failed."""
+        else a new one signing with the account's credentials; None when the account has no
+        working lane (its credentials failed at planning)."""
         lane = self._imaging.get(key)
         if lane is None:
-            acc = self._access.get(key.account)
-            if acc is None or acc.session is None:
+            if key.account not in self._credentials or self._session is None:
                 return None
+            credentials = self._credentials[key.account]
+            session = self._sessions.get(key.account)
+            if session is None:
+                session = self._sessions[key.account] = (
+                    account_session(self._session, credentials)
+                    if credentials is not None
+                    else self._session
+                )
             config = self.config
             cfg = clients.client_config(
                 max_pool_connections=16, request_timeout_s=config.retry.request_timeout_s
             )
             client = await stack.enter_async_context(
                 clients.ec2_client(
-                    acc.session, region=key.region, endpoint_url=endpoint_url, config=cfg
+                    session, region=key.region, endpoint_url=endpoint_url, config=cfg
                 )
             )
             limiter = Limiter.from_limits(
@@ -225,7 +223,7 @@ class CopyPhase:
                 run_id=self.run_id,
                 bus=self.bus,
                 stopper=self.state.stopper,
-                credentials=acc.credentials,
+                credentials=credentials,
             )
         wait = self.config.wall_wait
         waiter = ImageWaiter(

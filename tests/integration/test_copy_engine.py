@@ -224,3 +224,29 @@ async def test_limit_with_no_copy_settling_stops_the_destination(fleet_mock: Any
     assert "AMI quota" in message and "concurrent-copy limit" in message and "\n" not in message
     assert len(mock.images(mock.config.accounts[0], "eu-west-1")) == 1
     assert not report.ok
+
+
+async def test_copies_in_two_accounts_sign_with_each_accounts_one_credentials(
+    fleet_mock: Any,
+) -> None:
+    """An assumed-role account's copies go out with the credentials its imaging lanes use:
+    one AssumeRole for the run, and each copy lands in its own account."""
+    own, other = "111111111111", "222222222222"
+    role = f"arn:aws:iam::{other}:role/fleetimage"
+    cfg = copy_mock(4, 200.0)
+    mock = await fleet_mock(MockConfig(**{**_fields(cfg), "accounts": (own, other)}))
+    settings = copy_config(
+        200.0,
+        targets=[
+            {"regions": ["us-east-1"], "all_instances": True},
+            {"regions": ["us-east-1"], "all_instances": True, "accounts": [{"role_arn": role}]},
+        ],
+    )
+    settings["copy"] = {"regions": ["eu-west-1"]}
+    report = await image_fleet(parse_config(settings), endpoint_url=mock.endpoint_url)
+    assert report.copies and all(c.outcome is Outcome.AVAILABLE for c in report.copies)
+    for account in (own, other):
+        copied = {i["source_image_id"] for i in mock.images(account, "eu-west-1")}
+        sources = {r.image_id for r in report.results if r.account == account and r.image_id}
+        assert copied == sources and sources
+    assert mock.assume_role_count(role) == 1
