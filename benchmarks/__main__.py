@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.contenders import CONTENDERS
+from benchmarks.copy_bench import run_copy_scenario, write_copy_results
 from benchmarks.harness import run_scenario
 from benchmarks.prune_bench import run_prune_scenario, write_prune_results
 from benchmarks.report import write_results
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [scenarios[s] for s in args.scenario]
     elif args.quick:
         chosen = [s for s in scenarios.values() if s.quick]
-    else:
-        chosen = list(scenarios.values())
+    else:  # copy scenarios are run by name: they measure another phase, alone
+        chosen = [s for s in scenarios.values() if not s.copy]
     if args.quick:
         chosen = [s.for_quick() for s in chosen]
     if args.repeats:
@@ -100,8 +101,17 @@ def main(argv: list[str] | None = None) -> int:
         failed = failed or bool(outcome["summary"]["errors"])
         print(f"{sc.name} done: {path}")
     chosen = [s for s in chosen if s.kind != "prune"]
+    copies = [sc for sc in chosen if sc.copy]
+    chosen = [sc for sc in chosen if not sc.copy]
+    copy_failed = False
+    for sc in copies:  # written to <out>/<scenario>.md, never over latest.*
+        print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
+        outcome = run_copy_scenario(sc, log=lambda line: print(line, flush=True))
+        path = write_copy_results(sc.name, sc, outcome, results["command"], out)
+        print(f"copy scenario {sc.name}: {path}", flush=True)
+        copy_failed |= any(r["efficiency"] is None for r in outcome["runs"])
     if not chosen:
-        return 1 if failed else 0
+        return 1 if failed or copy_failed else 0
     for sc in chosen:
         print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
         mine = [c for c in contenders if sc.contenders is None or c in sc.contenders]

@@ -30,10 +30,12 @@ no pending time: a lane's deletion phase cannot end before its last token arrive
 
 from __future__ import annotations
 
+import heapq
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["creation_times", "deletion_bound", "lane_bound", "run_bound"]
+__all__ = ["copy_bound", "creation_times", "deletion_bound", "lane_bound", "run_bound"]
 
 _EPS = 1e-9  # the mock takes a token at >= 1 - 1e-9: float sums of fractional refills
 
@@ -109,3 +111,58 @@ def deletion_bound(
         if times and times[-1] >= worst:
             worst, which = times[-1], key
     return worst, which
+
+
+def copy_bound(
+    pending_s: Iterable[float],
+    *,
+    burst: float,
+    rate_per_s: float,
+    max_concurrent: int,
+    refill: str = "continuous",
+) -> float:
+    """The copy phase's bound: an ideal client copying every (already available) image, in
+    the given order, from its first CopyImage until its last copy is available (AWS s).
+
+    Copy ``k`` starts at the earliest instant when (a) fewer than ``max_concurrent`` of the
+    earlier copies are still pending (a destination's concurrent-copy cap; a copy frees its
+    slot the instant it is available) and (b) the server's CopyImage bucket holds a token —
+    it starts with ``burst`` and refills ``rate_per_s`` continuously or per whole second, and
+    keeps filling (up to ``burst``) while the cap holds copies back. It is available at
+    ``start_k + p_k``; the bound is the latest of those. No client knows the pending times
+    in advance, so the order is the one the images are listed in.
+    """
+    if refill not in ("continuous", "per_second"):
+        raise ValueError(f"refill must be continuous or per_second, got {refill!r}")
+    if rate_per_s <= 0 or max_concurrent < 1:
+        raise ValueError("rate_per_s must be > 0 and max_concurrent >= 1")
+    tokens, last = float(burst), 0.0  # per_second: ``last`` is the last whole tick
+    running: list[float] = []  # when each pending copy becomes available
+    end = previous = 0.0
+    for p in pending_s:
+        t = previous  # in order: never before the copy listed before it
+        if len(running) >= max_concurrent:
+            t = max(t, heapq.heappop(running))
+        # The bucket at time t (refilled since ``last``), then wait for a whole token.
+        if refill == "continuous":
+            tokens = min(float(burst), tokens + (t - last) * rate_per_s) if t > last else tokens
+            last = max(last, t)
+            if tokens < 1.0 - _EPS:
+                wait = (1.0 - tokens) / rate_per_s
+                last += wait
+                tokens = 1.0
+            start = last
+        else:
+            tick = math.floor(t + _EPS)
+            if tick > last:
+                tokens = min(float(burst), tokens + (tick - last) * rate_per_s)
+                last = float(tick)
+            while tokens < 1.0 - _EPS:
+                last += 1.0
+                tokens = min(float(burst), tokens + rate_per_s)
+            start = max(t, last)
+        tokens -= 1.0
+        previous = start
+        heapq.heappush(running, start + p)
+        end = max(end, start + p)
+    return end

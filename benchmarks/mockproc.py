@@ -48,7 +48,11 @@ def _snapshot(mock: Any) -> dict[str, Any]:
             # (created at, wall seconds pending, instance) per image, in creation order
             "images": [(c, r - c, iid) for c, r, iid in images],
         }
-    return {"lanes": lanes}
+    dups = mock.copy_duplicates()
+    return {
+        "lanes": lanes,
+        "copy_duplicates": {kind: [[*k, n] for k, n in d.items()] for kind, d in dups.items()},
+    }
 
 
 def _serve(make_config: Callable[[], MockConfig], conn: Connection) -> None:

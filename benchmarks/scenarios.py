@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from fleetimage.mock import FaultConfig, MockConfig, load_default_limits
+from fleetimage.mock.copy_config import CopyConfig
 
 __all__ = ["REGIONS", "SCENARIOS_FILE", "Scenario", "load_scenarios"]
 
@@ -63,6 +64,9 @@ class Scenario:
     contenders: tuple[str, ...] | None = None
     quick: dict[str, Any] = field(default_factory=dict)
     kind: str = "image"  # or "prune": benchmarks/prune_bench.py (instances = images)
+    # A copy scenario (benchmarks/copy_bench.py): {destination, pending_s, pending_sigma,
+    # max_concurrent}; empty for imaging scenarios.
+    copy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def region_names(self) -> tuple[str, ...]:
@@ -101,6 +105,11 @@ class Scenario:
             if self.faults
             else FaultConfig(),
             refill=self.refill,
+            copies=CopyConfig(
+                pending_s=float(self.copy.get("pending_s", 4.0)),
+                pending_sigma=float(self.copy.get("pending_sigma", 0.0)),
+                max_concurrent=int(self.copy.get("max_concurrent", 100)),
+            ),
         )
 
     def wall(self, aws_s: float) -> float:
@@ -128,6 +137,16 @@ class Scenario:
                 "tags": {"Purpose": "bench"},
             },
             "time_scale": float(self.time_scale),
+            **(
+                {
+                    "copy": {
+                        "regions": [self.copy["destination"]],
+                        "max_concurrent_per_region": int(self.copy["max_concurrent"]),
+                    }
+                }
+                if self.copy
+                else {}
+            ),
             **self.fleetimage,
         }
 

@@ -49,12 +49,16 @@ PERMISSIONS: Mapping[str, str] = {
     "DescribeSnapshots": "ec2:DescribeSnapshots",
     "DescribeImageReferences": "ec2:DescribeImageReferences",
     "ListRules": "rbin:ListRules",
+    # copy: (cross-region copies), sent in the destination region.
+    "CopyImage": "ec2:CopyImage",
     "AssumeRole": "sts:AssumeRole",
     "GetCallerIdentity": "sts:GetCallerIdentity",
 }
 
 # Calls that change state: a failure after the request may have been sent is ambiguous.
-MUTATING_ACTIONS = frozenset({"CreateImage", "CreateTags", "DeregisterImage", "DeleteSnapshot"})
+MUTATING_ACTIONS = frozenset(
+    {"CreateImage", "CopyImage", "CreateTags", "DeregisterImage", "DeleteSnapshot"}
+)
 
 _ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(\d{12}):role/.+$")
 

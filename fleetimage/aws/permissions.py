@@ -20,6 +20,15 @@ Statements:
 - ``PruneChecks``: what DescribeImageReferences reads for us (launch templates, SSM
   parameters, Image Builder recipes) and ``rbin:ListRules``, ``Resource "*"``.
 
+- ``CopyImage`` (only with ``copy:``): ``ec2:CopyImage`` on images and snapshots (the tags
+  go in its TagSpecifications: ``TagOnCreate`` then allows CopyImage too).
+- ``CopyDestinationKeys`` (with ``copy.encrypted``): what EBS needs on the destination key —
+  the configured key ARNs, or, for aliases and the default key, any key used through EC2 in
+  the destination regions (``kms:ViaService``).
+- ``CopySourceKeys`` (with ``copy:``): reading the source images' snapshots when they are
+  encrypted with a customer key (EC2 decrypts them through the source region's KMS); any
+  key, only through EC2 in the source regions. Unencrypted sources need none of it.
+
 ``sts:GetCallerIdentity`` is needed but cannot be denied, so it is not listed.
 """
 
@@ -41,14 +50,14 @@ _ALWAYS_ALLOWED = frozenset({"sts:GetCallerIdentity"})
 def partitions(config: FleetConfig) -> list[str]:
     """The AWS partitions (aws, aws-cn, aws-us-gov) of the config's regions."""
     found = set()
-    for target in config.targets:
-        for region in target.regions:
-            if region.startswith("cn-"):
-                found.add("aws-cn")
-            elif region.startswith("us-gov-"):
-                found.add("aws-us-gov")
-            else:
-                found.add("aws")
+    regions = [r for t in config.targets for r in t.regions] + list(config.copy_.regions)
+    for region in regions:
+        if region.startswith("cn-"):
+            found.add("aws-cn")
+        elif region.startswith("us-gov-"):
+            found.add("aws-us-gov")
+        else:
+            found.add("aws")
     return sorted(found)
 
 
@@ -81,18 +90,23 @@ def iam_policy(config: FleetConfig) -> dict[str, Any]:
                 "Resource": arns("instance", "image", "snapshot", "volume"),
             }
         )
+    copying = config.copy_.enabled
     if "ec2:CreateTags" in actions:
+        creators = ["CreateImage", "CopyImage"] if copying else "CreateImage"
         statements.append(
             {
                 "Sid": "TagOnCreate",
                 "Effect": "Allow",
                 "Action": "ec2:CreateTags",
                 "Resource": arns("image", "snapshot"),
-                "Condition": {"StringEquals": {"ec2:CreateAction": "CreateImage"}},
+                "Condition": {"StringEquals": {"ec2:CreateAction": creators}},
             }
         )
+    if copying:
+        statements.extend(_copy_statements(config, arns))
     statements.extend(_prune_statements(config, arns))
     handled = {*describe, "ec2:CreateImage", "ec2:CreateTags", "sts:AssumeRole", *_PRUNE}
+    handled.add("ec2:CopyImage")
     other = [a for a in actions if a not in handled]
     if other:  # an action added to PERMISSIONS later still shows up
         statements.append({"Sid": "Other", "Effect": "Allow", "Action": other, "Resource": "*"})
@@ -144,6 +158,68 @@ def _ops_statements(config: FleetConfig) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+# What EBS needs on a KMS key to copy snapshots encrypted with it (AWS docs, "Permissions to
+# use AWS KMS keys" for EBS encryption; CopyImage with Encrypted/KmsKeyId).
+_DESTINATION_KEY = [
+    "kms:CreateGrant",
+    "kms:Decrypt",
+    "kms:DescribeKey",
+    "kms:Encrypt",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncrypt*",
+]
+_SOURCE_KEY = ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey", "kms:ReEncrypt*"]
+
+
+def _via_ec2(regions: list[str]) -> dict[str, Any]:
+    return {"StringEquals": {"kms:ViaService": [f"ec2.{r}.amazonaws.com" for r in regions]}}
+
+
+def _copy_statements(config: FleetConfig, arns: Any) -> list[dict[str, Any]]:
+    opts = config.copy_
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "CopyImage",
+            "Effect": "Allow",
+            "Action": "ec2:CopyImage",
+            "Resource": arns("image", "snapshot"),
+        }
+    ]
+    if opts.encrypted:
+        key_arns = sorted(k for k in opts.kms_key_id.values() if ":key/" in k)
+        by_alias = sorted(r for r in opts.regions if ":key/" not in opts.kms_key_id.get(r, ""))
+        if key_arns:
+            statements.append(
+                {
+                    "Sid": "CopyDestinationKeys",
+                    "Effect": "Allow",
+                    "Action": _DESTINATION_KEY,
+                    "Resource": key_arns,
+                }
+            )
+        if by_alias:  # an alias, a bare key id or the default key: any key, only via EC2
+            statements.append(
+                {
+                    "Sid": "CopyDestinationKeysViaEC2",
+                    "Effect": "Allow",
+                    "Action": _DESTINATION_KEY,
+                    "Resource": "*",
+                    "Condition": _via_ec2(by_alias),
+                }
+            )
+    sources = sorted({r for t in config.targets for r in t.regions})
+    statements.append(
+        {
+            "Sid": "CopySourceKeys",
+            "Effect": "Allow",
+            "Action": _SOURCE_KEY,
+            "Resource": "*",
+            "Condition": _via_ec2(sources),
+        }
+    )
+    return statements
 
 
 _PRUNE = ("ec2:DeregisterImage", "ec2:DeleteSnapshot", "rbin:ListRules")

@@ -12,6 +12,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from fleetimage.cli.copy_views import copy_plan_data, copy_plan_view
 from fleetimage.config import FleetConfig
 from fleetimage.core.durations import format_duration
 from fleetimage.core.models import JournalState, TargetRecord
@@ -100,6 +101,7 @@ def plan_data(plan: Plan, config: FleetConfig) -> dict[str, Any]:
         "minimum_seconds": plan.minimum_seconds(config),
         "lanes": lanes,
         "organization_units": [u.to_dict() for u in plan.units],
+        "copies": copy_plan_data(plan, config),
     }
 
 
@@ -212,6 +214,8 @@ def plan_view(data: dict[str, Any], *, limit: int | None = 10) -> RenderableType
     parts.append(details)
     if hidden:
         parts.append(Text(f"… and {hidden} more targets (--all shows every one, --json too)"))
+    if data.get("copies"):
+        parts.append(copy_plan_view(data["copies"]))
     parts.append(
         Text(
             f"{plural(data['targets'], 'instance')} to image in "

@@ -39,6 +39,7 @@ from fleetimage.config.checks import (
     TagValue,
     non_empty,
 )
+from fleetimage.config.copying import CopyOptions
 from fleetimage.config.errors import (
     TAG_PREFIX,
     FieldError,
@@ -65,6 +66,7 @@ __all__ = [
     "AccountItem",
     "AccountSpec",
     "ConcurrencyOptions",
+    "CopyOptions",
     "ErrorBudget",
     "FleetConfig",
     "ImageOptions",
@@ -255,7 +257,9 @@ class FleetConfig(BaseModel):
     touches only images carrying it. ``load_config`` defaults it to the file's stem.
     """
 
-    model_config = _FROZEN
+    # ``copy`` is the YAML key; the attribute is ``copy_`` (BaseModel.copy exists), and the
+    # journal's snapshot (model_dump) names it so.
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     name: FleetName | None = None
     targets: Annotated[tuple[TargetSpec, ...], non_empty("target", "a regions + filters entry")]
     image: ImageOptions = Field(default_factory=ImageOptions)
@@ -267,6 +271,7 @@ class FleetConfig(BaseModel):
     max_errors: ErrorBudget = Field(default_factory=lambda: ErrorBudget.model_validate("10%"))
     retention: RetentionOptions = Field(default_factory=RetentionOptions)
     notify: NotifyOptions | None = None
+    copy_: CopyOptions = Field(default_factory=CopyOptions, alias="copy")
     # AWS seconds per wall second: 1 against AWS; a time-scaled mock's time_scale against it.
     # Every time and rate above is in AWS seconds; the engine reads them through limits_for,
     # wall_wait, wall_retry and bucket_options, which divide times and multiply rates by it

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from fleetimage.core.copies import CopyRequested
 from fleetimage.core.models import Event, Requested
 
 __all__ = ["Ledger", "NullLedger"]
 
 
 class Ledger(Protocol):
-    async def before_send(self, event: Requested) -> None:
+    async def before_send(self, event: Requested | CopyRequested) -> None:
         """Return only once ``event`` (the request about to leave) is durably recorded."""
 
     def record(self, event: Event) -> None:
@@ -27,7 +28,7 @@ class Ledger(Protocol):
 class NullLedger:
     """Records nothing: for runs that are not journaled."""
 
-    async def before_send(self, event: Requested) -> None:
+    async def before_send(self, event: Requested | CopyRequested) -> None:
         return None
 
     def record(self, event: Event) -> None:

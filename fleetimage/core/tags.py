@@ -5,7 +5,15 @@ Instance tags never copy them over (an instance tag must not forge a run's owner
 
 from __future__ import annotations
 
-__all__ = ["FLEET_TAG", "INSTANCE_TAG", "OWN_TAGS", "RUN_TAG", "START_TAG"]
+__all__ = [
+    "FLEET_TAG",
+    "INSTANCE_TAG",
+    "OWN_TAGS",
+    "RUN_TAG",
+    "SOURCE_IMAGE_TAG",
+    "SOURCE_REGION_TAG",
+    "START_TAG",
+]
 
 RUN_TAG = "fleetimage:run-id"
 INSTANCE_TAG = "fleetimage:instance-id"
@@ -15,3 +23,6 @@ FLEET_TAG = "fleetimage:fleet"
 # {time} in names from it, never from its own clock (engine/adopt.py).
 START_TAG = "fleetimage:run-start"
 OWN_TAGS = (RUN_TAG, INSTANCE_TAG, FLEET_TAG, START_TAG)
+# On a cross-region copy: the image it was copied from, and that image's region.
+SOURCE_IMAGE_TAG = "fleetimage:source-image"
+SOURCE_REGION_TAG = "fleetimage:source-region"

@@ -259,6 +259,7 @@ async def resume_fleet(
             plan=plan,
             retry_failed=retry_failed,
             shard=shard,
+            copies=tuple(await ledger.copies(run_id)),
         )
         return await _journaled(ledger, run_id, run)
 
@@ -299,7 +300,8 @@ async def _journaled(
         if report.interrupted:
             status = "interrupted"
         else:  # finished only when nothing is left for a resume to do
-            open_ = any(r.outcome in OPEN_OUTCOMES for r in report.results)
+            outcomes = [r.outcome for r in report.results] + [c.outcome for c in report.copies]
+            open_ = any(o in OPEN_OUTCOMES for o in outcomes)
             status = "incomplete" if open_ or report.lane_failures else "finished"
         return report
     except anyio.get_cancelled_exc_class():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 
+from fleetimage.core.copies import CopyRequested
 from fleetimage.core.errors import FleetImageError
 from fleetimage.core.ledger import Ledger, NullLedger
 from fleetimage.core.models import Event, Requested
@@ -45,7 +46,7 @@ class Bus:
         self.ledger_error: Exception | None = None
         self._on_ledger_failure = on_ledger_failure
 
-    async def before_send(self, event: Requested) -> None:
+    async def before_send(self, event: Requested | CopyRequested) -> None:
         """Write-ahead: the ledger commits ``event`` before the caller sends the request.
 
         Raises :class:`~fleetimage.engine.stop.Stopped` (nothing sent) once the ledger failed."""

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying
 from fleetimage.aws.clients import to_aws_error
 from fleetimage.aws.credentials import AccountCredentials
 from fleetimage.core.clock import now
+from fleetimage.core.copies import CopyRequested
 from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import (
     BreakerChanged,
@@ -95,7 +96,7 @@ class Lane:
         params: dict[str, Any],
         *,
         instance_id: str | None = None,
-        write_ahead: Requested | None = None,
+        write_ahead: Requested | CopyRequested | None = None,
         interruptible: bool = True,
     ) -> Any:
         """One attempt: pass the breaker, wait for a token, send, feed the outcome back.

@@ -1,12 +1,10 @@
-"""One lane's imaging: a feeder under the lane's caps, a task per target, one waiter.
-
-Also what the lanes share (:class:`RunState`: the error budget and the stop request) and
-what a lane announces before it images (Discovered, Skipped, and its planning failures).
-"""
+"""One lane's imaging: a feeder under the lane's caps, a task per target, one waiter; also
+what the lanes share (:class:`RunState`) and what a lane announces before it images."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -51,7 +49,7 @@ class StopReason:
 
 @dataclass(slots=True)
 class RunState:
-    """What all lanes share: the error budget and the stop request."""
+    """What all lanes share: the error budget, the stop request, the hand-off to copies."""
 
     budget: ErrorBudget
     total: int  # targets to image, discovered so far
@@ -61,6 +59,7 @@ class RunState:
     interrupted: bool = False  # Ctrl-C / stop event, whatever stopped new work first
     feeders: list[anyio.CancelScope] = field(default_factory=list)
     waiters: list[ImageWaiter] = field(default_factory=list)
+    on_available: Callable[[ImageSpec, str], object] | None = None  # copy_lanes.CopyPhase
 
     @property
     def stop_reason(self) -> str | None:
@@ -265,6 +264,8 @@ class LaneRun:
     async def _settle(self, spec: ImageSpec, image_id: str, result: ImageState) -> None:
         if result.available:
             await self.bus.emit(Available(self.run_id, *event_fields(spec), now(), image_id))
+            if self.state.on_available is not None:  # its copies start now
+                self.state.on_available(spec, image_id)
         elif result.state == "released":
             if result.code == StopReason.DEADLINE:
                 await self._fail(

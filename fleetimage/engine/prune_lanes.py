@@ -1,4 +1,4 @@
-"""Prune's lanes: one per (account, target region) of the config, each with its client,
+"""Prune's lanes: one per (account, target or copy region) of the config, each with its client,
 limiter and retry policy (like imaging's), and what the Recycle Bin rules mean there."""
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ async def open_prune_lanes(
     for target in config.targets:
         for item in target.accounts or (None,):
             for account in units.expand(item):
-                regions.setdefault(account, set()).update(target.regions)
+                # Copies are images of their own region: retention applies to them there, by
+                # their own rules (a copy never goes because its source did, nor the reverse).
+                regions.setdefault(account, set()).update(target.regions, config.copy_.regions)
     cfg = clients.client_config(
         max_pool_connections=config.concurrency.max_in_flight_per_region + 4,
         request_timeout_s=config.retry.request_timeout_s,

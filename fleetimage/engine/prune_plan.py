@@ -2,7 +2,8 @@
 
 Selection (never anything else): owner ``self``; tags ``fleetimage:run-id`` and
 ``fleetimage:instance-id``; ``fleetimage:fleet`` equal to the config's ``name``; in the
-config's accounts and target regions; disabled images included (``IncludeDisabled``).
+config's accounts, target regions and copy regions (a copy carries the same tags, so it is
+an image of its own region); disabled images included (``IncludeDisabled``).
 Pending images are never touched. The rules (:func:`decide`) are pure; the reference,
 protection and launch checks are repeated right before each deletion (``prune.py``).
 """

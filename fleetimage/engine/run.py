@@ -10,6 +10,8 @@ started is reported ``not_started`` with the reason.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -19,16 +21,19 @@ from aiobotocore.session import AioSession
 from fleetimage.aws import clients
 from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
+from fleetimage.core.copies import CopyRecord
 from fleetimage.core.ledger import Ledger
-from fleetimage.core.models import Created, RunStopping, TargetRecord
+from fleetimage.core.models import Created, JournalState, RunStopping, TargetRecord
 from fleetimage.core.naming import new_run_id
 from fleetimage.core.shards import Shard
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
+from fleetimage.engine.copy_lanes import CopyPhase
 from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
 from fleetimage.engine.plan import LanePlan, Plan, open_lanes
 from fleetimage.engine.restart import adopted_records
 from fleetimage.engine.resume import complete_from_journal
 from fleetimage.output.collector import ReportCollector
+from fleetimage.output.copy_report import CopyCollector
 from fleetimage.output.report import RunReport
 
 __all__ = ["StopReason", "Subscriber", "SubscriberError", "execute"]
@@ -53,6 +58,7 @@ async def execute(
     retry_failed: bool = False,
     shard: Shard | None = None,
     adopt: bool = False,
+    copies: Sequence[CopyRecord] = (),
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -68,6 +74,7 @@ async def execute(
     ``shard``: image only its lanes (the report records it). ``adopt``: the run starts again
     without its journal; images its earlier start created (found by planning, or here for a
     lane planned again) are waited for, never created again (see :mod:`.adopt`).
+    ``copies``: the journal's copy records of this run (resume), see :mod:`.copy_lanes`.
     """
     if plan is not None:  # its names were rendered with its run id and start time
         run_id, started_at = plan.run_id, plan.started_at
@@ -82,9 +89,11 @@ async def execute(
     )
     prior = {(r.account, r.region, r.instance_id): r for r in resume}
     collector.seed(prior.values())
+    copy_collector = CopyCollector(run_id)
+    copy_collector.seed(copies)
     state = RunState(max_errors or config.max_errors, total=0)
     bus = Bus(
-        [collector, *subscribers],
+        [collector, copy_collector, *subscribers],
         ledger,
         # Created images are still waited for (their states kept in memory, in the report).
         on_ledger_failure=lambda _: state.request_stop(StopReason.JOURNAL, stop_waiting=False),
@@ -93,7 +102,6 @@ async def execute(
     async with contextlib.AsyncExitStack() as stack, anyio.create_task_group() as tg:
         watchers = anyio.CancelScope()
         tg.start_soon(_watch_stop, watchers, state, stop, deadline)
-
         announcer = anyio.CancelScope()
 
         async def announce_stop() -> None:
@@ -109,65 +117,100 @@ async def execute(
                 )
 
         tg.start_soon(announce_stop)
-        async with anyio.create_task_group() as lanes:
-
-            async def lane_ready(lp: LanePlan) -> None:
-                assert run_id is not None and started_at is not None
-                adopted = adopted_records(lp) if lp.error is None else {}
-                prior.update(adopted)
-                complete_from_journal(lp, prior, config, run_id, started_at)
-                await announce_lane(lp, bus, run_id, prior)
-                for rec in adopted.values():  # recorded as created before any wait or send
-                    assert rec.image_id is not None
-                    await bus.emit(
-                        Created(
-                            run_id,
-                            rec.account,
-                            rec.region,
-                            rec.instance_id,
-                            now(),
-                            rec.image_id,
-                            rec.image_name or "",
-                            adopted=True,
-                        )
-                    )
-                state.total += len(lp.specs)
-                if lp.lane is not None and lp.specs:
-                    run = LaneRun(
-                        lp,
-                        config,
-                        state,
-                        bus,
-                        run_id=run_id,
-                        dry_run=dry_run,
-                        wait=wait,
-                        prior=prior,
-                        retry_failed=retry_failed,
-                    )
-                    lanes.start_soon(run.run)
-
-            await open_lanes(
+        session = session or clients.new_session()
+        phase: CopyPhase | None = None
+        # Copies start from available images: with --no-wait there are none yet (resume
+        # copies them), and a dry run sends nothing.
+        if config.copy_.enabled and wait and not dry_run:
+            phase = CopyPhase(
                 config,
-                session=session or clients.new_session(),
-                endpoint_url=endpoint_url,
+                state,
+                bus,
                 run_id=run_id,
                 started_at=started_at,
-                bus=bus,
-                stopper=state.stopper,
-                stack=stack,
-                planned=plan,
-                on_lane_ready=lane_ready,
-                owns=None if shard is None else shard.owns,
-                adopt=adopt and not dry_run,
+                prior={r.key: r for r in copies},
             )
-            state.discovery_done()
+            state.on_available = phase.offer  # each image as it becomes available
+
+        async def lane_ready(lp: LanePlan) -> None:
+            assert run_id is not None and started_at is not None
+            adopted = adopted_records(lp) if lp.error is None else {}
+            prior.update(adopted)
+            complete_from_journal(lp, prior, config, run_id, started_at)
+            if phase is not None:
+                if lp.lane is not None:  # copies into this region go through this lane
+                    phase.share_lane(lp.lane)
+                for spec in lp.specs:  # resume: what the journal knows available is copied
+                    rec = prior.get(
+                        (spec.target.account, spec.target.region, spec.target.instance_id)
+                    )
+                    if rec is not None and rec.state is JournalState.AVAILABLE and rec.image_id:
+                        phase.offer(spec, rec.image_id)
+            await announce_lane(lp, bus, run_id, prior)
+            for rec in adopted.values():  # recorded as created before any wait or send
+                assert rec.image_id is not None
+                await bus.emit(
+                    Created(
+                        run_id,
+                        rec.account,
+                        rec.region,
+                        rec.instance_id,
+                        now(),
+                        rec.image_id,
+                        rec.image_name or "",
+                        adopted=True,
+                    )
+                )
+            state.total += len(lp.specs)
+            if lp.lane is not None and lp.specs:
+                run = LaneRun(
+                    lp,
+                    config,
+                    state,
+                    bus,
+                    run_id=run_id,
+                    dry_run=dry_run,
+                    wait=wait,
+                    prior=prior,
+                    retry_failed=retry_failed,
+                )
+                lanes.start_soon(run.run)
+
+        async with anyio.create_task_group() as copying:
+            if phase is not None:
+                copying.start_soon(
+                    functools.partial(
+                        phase.run, session=session, endpoint_url=endpoint_url, stack=stack
+                    )
+                )
+            try:
+                async with anyio.create_task_group() as lanes:
+                    await open_lanes(
+                        config,
+                        session=session,
+                        endpoint_url=endpoint_url,
+                        run_id=run_id,
+                        started_at=started_at,
+                        bus=bus,
+                        stopper=state.stopper,
+                        stack=stack,
+                        planned=plan,
+                        on_lane_ready=lane_ready,
+                        owns=None if shard is None else shard.owns,
+                        adopt=adopt and not dry_run,
+                    )
+                    state.discovery_done()
+            finally:
+                if phase is not None:
+                    phase.close()  # imaging is over: the copies of what it made finish
         watchers.cancel()
         announcer.cancel()
-    return collector.report(
+    report = collector.report(
         finished_at=now(),
         interrupted=state.interrupted,
         journal_error=None if bus.ledger_error is None else str(bus.ledger_error),
     )
+    return dataclasses.replace(report, copies=copy_collector.results())
 
 
 async def _watch_stop(

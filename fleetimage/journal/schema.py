@@ -6,6 +6,9 @@ by :data:`MIGRATIONS` after a backup copy, newer ones are refused)::
     runs(run_id PK, started_at, finished_at, status, config_json, notes, shard_json)
     lanes(run_id, account, region, state planned|failed, action, error_code, error_message,
           updated_at, PRIMARY KEY (run_id, account, region))
+    copies(run_id, account, region, instance_id, destination, state, source_image_id, name,
+           client_token, image_id, attempts, ..., PRIMARY KEY (run_id, account, region,
+           instance_id, destination))   -- version 3, see journal/copies.py
     targets(run_id, account, region, instance_id, state, image_name, image_id, attempts,
             error_code, error_message, requested_at, completed_at, spec_json, updated_at,
             PRIMARY KEY (run_id, account, region, instance_id))
@@ -52,6 +55,7 @@ from fleetimage.core.models import (
     Skipped,
 )
 from fleetimage.core.states import TRANSITIONS, event_kind
+from fleetimage.journal.copies import COPIES, copy_row
 
 __all__ = [
     "MIGRATIONS",
@@ -63,7 +67,7 @@ __all__ = [
     "timestamp",
 ]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # finished: nothing left open; incomplete: it ended with targets or lanes open (--no-wait,
 # deadline, error budget, an outage); interrupted: stopped or killed; failed: an exception.
 RUN_STATUSES = frozenset({"running", "finished", "incomplete", "interrupted", "failed"})
@@ -155,6 +159,7 @@ CREATE TABLE targets (
 ) WITHOUT ROWID;
 {_LANES}
 {_PRUNE}
+{COPIES}
 """
 
 # Upgrades, from version N to N + 1, run in one transaction after a backup copy of the file.
@@ -204,6 +209,8 @@ INSERT INTO prune_items SELECT prune_id, account, region, image_id, name, instan
 DROP TABLE prune_items_v2;
 DROP TABLE prune_runs_v2;
 """,
+    # 4 → 5: cross-region copies, one row per (run, target, destination) (journal/copies.py).
+    4: COPIES,
 }
 
 # --- event → SQL ---------------------------------------------------------------------------
@@ -278,6 +285,9 @@ def event_row(event: Event) -> tuple[str, dict[str, Any] | tuple[Any, ...]] | No
         return _LANE_UPSERT, (*lane, "failed", *why, timestamp(event.at))
     if isinstance(event, LanePlanned):
         return _LANE_UPSERT, (*lane, "planned", None, None, None, timestamp(event.at))
+    copy = copy_row(event)
+    if copy is not None:
+        return copy
     kind = event_kind(event)
     if kind is None:
         return None

@@ -48,6 +48,7 @@ from typing import Any, TypeVar, cast
 
 import platformdirs
 
+from fleetimage.core.copies import CopyRecord, CopyRequested
 from fleetimage.core.errors import JournalError
 from fleetimage.core.models import (
     Event,
@@ -57,6 +58,7 @@ from fleetimage.core.models import (
     Requested,
     TargetRecord,
 )
+from fleetimage.journal.copies import read_copies
 from fleetimage.journal.schema import (
     MIGRATIONS,
     RUN_STATUSES,
@@ -159,7 +161,7 @@ class Journal:
         """Return once every event handed over so far is committed."""
         await self._call(lambda conn: None)
 
-    async def before_send(self, event: Requested) -> None:
+    async def before_send(self, event: Requested | CopyRequested) -> None:
         """The ledger's write-ahead: returns once the ``requesting`` row is committed."""
         row = event_row(event)
         if row is not None:
@@ -176,7 +178,7 @@ class Journal:
 
     async def __call__(self, event: Event) -> None:
         """Record ``event`` as the engine would (write-ahead for Requested); for tools and tests."""
-        if isinstance(event, Requested):
+        if isinstance(event, Requested | CopyRequested):
             await self.before_send(event)
         else:
             self.record(event)
@@ -262,6 +264,10 @@ class Journal:
         if not found:
             raise _unknown_run(run_id)
         return found[0]
+
+    async def copies(self, run_id: str) -> list[CopyRecord]:
+        """The run's copies (schema version 3), what a resume of them starts from."""
+        return await self._call(lambda conn: read_copies(conn, run_id))
 
     async def targets(self, run_id: str) -> list[TargetRecord]:
         """The run's targets, sorted by (account, region, instance_id)."""

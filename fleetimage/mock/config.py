@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fleetimage.core.errors import MockError
+from fleetimage.mock.copy_config import CopyConfig
 from fleetimage.mock.organizations import OrgTree
 
 __all__ = [
@@ -270,6 +271,7 @@ class MockConfig:
     # behaviour, "refills every second"); the benchmarks' default.
     refill: str = "continuous"
     organization: OrgTree | None = field(default=None, hash=False)
+    copies: CopyConfig = field(default_factory=CopyConfig)  # CopyImage (mock/copy_config.py)
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -324,6 +326,8 @@ class MockConfig:
             if sum(self.state_mix.values()) <= 0:
                 raise MockError("MockConfig.state_mix weights must not all be 0")
             set_(self, "state_mix", MappingProxyType(dict(self.state_mix)))
+        if not isinstance(self.copies, CopyConfig):
+            raise MockError("MockConfig.copies must be a CopyConfig")
         if not isinstance(self.faults, FaultConfig):
             raise MockError("MockConfig.faults must be a FaultConfig")
         set_(self, "denied_roles", frozenset(self.denied_roles))

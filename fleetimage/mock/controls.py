@@ -178,3 +178,23 @@ class MockControls:
         if isinstance(at_s, bool) or not isinstance(at_s, int | float) or math.isnan(at_s):
             raise MockError(f"{name} must be AWS seconds since start, got {at_s!r}")
         return float(at_s)
+
+    # --- images made, and what was made more than once ---------------------------------
+
+    def images_per_instance(self) -> dict[tuple[str, str, str], int]:
+        """Images ever created per (account, region, instance id), deregistered included."""
+        return dict(self.fleet.images_created)
+
+    def duplicates(self) -> dict[tuple[str, str, str], int]:
+        """The instances that got more than one image."""
+        return {k: n for k, n in self.fleet.images_created.items() if n > 1}
+
+    def copy_duplicates(self) -> dict[str, dict[tuple[str, ...], int]]:
+        """CopyImage's duplicates: copies made more than once per ClientToken, per name and
+        per (source image, destination); all empty when no copy was ever made twice."""
+        c = self.fleet.copies
+        return {
+            "by_token": {k: n for k, n in c.by_token.items() if n > 1 and k[2]},
+            "by_name": {k: n for k, n in c.by_name.items() if n > 1},
+            "by_source": {k: n for k, n in c.by_source.items() if n > 1},
+        }

@@ -34,9 +34,16 @@ from fleetimage.mock.query import (
     require,
 )
 
-__all__ = ["HANDLERS", "create_image", "create_tags", "describe_instances"]
+__all__ = [
+    "AMI_NAME_RE",
+    "HANDLERS",
+    "create_image",
+    "create_tags",
+    "describe_instances",
+    "tag_specs",
+]
 
-_AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
+AMI_NAME_RE = re.compile(r"^[A-Za-z0-9()\[\] ./\-'@_]{3,128}$")
 _INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 _IMAGEABLE = frozenset({"running", "stopping", "stopped"})
 
@@ -135,7 +142,8 @@ def describe_instances(ctx: Ctx, params: Params) -> str:
 # --- CreateImage ----------------------------------------------------------------------------
 
 
-def _tag_specs(params: Params) -> dict[str, dict[str, str]]:
+def tag_specs(params: Params) -> dict[str, dict[str, str]]:
+    """The request's TagSpecifications per resource type (image, snapshot); CopyImage too."""
     specs: dict[str, dict[str, str]] = {}
     for member in struct_list(params, "TagSpecification"):
         rtype = member.get("ResourceType", "")
@@ -155,7 +163,7 @@ def _tag_specs(params: Params) -> dict[str, dict[str, str]]:
 def create_image(ctx: Ctx, params: Params) -> str:
     iid = require(params, "InstanceId")
     name = require(params, "Name")
-    if not _AMI_NAME_RE.match(name):
+    if not AMI_NAME_RE.match(name):
         raise ApiError(
             "InvalidAMIName.Malformed",
             "AMI names must be between 3 and 128 characters long, and may contain letters, "
@@ -165,7 +173,7 @@ def create_image(ctx: Ctx, params: Params) -> str:
     if len(description) > 255:
         raise ApiError("InvalidParameterValue", "The description exceeds 255 characters")
     no_reboot = bool_param(params, "NoReboot")
-    specs = _tag_specs(params)
+    specs = tag_specs(params)
     excluded = {
         m["DeviceName"] for m in struct_list(params, "BlockDeviceMapping") if "NoDevice" in m
     }

@@ -75,6 +75,8 @@ class ImageRecord(TypedDict):
     snapshot_ids: list[str]
     tags: dict[str, str]
     deregistered: bool
+    source_region: str  # CopyImage: where the copy came from ("" for CreateImage's)
+    source_image_id: str
 
 
 @dataclass(slots=True)
@@ -134,6 +136,10 @@ class Image:
     protection: str = "disabled"  # disabled | enabled | enabled-with-cooldown
     protected_until: float | None = None  # monotonic end of a cooldown after disabling
     last_launched: float | None = None
+    # CopyImage: where the copy came from, and why it fails if it does (e.g. its KMS key).
+    source_region: str = ""
+    source_image_id: str = ""
+    fail_reason: tuple[str, str] | None = None
 
     def state(self, now: float) -> str:
         if self.deregistered:
@@ -148,6 +154,8 @@ class Image:
         if self.reason_override is not None:
             return self.reason_override
         if self.state(now) == "failed":
+            if self.fail_reason is not None:
+                return self.fail_reason
             return ("Server.InternalError", "Internal error: snapshot creation failed")
         return None
 
@@ -170,6 +178,8 @@ class Image:
             snapshot_ids=self.snapshot_ids(),
             tags=dict(self.tags),
             deregistered=self.deregistered,
+            source_region=self.source_region,
+            source_image_id=self.source_image_id,
         )
 
 
@@ -273,6 +283,20 @@ class RegionState:
         )
 
 
+@dataclass(slots=True)
+class CopyLedger:
+    """What CopyImage made, for the tests' "0 duplicates": copies created per ClientToken,
+    per (account, region, name) and per source image and destination; and the tokens."""
+
+    by_token: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    by_name: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    by_source: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+    # (account, destination, token) -> (the request's parameters, the copy's image id)
+    tokens: dict[tuple[str, str, str], tuple[tuple[tuple[str, str], ...], str]] = field(
+        default_factory=dict
+    )
+
+
 class Fleet:
     """All (account, region) states plus the run-wide RNG for ids and failures (pending times
     are per instance, see :meth:`pending_aws_s`)."""
@@ -282,6 +306,7 @@ class Fleet:
         self._states: dict[tuple[str, str], RegionState] = {}
         self.rng = random.Random(f"{config.seed}:images")
         self.images_created: Counter[tuple[str, str, str]] = Counter()
+        self.copies = CopyLedger()
 
     def state(self, account: str, region: str) -> RegionState:
         key = (account, region)
@@ -329,6 +354,20 @@ class Fleet:
             aws_s = rng.lognormvariate(0.0, cfg.pending_sigma) * aws_s
         return aws_s
 
+    def copy_pending_aws_s(
+        self, account: str, source_region: str, source: str, destination: str
+    ) -> float:
+        """AWS seconds a copy stays pending: like :meth:`pending_aws_s`, a pure function of
+        (seed, account, source region, ``source``, destination), ``source`` being the source
+        image's instance id (its image id for an image not made by CreateImage): the same
+        for every client and run, so a copy phase's bound is computed from the fleet alone."""
+        cfg = self.config.copies
+        aws_s = cfg.pending_s
+        if cfg.pending_sigma > 0 and aws_s > 0:
+            key = f"{self.config.seed}:copy:{account}:{source_region}:{source}:{destination}"
+            aws_s = random.Random(key).lognormvariate(0.0, cfg.pending_sigma) * aws_s
+        return aws_s
+
     def fails(self, account: str, region: str, instance_id: str) -> bool:
         """Whether the next image of this instance ends ``failed``: a pure function of (seed,
         instance, how many images it already has), like the pending time, so a test's share of
@@ -348,3 +387,4 @@ class Fleet:
         self._states.clear()
         self.rng = random.Random(f"{self.config.seed}:images")
         self.images_created.clear()
+        self.copies = CopyLedger()

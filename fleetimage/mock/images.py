@@ -78,7 +78,7 @@ def render_image(image: Image, now: float) -> str:
         f"<imageState>{state}</imageState><imageOwnerId>{image.owner}</imageOwnerId>"
         f"<creationDate>{iso(image.created_at)}</creationDate><isPublic>false</isPublic>"
         "<architecture>x86_64</architecture><imageType>machine</imageType>"
-        f"<sourceInstanceId>{image.source_instance_id}</sourceInstanceId>"
+        f"<sourceInstanceId>{image.source_instance_id}</sourceInstanceId>{_copied_from(image)}"
         f"<name>{esc(image.name)}</name><description>{esc(image.description)}</description>"
         f"<rootDeviceType>ebs</rootDeviceType><rootDeviceName>{image.root_device}"
         f"</rootDeviceName>{devices}<virtualizationType>hvm</virtualizationType>"
@@ -86,6 +86,16 @@ def render_image(image: Image, now: float) -> str:
         "<platformDetails>Linux/UNIX</platformDetails><usageOperation>RunInstances"
         f"</usageOperation>{reason_xml}{launched_xml}"
         f"<deregistrationProtection>{protection}</deregistrationProtection>{tag_set(image.tags)}"
+    )
+
+
+def _copied_from(image: Image) -> str:
+    """CopyImage's images name their source (DescribeImages' SourceImageId/Region)."""
+    if not image.source_image_id:
+        return ""
+    return (
+        f"<sourceImageId>{image.source_image_id}</sourceImageId>"
+        f"<sourceImageRegion>{image.source_region}</sourceImageRegion>"
     )
 
 

@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock import ec2, images, introspect, lifecycle, organizations, rbin, sns
+from fleetimage.mock import copies, ec2, images, introspect, lifecycle, organizations, rbin, sns
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.clock import Latency, MockClock
 from fleetimage.mock.config import MockConfig
@@ -52,7 +52,12 @@ from fleetimage.mock.sts import StsState, account_of_key
 
 __all__ = ["MockEC2", "check_loopback"]
 
-EC2_ACTIONS: dict[str, Handler] = {**ec2.HANDLERS, **images.HANDLERS, **lifecycle.HANDLERS}
+EC2_ACTIONS: dict[str, Handler] = {
+    **ec2.HANDLERS,
+    **images.HANDLERS,
+    **lifecycle.HANDLERS,
+    **copies.HANDLERS,
+}
 STS_ACTIONS = frozenset({"AssumeRole", "GetCallerIdentity"})
 _XML = "text/xml;charset=UTF-8"
 _JSON = "application/json"
@@ -175,14 +180,6 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
             and (account is None or acc == account)
             and (region is None or reg == region)
         )
-
-    def images_per_instance(self) -> dict[tuple[str, str, str], int]:
-        """Images ever created per (account, region, instance id), deregistered included."""
-        return dict(self.fleet.images_created)
-
-    def duplicates(self) -> dict[tuple[str, str, str], int]:
-        """The instances that got more than one image."""
-        return {k: n for k, n in self.fleet.images_created.items() if n > 1}
 
     def instances(self, account: str, region: str) -> list[InstanceRecord]:
         """Copies of the instances of (account, region), in creation order (due instance

@@ -33,6 +33,7 @@ from rich.text import Text
 from fleetimage.core.durations import format_duration
 from fleetimage.core.models import DryRunChecked, Event, JournalState, TargetRecord, Throttled
 from fleetimage.core.states import SENT, event_kind, transition
+from fleetimage.output.copy_progress import CopyProgress
 from fleetimage.output.eta import LaneClock, lane_eta
 
 S = JournalState
@@ -115,6 +116,7 @@ class ProgressTracker:
         self.limits = limits  # settable: resume learns its config from the journal
         self._lanes: dict[tuple[str, str], _Lane] = {}
         self.started = clock()
+        self.copies = CopyProgress()  # cross-region copies, one line per destination
 
     def seed(self, records: Iterable[TargetRecord]) -> None:
         """Resume: start from the journal's view of each target."""
@@ -131,6 +133,7 @@ class ProgressTracker:
         return lane
 
     def __call__(self, event: Event) -> None:
+        self.copies(event)
         if not event.region:
             return  # about the whole run (RunStopping), not a lane
         lane = self._lane(event.account, event.region)
@@ -262,7 +265,7 @@ class ProgressTracker:
                 *(Text(value, style=style) for value in _cells(row)),
                 Text(row.eta, style=style),
             )
-        return Group(head, table)
+        return Group(head, table, *(Text(line) for line in self.copies.lines()))
 
     def lines(self) -> list[str]:
         rows = self.rows()
@@ -274,7 +277,7 @@ class ProgressTracker:
             # The bar goes after the counts: "region: N targets, ..." stays greppable.
             label = self._label(row, accounts)
             out.append(f"{stamp} {label}: {cells}, {_bar(row)}, ETA {row.eta}")
-        return out
+        return out + [f"{stamp} {line}" for line in self.copies.lines()]
 
 
 _COLUMNS = (

@@ -38,6 +38,10 @@ read: resume looks again), ``not_started`` (never sent; error_code ``NotStarted`
 ended first), ``skipped`` (error_message says why), ``dry_run`` (error_code is null when the dry
 run passed, else why it would fail).
 
+Copies (``copy:`` in the config): ``"copy_counts"`` and ``"copies"``, one per (target,
+destination), see :mod:`fleetimage.output.copy_report`; a failed, timed-out, unknown or
+unstarted copy makes the report not ``ok``.
+
 CSV (``write("x.csv")``): one row per result, header = the result fields in the order above,
 empty cell for null, RFC 4180 quoting and CRLF line ends. Lane failures are not rows of it (they
 have no instance): the JSON report and the summary list them.
@@ -59,7 +63,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from fleetimage.core.copies import CopyResult
 from fleetimage.core.models import ImageResult, LaneFailure, Outcome
+from fleetimage.output.copy_report import copies_csv, copy_counts, copy_from_dict, copy_to_dict
 
 __all__ = ["BAD_OUTCOMES", "RESULT_FIELDS", "RunReport", "read_results_csv", "result_from_dict"]
 
@@ -122,6 +128,8 @@ class RunReport:
     # ``shards`` lists the shards it was merged from ("0/4", "1/4", ...).
     shard: str | None = None
     shards: tuple[str, ...] | None = None
+    # One per (target, destination) when the config copies (output/copy_report.py).
+    copies: tuple[CopyResult, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "results", tuple(sorted(self.results, key=_sort_key)))
@@ -142,10 +150,14 @@ class RunReport:
             self.journal_error is None
             and not self.lane_failures
             and not any(_is_failure(r) for r in self.results)
+            and not any(c.outcome in BAD_OUTCOMES for c in self.copies)
         )
 
     def failures(self) -> list[ImageResult]:
         return [r for r in self.results if _is_failure(r)]
+
+    def copy_failures(self) -> list[CopyResult]:
+        return [c for c in self.copies if c.outcome in BAD_OUTCOMES]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +172,14 @@ class RunReport:
             "journal_error": self.journal_error,
             "shard": self.shard,
             "shards": None if self.shards is None else list(self.shards),
+            **(
+                {
+                    "copy_counts": copy_counts(self.copies),
+                    "copies": [copy_to_dict(c) for c in self.copies],
+                }
+                if self.copies
+                else {}
+            ),
         }
 
     @classmethod
@@ -176,6 +196,7 @@ class RunReport:
             journal_error=data.get("journal_error"),
             shard=data.get("shard"),
             shards=None if data.get("shards") is None else tuple(data["shards"]),
+            copies=tuple(copy_from_dict(c) for c in data.get("copies", ())),
         )
 
     def to_json(self) -> str:
@@ -194,17 +215,24 @@ class RunReport:
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write CSV if ``path`` ends in ``.csv``, else JSON; atomically (temp file + rename)."""
         target = Path(path)
-        text = self.to_csv() if target.suffix.lower() == ".csv" else self.to_json() + "\n"
+        is_csv = target.suffix.lower() == ".csv"
+        text = self.to_csv() if is_csv else self.to_json() + "\n"
         target.parent.mkdir(parents=True, exist_ok=True)
-        # A reader (or a crash) never sees half a report.
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if is_csv and self.copies:
+            _write_atomic(target.with_suffix(".copies.csv"), copies_csv(self.copies))
+        _write_atomic(target, text)
+
+
+def _write_atomic(target: Path, text: str) -> None:
+    # A reader (or a crash) never sees half a report.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_results_csv(path: str | os.PathLike[str]) -> tuple[ImageResult, ...]:

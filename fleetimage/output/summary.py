@@ -15,6 +15,7 @@ from fleetimage.core.models import (
     ImageResult,
     Outcome,
 )
+from fleetimage.output.copy_summary import render_copies
 from fleetimage.output.report import RunReport
 from fleetimage.output.tables import Column, FitTable
 
@@ -109,6 +110,8 @@ def render_summary(
         hidden = len(failures) - max_failures
         if hidden > 0:
             parts.append(Text(f"… and {hidden} more failures (see the JSON/CSV report)"))
+    if report.copies:
+        parts.append(render_copies(report, max_failures=max_failures, message_width=message_width))
     elapsed = timedelta(seconds=round((report.finished_at - report.started_at).total_seconds()))
     # An interrupted run is not done, even when nothing in it has failed yet.
     word = "ok" if report.ok else "not ok"
@@ -116,5 +119,6 @@ def render_summary(
         word = "interrupted" if report.ok else "interrupted, not ok"
     if verdict:
         lanes = f" ({len(report.lane_failures)} lanes failed)" if report.lane_failures else ""
-        parts.append(Text(f"{counts['total']} targets{lanes} in {elapsed}: {word}"))
+        copies = f", {len(report.copies)} copies" if report.copies else ""
+        parts.append(Text(f"{counts['total']} targets{lanes}{copies} in {elapsed}: {word}"))
     return Group(*parts)

@@ -12,6 +12,7 @@ from typing import Any
 from test_engine import fleet_config
 
 from fleetimage import Outcome, image_fleet, parse_config, resume_fleet
+from fleetimage.core.clock import now
 from fleetimage.journal import SCHEMA_VERSION, Journal, prune
 from fleetimage.mock import MockConfig
 
@@ -20,6 +21,7 @@ def _downgrade_to_v1(path: Path, run_id: str) -> None:
     """Rewrite a current journal as schema 1 wrote it (no lanes table, no requests kept, no
     shards; "*" target rows; the run statuses of then)."""
     with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE copies")  # schema 5
         conn.execute("DROP TABLE lanes")
         conn.execute("ALTER TABLE targets DROP COLUMN spec_json")
         conn.execute("ALTER TABLE runs DROP COLUMN shard_json")
@@ -108,12 +110,13 @@ INSERT INTO prune_items VALUES ('p-old', '123456789012', 'us-east-1', 'ami-0aaa'
 
 
 def _downgrade_to_v2(path: Path, *, with_prune: bool) -> None:
-    """Rewrite a current journal as schema 2 had it: no shards, no prune tables or the first
-    prune's."""
+    """Rewrite a current journal as schema 2 had it: no shards, no copies, no prune tables or
+    the first prune's."""
     with sqlite3.connect(path) as conn:
         conn.execute("ALTER TABLE runs DROP COLUMN shard_json")
         conn.execute("DROP TABLE prune_items")
         conn.execute("DROP TABLE prune_runs")
+        conn.execute("DROP TABLE copies")
         conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
         if with_prune:
             conn.executescript(_V2_PRUNE)
@@ -166,3 +169,17 @@ async def test_v2_journal_with_a_first_prune_keeps_it_resumable(tmp_path: Path) 
     with sqlite3.connect(journal) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     assert not {"prune_runs_v2", "prune_items_v2"} & tables
+
+
+async def test_v2_journal_gains_the_copies_table(tmp_path: Path) -> None:
+    """A journal from before copies is upgraded in place (after a backup copy)."""
+    path = tmp_path / "journal.sqlite3"
+    async with await Journal.open(path) as journal:
+        await journal.start_run("r1", started_at=now(), config_snapshot={})
+    _downgrade_to_v2(path, with_prune=False)
+    async with await Journal.open(path) as journal:
+        assert await journal.copies("r1") == []
+        assert (await journal.run("r1")).run_id == "r1"
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT value FROM meta").fetchone() == (str(SCHEMA_VERSION),)
+    assert path.with_name("journal.sqlite3.v2.bak").exists()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bound import creation_times, deletion_bound, lane_bound, run_bound
+from benchmarks.bound import copy_bound, creation_times, deletion_bound, lane_bound, run_bound
 from fleetimage.mock.buckets import TokenBucket
 
 
@@ -97,3 +97,26 @@ def test_deletion_bound_is_the_slowest_lanes_last_token() -> None:
         0.0,
         "a/x",
     )
+
+
+def test_copy_bound_without_a_binding_cap_is_the_bucket_bound() -> None:
+    pending = [3.0, 1.0, 4.0, 1.0, 5.0]
+    for refill in ("continuous", "per_second"):
+        assert copy_bound(
+            pending, burst=2, rate_per_s=1.0, max_concurrent=100, refill=refill
+        ) == lane_bound(pending, burst=2, rate_per_s=1.0, refill=refill)
+
+
+def test_copy_bound_waits_for_a_slot_and_the_bucket_fills_meanwhile() -> None:
+    # One slot: strictly one after another (the bucket has tokens to spare).
+    assert copy_bound([2, 3, 4], burst=10, rate_per_s=1.0, max_concurrent=1) == 9
+    # Two slots, burst 1, 1/s: starts at 0 and 1 (bucket); the third waits for a slot (5).
+    assert copy_bound([5, 5, 5], burst=1, rate_per_s=1.0, max_concurrent=2) == 10
+    # The bucket refilled while the cap held copies back: 3 and 4 start at once when slots free.
+    assert copy_bound([4, 4, 1, 1], burst=2, rate_per_s=1.0, max_concurrent=2) == 5
+    # Per whole second: a slot freed at 2.5 is used at once if a token is there.
+    assert (
+        copy_bound([2.5, 1], burst=5, rate_per_s=1.0, max_concurrent=1, refill="per_second") == 3.5
+    )
+    # In order: a copy never starts before the one listed before it.
+    assert copy_bound([10, 1, 1], burst=1, rate_per_s=1.0, max_concurrent=2) == 10

@@ -42,7 +42,7 @@ def test_example_loads() -> None:
 def _field_names(model: type[BaseModel]) -> set[str]:
     names: set[str] = set()
     for name, field in model.model_fields.items():
-        names.add(name)
+        names.add(field.alias or name)  # copy_ is `copy:` in YAML
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             names |= _field_names(annotation)
