@@ -8,8 +8,11 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
+from fleetimage.core.tags import COPY_TAGS, OWN_TAGS
+
 __all__ = [
     "EXTERNAL_ID_RE",
+    "MAX_COPY_TAGS",
     "MAX_USER_TAGS",
     "SESSION_NAME_RE",
     "AccountId",
@@ -39,9 +42,10 @@ EXTERNAL_ID_RE = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 _DEVICE_RE = re.compile(r"^(/dev/)?[a-z][a-z0-9]{1,15}$")
 # A fleet name is a tag value (fleetimage:fleet): printable, no leading/trailing space.
 _FLEET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:/=+@-]{0,127}$")
-# 50 tags per resource; fleetimage adds fleetimage:run-id, fleetimage:instance-id,
-# fleetimage:fleet and fleetimage:run-start.
-MAX_USER_TAGS = 46
+# 50 tags per resource; fleetimage adds its own (run id, instance id, fleet, run start) to
+# every image, and to a copy also where it came from (source image and region).
+MAX_USER_TAGS = 50 - len(OWN_TAGS)
+MAX_COPY_TAGS = MAX_USER_TAGS - len(COPY_TAGS)
 
 
 def _check_fleet_name(value: str) -> str:

@@ -14,7 +14,7 @@ from typing import Annotated, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from fleetimage.config.checks import MAX_USER_TAGS, Region, StrictBool, TagKey, TagValue
+from fleetimage.config.checks import MAX_COPY_TAGS, Region, StrictBool, TagKey, TagValue
 from fleetimage.core import naming
 
 __all__ = ["COPY_PLACEHOLDER", "CopyOptions", "KmsKeyRef", "copy_template", "known_regions"]
@@ -122,8 +122,11 @@ class CopyOptions(BaseModel):
     @field_validator("tags")
     @classmethod
     def _tag_count(cls, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > MAX_USER_TAGS:
-            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 3)")
+        if len(value) > MAX_COPY_TAGS:
+            raise ValueError(
+                f"at most {MAX_COPY_TAGS} tags (AWS allows 50; fleetimage uses "
+                f"{50 - MAX_COPY_TAGS} on a copy)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -246,7 +246,9 @@ class ImageOptions(BaseModel):
     @classmethod
     def _tag_count(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_USER_TAGS:
-            raise ValueError(f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses 4)")
+            raise ValueError(
+                f"at most {MAX_USER_TAGS} tags (AWS allows 50; fleetimage uses {50 - MAX_USER_TAGS})"
+            )
         return value
 
 

@@ -6,6 +6,7 @@ Instance tags never copy them over (an instance tag must not forge a run's owner
 from __future__ import annotations
 
 __all__ = [
+    "COPY_TAGS",
     "FLEET_TAG",
     "INSTANCE_TAG",
     "OWN_TAGS",
@@ -26,3 +27,4 @@ OWN_TAGS = (RUN_TAG, INSTANCE_TAG, FLEET_TAG, START_TAG)
 # On a cross-region copy: the image it was copied from, and that image's region.
 SOURCE_IMAGE_TAG = "fleetimage:source-image"
 SOURCE_REGION_TAG = "fleetimage:source-region"
+COPY_TAGS = (SOURCE_IMAGE_TAG, SOURCE_REGION_TAG)

@@ -29,6 +29,10 @@ from cli_helpers import MockFactory, cli, fleet_config, one_line_error, write_co
             {"regions": ["eu-west-1"], "name_template": "dr-{source_region}"},
             "copy.name_template: template 'dr-{source_region}' must contain {instance_id}",
         ),
+        (  # a copy carries 6 tags of ours: 44 left of AWS's 50
+            {"regions": ["eu-west-1"], "tags": {f"k{i}": "v" for i in range(45)}},
+            "copy.tags: at most 44 tags (AWS allows 50; fleetimage uses 6 on a copy)",
+        ),
     ],
 )
 def test_bad_copy_config_is_one_line_exit_2_nothing_sent(
