@@ -92,6 +92,20 @@ class Credentials:
 # cost a fraction of the CPU. Add a member here before reading it there.
 DESCRIBED_INSTANCE_MEMBERS = frozenset({"InstanceId", "State", "Tags"})
 _DESCRIBED_RESERVATION_MEMBERS = frozenset({"Instances"})
+# Likewise what the waiter, the lookups by name and prune read of a DescribeImages image.
+DESCRIBED_IMAGE_MEMBERS = frozenset(
+    {
+        "ImageId",
+        "Name",
+        "State",
+        "StateReason",
+        "Tags",
+        "CreationDate",
+        "BlockDeviceMappings",
+        "LastLaunchedTime",
+        "DeregistrationProtection",
+    }
+)
 
 
 # The EC2 operations a client of ours has: those declared in PERMISSIONS (so a call missing
@@ -101,8 +115,8 @@ _EC2_OPERATIONS = frozenset(a for a, p in PERMISSIONS.items() if p.startswith("e
 
 
 class _LeanLoader(Loader):  # type: ignore[misc]
-    """botocore's loader, with EC2's model cut to our operations, and its Instance and
-    Reservation output shapes to what the engine reads (no request of ours sends them)."""
+    """botocore's loader, with EC2's model cut to our operations, and its Instance,
+    Reservation and Image output shapes to what we read (no request of ours sends them)."""
 
     def __init__(self, extra_search_paths: list[str]) -> None:
         super().__init__(extra_search_paths=extra_search_paths)
@@ -120,6 +134,7 @@ class _LeanLoader(Loader):  # type: ignore[misc]
             for name, keep in (
                 ("Instance", DESCRIBED_INSTANCE_MEMBERS),
                 ("Reservation", _DESCRIBED_RESERVATION_MEMBERS),
+                ("Image", DESCRIBED_IMAGE_MEMBERS),
             ):
                 members = shapes[name]["members"]
                 shapes[name] = {**shapes[name], "members": {k: members[k] for k in keep}}
