@@ -4,7 +4,8 @@ A fixed poll interval sees an image up to one interval late (15 s against pendin
 tens of seconds to hours) and spends as many calls while nothing can have settled as while
 everything settles. Here each lane learns how long its images stay pending (created → seen
 available), fits a log-normal to the quantiles of what it saw (median, 16th and 84th
-percentiles: robust to the odd outlier) and polls when the images it watches are expected
+percentiles: robust to the odd outlier; Kaplan-Meier's, so that the images still pending
+count too) and polls when the images it watches are expected
 to settle:
 
 * **body**: once the expected number of images that settled since the last poll reaches
@@ -47,7 +48,6 @@ class PendingTimes:
         self._order: deque[float] = deque()
         self._sorted: list[float] = []
         self._window = window
-        self._fit: tuple[float, float] | None = None
 
     def __len__(self) -> int:
         return len(self._sorted)
@@ -60,7 +60,6 @@ class PendingTimes:
         if len(self._order) > self._window:
             old = self._order.popleft()
             del self._sorted[bisect.bisect_left(self._sorted, old)]
-        self._fit = None
 
     def quantile(self, q: float) -> float:
         if not self._sorted:
@@ -68,18 +67,33 @@ class PendingTimes:
         index = min(len(self._sorted) - 1, max(0, int(q * len(self._sorted))))
         return self._sorted[index]
 
-    def fit(self) -> tuple[float, float] | None:
-        """(mu, sigma) of log(pending time), from the median and the 16th/84th percentiles."""
+    def fit(self, still_pending: Iterable[float] = ()) -> tuple[float, float] | None:
+        """(mu, sigma) of log(pending time), from the median and the 16th/84th percentiles.
+
+        ``still_pending``: the ages of the images not seen settled yet. Early in a lane only
+        its quickest images have settled; learnt alone, they would say pending times are
+        short. The quantiles are Kaplan-Meier's, which count a still pending image as "longer
+        than its age" (right-censored)."""
         if not self._sorted:
             return None
-        if self._fit is None:
-            mu = math.log(self.quantile(0.5))
-            sigma = _PRIOR_SIGMA
-            if len(self._sorted) >= _MIN_SAMPLES_FOR_SPREAD:
-                spread = (math.log(self.quantile(0.84)) - math.log(self.quantile(0.16))) / 2
-                sigma = min(_MAX_SIGMA, max(_MIN_SIGMA, spread))
-            self._fit = (mu, sigma)
-        return self._fit
+        events = sorted([(t, 0) for t in self._sorted] + [(a, 1) for a in still_pending])
+        at_risk, survival = len(events), 1.0
+        quantiles: dict[float, float] = {}
+        for t, censored in events:
+            if not censored:
+                survival *= 1.0 - 1.0 / at_risk
+                for q in (0.16, 0.5, 0.84):
+                    if q not in quantiles and 1.0 - survival >= q:
+                        quantiles[q] = max(t, 1e-3)
+            at_risk -= 1
+        if 0.5 not in quantiles:  # not half settled yet: the median is beyond the oldest age
+            return math.log(max(events[-1][0], 1e-3)), _PRIOR_SIGMA
+        mu, sigma = math.log(quantiles[0.5]), _PRIOR_SIGMA
+        if len(self._sorted) >= _MIN_SAMPLES_FOR_SPREAD and 0.16 in quantiles:
+            low = math.log(quantiles[0.16])
+            spread = (math.log(quantiles[0.84]) - low) / 2 if 0.84 in quantiles else mu - low
+            sigma = min(_MAX_SIGMA, max(_MIN_SIGMA, spread))
+        return mu, sigma
 
 
 def _cdf(fit: tuple[float, float], age_s: float) -> float:
@@ -98,8 +112,8 @@ class PollSchedule:
         floor_s: float,
         ceiling_s: float,
         polls_per_image: float,
-        tail_probability: float = 0.3,
-        tail_share: float = 0.25,
+        tail_probability: float = 0.5,
+        tail_share: float = 0.5,
         pending: PendingTimes | None = None,
     ) -> None:
         self.ceiling_s = ceiling_s
@@ -113,6 +127,8 @@ class PollSchedule:
         self.last_poll_at: float | None = None
         # The start of the poll before the current one: what a poll sees settle did so after it.
         self._previous_poll_at: float | None = None
+        # What the current poll saw settle: (lower, upper bound of its pending time).
+        self._seen: list[tuple[float, float]] = []
 
     @property
     def credits(self) -> float:
@@ -125,17 +141,27 @@ class PollSchedule:
 
     def begin_poll(self, at: float) -> None:
         """A poll starts at ``at`` (call before :meth:`settled` for what it sees)."""
+        self._learn()
         self._previous_poll_at = self.last_poll_at
         self.last_poll_at = at
         self.polls += 1
 
     def settled(self, registered_at: float, seen_at: float) -> None:
         """An image seen available at ``seen_at``: it settled after the poll before (when it
-        was still pending, or its registration) and before this one; the midpoint is learned."""
+        was still pending, or its registration) and before this one."""
         before = registered_at
         if self._previous_poll_at is not None:
             before = max(before, self._previous_poll_at)
-        self.pending.observe((before + seen_at) / 2.0 - registered_at)
+        self._seen.append((before - registered_at, seen_at - registered_at))
+
+    def _learn(self) -> None:
+        """Learn what the last poll saw. All the images one poll sees settle have the same
+        bounds (say 15-30 s): learnt as one value, they would make the spread look nil and
+        the schedule think everything settles at once. They are spread evenly over their
+        interval instead (as if settlements were uniform within it)."""
+        seen, self._seen = self._seen, []
+        for k, (low, high) in enumerate(seen):
+            self.pending.observe(low + (high - low) * (k + 0.5) / len(seen))
 
     def next_delay(self, now: float, registered_at: Iterable[float]) -> float:
         """Seconds from ``now`` until the next poll, for images registered at these times
@@ -144,9 +170,9 @@ class PollSchedule:
         earliest = 0.0
         if self.last_poll_at is not None:
             earliest = max(0.0, self.last_poll_at + self.floor_s - now)
-        fit = self.pending.fit()
+        self._learn()
         credits = self.credits
-        if fit is None or credits < 1.0 or earliest >= ceiling:
+        if len(self.pending) == 0 or credits < 1.0 or earliest >= ceiling:
             return ceiling
         # Ages at the last poll (the images are known pending then) grouped at a resolution
         # far below the floor: a busy lane watches thousands of images of few distinct ages.
@@ -156,7 +182,10 @@ class PollSchedule:
         for t in registered_at:
             bucket = round(max(0.0, since - t) / resolution)
             groups[bucket] = groups.get(bucket, 0) + 1
-        if not groups:
+        fit = self.pending.fit(
+            age for bucket, count in groups.items() for age in [bucket * resolution] * count
+        )
+        if fit is None or not groups:
             return ceiling
         ages = [
             (bucket * resolution, count, _cdf(fit, bucket * resolution))

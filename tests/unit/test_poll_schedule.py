@@ -68,15 +68,16 @@ def test_learned_pending_times_put_the_poll_where_images_settle() -> None:
 
 def test_the_floor_and_the_budget_hold() -> None:
     schedule = PollSchedule(floor_s=2.0, ceiling_s=15.0, polls_per_image=0.05)
-    for _ in range(20):
-        schedule.pending.observe(1.0)  # everything is "overdue" at once
+    for _ in range(200):
+        schedule.pending.observe(1.0)  # images settle within a second: all due at once
     for _ in range(40):  # 2 polls of budget
         schedule.register()
     schedule.begin_poll(100.0)
-    assert schedule.next_delay(100.0, [0.0] * 40) == pytest.approx(2.0)  # never below the floor
+    registered = [99.5] * 40
+    assert schedule.next_delay(100.0, registered) == pytest.approx(2.0)  # never below the floor
     schedule.begin_poll(102.0)
     assert schedule.credits == 0.0
-    assert schedule.next_delay(102.0, [0.0] * 40) == 15.0  # budget spent: the ceiling only
+    assert schedule.next_delay(102.0, registered) == 15.0  # budget spent: the ceiling only
 
 
 def test_a_short_configured_interval_wins_over_the_floor() -> None:
@@ -84,6 +85,17 @@ def test_a_short_configured_interval_wins_over_the_floor() -> None:
     assert schedule.floor_s == 0.05
     schedule.begin_poll(0.0)
     assert schedule.next_delay(0.0, [0.0]) == 0.05
+
+
+def test_images_still_pending_count_in_the_quantiles() -> None:
+    times = PendingTimes()
+    for value in (10.0, 11.0, 12.0, 13.0, 14.0):
+        times.observe(value)  # the quickest five of a lane of twenty...
+    mu, _ = times.fit() or (0.0, 0.0)
+    assert math.exp(mu) == pytest.approx(12.0)
+    # ...whose other fifteen are still pending at 20 s: the median is beyond 20 s
+    mu, _ = times.fit([20.0] * 15) or (0.0, 0.0)
+    assert math.exp(mu) == pytest.approx(20.0)  # (the oldest age: a lower bound)
 
 
 def test_pending_times_fit_from_quantiles_and_forget_the_oldest() -> None:
