@@ -109,6 +109,7 @@ def demo_fleet_config(mock: MockConfig) -> FleetConfig:
             },
             "wait": {
                 "poll_interval_s": 15 / scale,
+                "min_poll_interval_s": 1 / scale,
                 "timeout_s": 7200 / scale,
                 "not_found_grace_s": 120 / scale,
             },

@@ -305,6 +305,7 @@ class FleetConfig(BaseModel):
             update={
                 "timeout_s": w.timeout_s / ts,
                 "poll_interval_s": w.poll_interval_s / ts,
+                "min_poll_interval_s": w.min_poll_interval_s / ts,
                 "not_found_grace_s": w.not_found_grace_s / ts,
             }
         )

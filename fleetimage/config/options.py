@@ -46,7 +46,13 @@ class WaitOptions(BaseModel):
     model_config = _FROZEN
     enabled: StrictBool = True
     timeout_s: PosFloat = 7200.0
+    # The longest between two polls (the schedule's ceiling, and its interval until the lane
+    # has seen an image settle); min_poll_interval_s is the shortest.
     poll_interval_s: PosFloat = 15.0
+    min_poll_interval_s: PosFloat = 1.0
+    # DescribeImages rounds the schedule may spend per image it waits for (polls past the
+    # budget are made only at poll_interval_s).
+    polls_per_image: PosFloat = 0.05
     not_found_grace_s: NonNegFloat = 120.0
 
 

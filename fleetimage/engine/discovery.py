@@ -8,6 +8,7 @@ are reported as missing.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,22 +36,25 @@ def _filters(spec: TargetSpec) -> list[dict[str, Any]]:
     return [{"Name": name, "Values": list(values)} for name, values in spec.filters.items()]
 
 
-async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    instances: list[dict[str, Any]] = []
+async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """The instances, page by page as they arrive (a page is converted before the next one is
+    asked for, so raw answers never pile up)."""
     params: dict[str, Any] = {"MaxResults": PAGE_SIZE}
     if filters:
         params["Filters"] = filters
     while True:
         answer = await lane.call("DescribeInstances", params)
         for reservation in answer.get("Reservations", []):
-            instances.extend(reservation.get("Instances", []))
+            for instance in reservation.get("Instances", []):
+                yield instance
         token = answer.get("NextToken")
         if not token:
-            return instances
+            return
         params = {**params, "NextToken": token}
 
 
 def _target(lane: Lane, instance: dict[str, Any], role_arn: str | None) -> Target:
+    # Only members in aws.clients.DESCRIBED_INSTANCE_MEMBERS are parsed from the answer.
     return Target(
         account=lane.key.account,
         region=lane.key.region,
@@ -74,7 +78,7 @@ async def discover_lane(
             for start in range(0, len(ids), ID_CHUNK):
                 chunk = ids[start : start + ID_CHUNK]
                 id_filter = {"Name": "instance-id", "Values": chunk}
-                for instance in await _describe(lane, [*base, id_filter]):
+                async for instance in _describe(lane, [*base, id_filter]):
                     seen.add(instance["InstanceId"])
                     found.targets.setdefault(
                         instance["InstanceId"], _target(lane, instance, role_arn)
@@ -82,7 +86,7 @@ async def discover_lane(
             if not base:  # with other filters too, an absent id may just not match them
                 found.missing.update(i for i in ids if i not in seen and i not in found.targets)
         else:
-            for instance in await _describe(lane, base):
+            async for instance in _describe(lane, base):
                 found.targets.setdefault(instance["InstanceId"], _target(lane, instance, role_arn))
     found.missing.difference_update(found.targets)
     return found

@@ -116,11 +116,10 @@ class LaneRun:
         self.run_id, self.dry_run, self.wait, self.prior = run_id, dry_run, wait, prior
         self.in_flight = anyio.Semaphore(config.concurrency.max_in_flight_per_region)
         self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
+        w = config.wall_wait
         self.waiter = ImageWaiter(
             self.lane,
-            poll_interval_s=config.wall_wait.poll_interval_s,
-            timeout_s=config.wall_wait.timeout_s,
-            not_found_grace_s=config.wall_wait.not_found_grace_s,
+            **w.model_dump(exclude={"enabled"}),
             on_credentials_expired=self._credentials_expired,
         )
         state.waiters.append(self.waiter)

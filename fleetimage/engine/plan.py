@@ -45,8 +45,11 @@ __all__ = ["LanePlan", "Plan", "open_lanes", "plan_fleet"]
 # most that share of our requests as throttled retries (a throttled request takes no token),
 # never a wrong image. tests/unit/test_confirm_share.py checks both sides on this model.
 CONFIRM_SHARE = 0.2
-# Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once.
-DISCOVERY_CONCURRENCY = 4
+# Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once. Since
+# only the members discovery reads are parsed (aws.clients), 8 at once spread the lanes'
+# first CreateImage over half the time 4 did (fleet-1k: ~1-2 s instead of ~2-3.5 s), each
+# page in memory costing little.
+DISCOVERY_CONCURRENCY = 8
 
 
 @dataclass(slots=True)

@@ -6,6 +6,10 @@ task polls all of the lane's pending images through the ``image-id`` filter, in 
 calls grow with (lanes x polls), not (images x polls). The filter (not ``ImageIds``) matters:
 one id not yet visible (eventual consistency) would fail a whole ``ImageIds`` call, while a
 filter just leaves it out; an absent image counts as pending for a grace period.
+
+When it polls is the lane's :class:`~fleetimage.engine.settling.PollSchedule`: learned from
+the pending times the lane has seen, between a floor and a ceiling (``poll_interval_s``),
+within a budget of polls per image.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import anyio
 from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
+from fleetimage.engine.settling import PollSchedule
 
 __all__ = ["TERMINAL_STATES", "ImageState", "ImageWaiter"]
 
@@ -57,9 +62,17 @@ class ImageWaiter:
         poll_interval_s: float,
         timeout_s: float,
         not_found_grace_s: float,
+        min_poll_interval_s: float | None = None,
+        polls_per_image: float = 0.05,
         on_credentials_expired: Callable[[CredentialsExpired], None] | None = None,
     ) -> None:
         self.lane = lane
+        # poll_interval_s is the ceiling; without a floor the schedule is the fixed interval.
+        self.schedule = PollSchedule(
+            floor_s=poll_interval_s if min_poll_interval_s is None else min_poll_interval_s,
+            ceiling_s=poll_interval_s,
+            polls_per_image=polls_per_image,
+        )
         self.on_credentials_expired = on_credentials_expired
         self.poll_interval_s = poll_interval_s
         self.timeout_s = timeout_s
@@ -77,6 +90,7 @@ class ImageWaiter:
         watch = self._watches.get(image_id)
         if watch is None:
             watch = self._watches[image_id] = _Watch(t, t + self.timeout_s)
+            self.schedule.register()
         self._work.set()
         try:
             await watch.done.wait()
@@ -92,9 +106,11 @@ class ImageWaiter:
             if not self._watches:
                 self._work = anyio.Event()
                 await self._work.wait()
-            # Let the first poll of a new image wait one interval: it cannot be ready sooner,
-            # and a shorter first poll would spend DescribeImages tokens on nothing.
-            await anyio.sleep(self.poll_interval_s)
+            # Until the lane has seen an image settle, a new image's first poll waits one
+            # interval (the ceiling); after that, the learned pending times say when.
+            now = anyio.current_time()
+            delay = self.schedule.next_delay(now, (w.registered_at for w in self._watches.values()))
+            await anyio.sleep(delay)
             try:
                 # A poll waits at the lane's breaker through an outage; the images' own
                 # timeouts still end their wait on time.
@@ -133,6 +149,7 @@ class ImageWaiter:
         every watched image, which is how an image deregistered by someone else is noticed.
         """
         t0 = anyio.current_time()
+        self.schedule.begin_poll(t0)
         census = t0 - self._last_census >= self.not_found_grace_s
         if census:
             self._last_census = t0
@@ -147,6 +164,7 @@ class ImageWaiter:
             answer = await self.lane.call(
                 "DescribeImages", {"Filters": filters}, interruptible=False
             )
+            # (members read here must be in aws.clients.DESCRIBED_IMAGE_MEMBERS to be parsed)
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:
@@ -155,6 +173,8 @@ class ImageWaiter:
                     continue
                 image = seen.get(image_id)
                 if image is not None and image.get("State") in TERMINAL_STATES:
+                    if image["State"] == "available":
+                        self.schedule.settled(watch.registered_at, t)
                     reason = image.get("StateReason") or {}
                     self._settle(
                         image_id,

@@ -1,0 +1,223 @@
+"""When a lane's waiter polls: learned from the lane's own pending times, within a budget.
+
+A fixed poll interval sees an image up to one interval late (15 s against pending times of
+tens of seconds to hours) and spends as many calls while nothing can have settled as while
+everything settles. Here each lane learns how long its images stay pending (created → seen
+available), fits a log-normal to the quantiles of what it saw (median, 16th and 84th
+percentiles: robust to the odd outlier; Kaplan-Meier's, so that the images still pending
+count too) and polls when the images it watches are expected
+to settle:
+
+* **body**: once the expected number of images that settled since the last poll reaches
+  ``remaining / spendable polls``, so the budget's polls are spread over the settlements;
+* **tail**: once every watched image has settled with probability ``tail_probability`` —
+  the last image of a lane decides the lane's makespan, so a share of the budget
+  (``tail_share``, at least 2 polls) is kept for it;
+
+never sooner than ``floor_s`` after the last poll, never later than ``ceiling_s``. The
+budget is ``polls_per_image`` for every image registered so far: polls beyond it are only
+made at the ceiling (so a lane of a few images is still seen, as with a fixed interval).
+Until the lane has seen one image settle, it polls at the ceiling.
+
+Everything here is pure arithmetic on times the caller passes in (tests drive it with a fake
+clock); the waiter (``wait.py``) owns the clock and the calls.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import deque
+from collections.abc import Iterable
+
+__all__ = ["PendingTimes", "PollSchedule"]
+
+_SQRT2 = math.sqrt(2.0)
+# A spread guessed until enough samples exist, and the bounds of a fitted one (log space).
+_PRIOR_SIGMA = 0.5
+_MIN_SIGMA, _MAX_SIGMA = 0.1, 2.0
+_MIN_SAMPLES_FOR_SPREAD = 5
+# Bisection steps over [floor, ceiling]: the answer is within (ceiling - floor) / 2**8.
+_SEARCH_STEPS = 8
+
+
+class PendingTimes:
+    """A lane's recent pending times (seconds), and the log-normal their quantiles imply."""
+
+    def __init__(self, window: int = 256) -> None:
+        self._order: deque[float] = deque()
+        self._sorted: list[float] = []
+        self._window = window
+
+    def __len__(self) -> int:
+        return len(self._sorted)
+
+    def observe(self, pending_s: float) -> None:
+        """One image's pending time; the oldest beyond ``window`` is forgotten (drift)."""
+        value = max(pending_s, 1e-3)
+        self._order.append(value)
+        bisect.insort(self._sorted, value)
+        if len(self._order) > self._window:
+            old = self._order.popleft()
+            del self._sorted[bisect.bisect_left(self._sorted, old)]
+
+    def quantile(self, q: float) -> float:
+        if not self._sorted:
+            raise ValueError("no pending time observed yet")
+        index = min(len(self._sorted) - 1, max(0, int(q * len(self._sorted))))
+        return self._sorted[index]
+
+    def fit(self, still_pending: Iterable[float] = ()) -> tuple[float, float] | None:
+        """(mu, sigma) of log(pending time), from the median and the 16th/84th percentiles.
+
+        ``still_pending``: the ages of the images not seen settled yet. Early in a lane only
+        its quickest images have settled; learnt alone, they would say pending times are
+        short. The quantiles are Kaplan-Meier's, which count a still pending image as "longer
+        than its age" (right-censored)."""
+        if not self._sorted:
+            return None
+        events = sorted([(t, 0) for t in self._sorted] + [(a, 1) for a in still_pending])
+        at_risk, survival = len(events), 1.0
+        quantiles: dict[float, float] = {}
+        for t, censored in events:
+            if not censored:
+                survival *= 1.0 - 1.0 / at_risk
+                for q in (0.16, 0.5, 0.84):
+                    if q not in quantiles and 1.0 - survival >= q:
+                        quantiles[q] = max(t, 1e-3)
+            at_risk -= 1
+        if 0.5 not in quantiles:  # not half settled yet: the median is beyond the oldest age
+            return math.log(max(events[-1][0], 1e-3)), _PRIOR_SIGMA
+        mu, sigma = math.log(quantiles[0.5]), _PRIOR_SIGMA
+        if len(self._sorted) >= _MIN_SAMPLES_FOR_SPREAD and 0.16 in quantiles:
+            low = math.log(quantiles[0.16])
+            spread = (math.log(quantiles[0.84]) - low) / 2 if 0.84 in quantiles else mu - low
+            sigma = min(_MAX_SIGMA, max(_MIN_SIGMA, spread))
+        return mu, sigma
+
+
+def _cdf(fit: tuple[float, float], age_s: float) -> float:
+    if age_s <= 0.0:
+        return 0.0
+    mu, sigma = fit
+    return 0.5 * (1.0 + math.erf((math.log(age_s) - mu) / (sigma * _SQRT2)))
+
+
+class PollSchedule:
+    """Decides how long a lane's waiter sleeps before its next DescribeImages round."""
+
+    def __init__(
+        self,
+        *,
+        floor_s: float,
+        ceiling_s: float,
+        polls_per_image: float,
+        tail_probability: float = 0.5,
+        tail_share: float = 0.5,
+        pending: PendingTimes | None = None,
+    ) -> None:
+        self.ceiling_s = ceiling_s
+        self.floor_s = min(floor_s, ceiling_s)  # a short configured interval wins
+        self.polls_per_image = polls_per_image
+        self.tail_probability = tail_probability
+        self.tail_share = tail_share
+        self.pending = pending if pending is not None else PendingTimes()
+        self.registered = 0
+        self.polls = 0
+        self.last_poll_at: float | None = None
+        # The start of the poll before the current one: what a poll sees settle did so after it.
+        self._previous_poll_at: float | None = None
+        # What the current poll saw settle: (lower, upper bound of its pending time).
+        self._seen: list[tuple[float, float]] = []
+
+    @property
+    def credits(self) -> float:
+        """Polls the budget still allows (may be negative after ceiling polls)."""
+        return self.polls_per_image * self.registered - self.polls
+
+    def register(self) -> None:
+        """A new image to watch: it earns the lane ``polls_per_image`` polls."""
+        self.registered += 1
+
+    def begin_poll(self, at: float) -> None:
+        """A poll starts at ``at`` (call before :meth:`settled` for what it sees)."""
+        self._learn()
+        self._previous_poll_at = self.last_poll_at
+        self.last_poll_at = at
+        self.polls += 1
+
+    def settled(self, registered_at: float, seen_at: float) -> None:
+        """An image seen available at ``seen_at``: it settled after the poll before (when it
+        was still pending, or its registration) and before this one."""
+        before = registered_at
+        if self._previous_poll_at is not None:
+            before = max(before, self._previous_poll_at)
+        self._seen.append((before - registered_at, seen_at - registered_at))
+
+    def _learn(self) -> None:
+        """Learn what the last poll saw. All the images one poll sees settle have the same
+        bounds (say 15-30 s): learnt as one value, they would make the spread look nil and
+        the schedule think everything settles at once. They are spread evenly over their
+        interval instead (as if settlements were uniform within it)."""
+        seen, self._seen = self._seen, []
+        for k, (low, high) in enumerate(seen):
+            self.pending.observe(low + (high - low) * (k + 0.5) / len(seen))
+
+    def next_delay(self, now: float, registered_at: Iterable[float]) -> float:
+        """Seconds from ``now`` until the next poll, for images registered at these times
+        (each still pending at the last poll, or registered since)."""
+        ceiling = self.ceiling_s
+        earliest = 0.0
+        if self.last_poll_at is not None:
+            earliest = max(0.0, self.last_poll_at + self.floor_s - now)
+        self._learn()
+        credits = self.credits
+        if len(self.pending) == 0 or credits < 1.0 or earliest >= ceiling:
+            return ceiling
+        # Ages at the last poll (the images are known pending then) grouped at a resolution
+        # far below the floor: a busy lane watches thousands of images of few distinct ages.
+        since = self.last_poll_at if self.last_poll_at is not None else now
+        resolution = self.floor_s / 8 if self.floor_s > 0 else ceiling / 64
+        groups: dict[int, int] = {}
+        for t in registered_at:
+            bucket = round(max(0.0, since - t) / resolution)
+            groups[bucket] = groups.get(bucket, 0) + 1
+        fit = self.pending.fit(
+            age for bucket, count in groups.items() for age in [bucket * resolution] * count
+        )
+        if fit is None or not groups:
+            return ceiling
+        ages = [
+            (bucket * resolution, count, _cdf(fit, bucket * resolution))
+            for bucket, count in groups.items()
+        ]
+        remaining = sum(groups.values())
+        reserve = max(2.0, self.tail_share * self.polls_per_image * self.registered)
+        spendable = credits - min(reserve, credits / 2)
+        body = remaining / spendable if spendable > 0 else math.inf
+        tail = math.log(self.tail_probability)
+        gap = now - since
+
+        def due(delay: float) -> bool:
+            ahead = gap + delay
+            expected, log_all = 0.0, 0.0
+            for age, count, before in ages:
+                left = 1.0 - before
+                # left ~ 0: the model says it should have settled long ago
+                p = 1.0 if left <= 1e-12 else (_cdf(fit, age + ahead) - before) / left
+                expected += count * p
+                log_all += count * math.log(p) if p > 0 else -math.inf
+            return expected >= body or log_all >= tail
+
+        if due(earliest):
+            return earliest
+        if not due(ceiling):
+            return ceiling
+        low, high = earliest, ceiling  # not due at low, due at high (both grow with time)
+        for _ in range(_SEARCH_STEPS):
+            mid = (low + high) / 2
+            if due(mid):
+                high = mid
+            else:
+                low = mid
+        return high

@@ -1,0 +1,121 @@
+"""The waiter's poll schedule on a fake clock: learned pending times, floor, ceiling, budget."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from fleetimage.engine.settling import PendingTimes, PollSchedule
+
+
+def _lane(
+    schedule: PollSchedule | None, *, images: int, seed: int = 7, interval: float = 15.0
+) -> tuple[float, float, float]:
+    """Drive one lane on a fake clock (AWS's CreateImage bucket: 50 at once, then 5 a second;
+    log-normal pending times around 30 s). ``schedule=None``: a fixed ``interval``.
+    Returns (polls per image, mean lag / pending time, lag of the lane's last image)."""
+    rnd = random.Random(seed)
+    created = [0.0 if k < 50 else float((k - 50) // 5 + 1) for k in range(images)]
+    ready = [c + 30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)) for c in created]
+    registered: set[int] = set()
+    unseen = set(range(images))
+    now, polls, fractions = 0.0, 0, []
+    while unseen:
+        for i in range(images):  # what was created by now is watched
+            if created[i] <= now and i not in registered:
+                registered.add(i)
+                if schedule is not None:
+                    schedule.register()
+        watched = [i for i in unseen if i in registered]
+        if schedule is None:
+            delay = interval
+        else:
+            delay = schedule.next_delay(now, (created[i] for i in watched))
+        now += delay
+        polls += 1
+        if schedule is not None:
+            schedule.begin_poll(now)
+        for i in watched:
+            if ready[i] <= now:
+                unseen.discard(i)
+                fractions.append((now - ready[i]) / (ready[i] - created[i]))
+                if schedule is not None:
+                    schedule.settled(created[i], now)
+    return polls / images, sum(fractions) / len(fractions), now - max(ready)
+
+
+def test_no_pending_time_seen_yet_polls_at_the_ceiling() -> None:
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    for _ in range(100):
+        schedule.register()
+    assert schedule.next_delay(0.0, [0.0] * 100) == 15.0
+
+
+def test_learned_pending_times_put_the_poll_where_images_settle() -> None:
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=120.0, polls_per_image=0.05)
+    for k in range(50):
+        schedule.pending.observe(30.0 + (k % 10) - 4.5)  # 25.5 … 34.5 s
+    for _ in range(400):
+        schedule.register()
+    schedule.begin_poll(0.0)
+    delay = schedule.next_delay(0.0, [0.0] * 400)
+    # 400 images pending since 0, ~19 polls to spend: the first once ~21 of them settled,
+    # early in the learned distribution, neither at the floor nor at the ceiling.
+    assert 20.0 < delay < 30.0
+
+
+def test_the_floor_and_the_budget_hold() -> None:
+    schedule = PollSchedule(floor_s=2.0, ceiling_s=15.0, polls_per_image=0.05)
+    for _ in range(200):
+        schedule.pending.observe(1.0)  # images settle within a second: all due at once
+    for _ in range(40):  # 2 polls of budget
+        schedule.register()
+    schedule.begin_poll(100.0)
+    registered = [99.5] * 40
+    assert schedule.next_delay(100.0, registered) == pytest.approx(2.0)  # never below the floor
+    schedule.begin_poll(102.0)
+    assert schedule.credits == 0.0
+    assert schedule.next_delay(102.0, registered) == 15.0  # budget spent: the ceiling only
+
+
+def test_a_short_configured_interval_wins_over_the_floor() -> None:
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=0.05, polls_per_image=0.05)
+    assert schedule.floor_s == 0.05
+    schedule.begin_poll(0.0)
+    assert schedule.next_delay(0.0, [0.0]) == 0.05
+
+
+def test_images_still_pending_count_in_the_quantiles() -> None:
+    times = PendingTimes()
+    for value in (10.0, 11.0, 12.0, 13.0, 14.0):
+        times.observe(value)  # the quickest five of a lane of twenty...
+    mu, _ = times.fit() or (0.0, 0.0)
+    assert math.exp(mu) == pytest.approx(12.0)
+    # ...whose other fifteen are still pending at 20 s: the median is beyond 20 s
+    mu, _ = times.fit([20.0] * 15) or (0.0, 0.0)
+    assert math.exp(mu) == pytest.approx(20.0)  # (the oldest age: a lower bound)
+
+
+def test_pending_times_fit_from_quantiles_and_forget_the_oldest() -> None:
+    times = PendingTimes(window=5)
+    assert times.fit() is None
+    for value in (10.0, 20.0, 30.0, 40.0, 50.0, 1000.0):
+        times.observe(value)
+    assert len(times) == 5 and times.quantile(0.0) == 20.0  # 10 s was forgotten
+    mu, sigma = times.fit() or (0.0, 0.0)
+    assert math.exp(mu) == 40.0  # the median: the outlier moves it by one rank only
+    assert 0.1 <= sigma <= 2.0
+
+
+@pytest.mark.parametrize("images", [115, 1850])
+def test_a_lane_sees_its_images_sooner_within_the_budget(images: int) -> None:
+    _, fixed_fraction, _ = _lane(None, images=images)
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    polls, fraction, _ = _lane(schedule, images=images)
+    # The budget is kept but for the polls before the first image settles (at the ceiling).
+    assert polls <= 0.05 + 3 / images
+    assert fraction < fixed_fraction
+    if images > 1000:  # a budget of ~90 polls: images are seen within ~8 % of their time
+        assert fraction < 0.5 * fixed_fraction
