@@ -306,12 +306,14 @@ async def test_deregister_tags_and_snapshots(mock_ec2: Any, ec2_client: Any) -> 
         with pytest.raises(ClientError) as exc:
             await ec2.describe_images(ImageIds=[keep])
         assert error(exc) == ("InvalidAMIID.NotFound", 400)
+        # Deregistering again: EC2's "InvalidAMIID.Unavailable — the specified AMI has been
+        # deregistered" (error codes reference), as moto answers too.
         with pytest.raises(ClientError) as exc:
             await ec2.deregister_image(ImageId=keep)
-        assert error(exc) == ("InvalidAMIID.NotFound", 400)
+        assert error(exc) == ("InvalidAMIID.Unavailable", 400)
         with pytest.raises(ClientError) as exc:
             await ec2.deregister_image(ImageId=drop, DryRun=True)
-        assert error(exc) == ("InvalidAMIID.NotFound", 400)
+        assert error(exc) == ("InvalidAMIID.Unavailable", 400)
     assert [r["deregistered"] for r in mock.images(ACCOUNT, REGION)] == [True, True]
     assert mock.images_per_instance() == {(ACCOUNT, REGION, iid): 2}
     assert mock.duplicates() == {(ACCOUNT, REGION, iid): 2}
