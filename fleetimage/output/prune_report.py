@@ -17,11 +17,12 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from fleetimage.output.report import write_atomic
 
 __all__ = ["ITEM_FIELDS", "OUTCOMES", "PruneItem", "PruneReport"]
 
@@ -92,12 +93,5 @@ class PruneReport:
         csv_out = target.suffix.lower() == ".csv"
         text = self.to_csv() if csv_out else json.dumps(self.to_dict(), indent=2) + "\n"
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-                f.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(target, text)
         return target

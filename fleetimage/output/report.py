@@ -67,7 +67,14 @@ from fleetimage.core.copies import CopyResult
 from fleetimage.core.models import ImageResult, LaneFailure, Outcome
 from fleetimage.output.copy_report import copies_csv, copy_counts, copy_from_dict, copy_to_dict
 
-__all__ = ["BAD_OUTCOMES", "RESULT_FIELDS", "RunReport", "read_results_csv", "result_from_dict"]
+__all__ = [
+    "BAD_OUTCOMES",
+    "RESULT_FIELDS",
+    "RunReport",
+    "read_results_csv",
+    "result_from_dict",
+    "write_atomic",
+]
 
 BAD_OUTCOMES = frozenset({Outcome.FAILED, Outcome.TIMED_OUT, Outcome.NOT_STARTED, Outcome.UNKNOWN})
 RESULT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(ImageResult))
@@ -219,11 +226,11 @@ class RunReport:
         text = self.to_csv() if is_csv else self.to_json() + "\n"
         target.parent.mkdir(parents=True, exist_ok=True)
         if is_csv and self.copies:
-            _write_atomic(target.with_suffix(".copies.csv"), copies_csv(self.copies))
-        _write_atomic(target, text)
+            write_atomic(target.with_suffix(".copies.csv"), copies_csv(self.copies))
+        write_atomic(target, text)
 
 
-def _write_atomic(target: Path, text: str) -> None:
+def write_atomic(target: Path, text: str) -> None:
     # A reader (or a crash) never sees half a report.
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
