@@ -1,0 +1,252 @@
+"""The batched waiter on its own, through aiobotocore against the mock: one lane, images made
+with real CreateImage calls, and rounds driven by calling ``poll_once`` directly, so every
+assertion is about calls and outcomes, not about how long anything took."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from fleetimage import parse_config
+from fleetimage.core.models import LaneKey
+from fleetimage.engine.bus import Bus
+from fleetimage.engine.lane import Lane
+from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.wait import CHUNK, ImageState, ImageWaiter
+from fleetimage.mock import FaultConfig, MockConfig, MockEC2
+
+REGION = "us-east-1"
+# Generous buckets on both sides: these tests count calls, they do not measure pacing.
+LIMITS = {"CreateImage": (1000, 1000.0), "DescribeImages": (1000, 1000.0)}
+
+
+def _config() -> Any:
+    return parse_config(
+        {
+            "targets": [{"regions": [REGION], "all_instances": True}],
+            "image": {"name_template": "{instance_id}-{run_id}"},
+            "retry": {
+                "base_delay_s": 0.01,
+                "max_delay_s": 0.05,
+                "max_outage_s": 60,
+                "breaker_cooldown_s": 0.02,
+                "breaker_max_cooldown_s": 0.05,
+            },
+        }
+    )
+
+
+@asynccontextmanager
+async def lane_on(mock: MockEC2, ec2_client: Any, **client_kw: Any) -> AsyncIterator[Lane]:
+    cfg = _config()
+    account = mock.config.accounts[0]
+    async with ec2_client(mock, REGION, **client_kw) as client:
+        yield Lane(
+            LaneKey(account, REGION),
+            client,
+            Limiter.from_limits(LIMITS),
+            cfg.wall_retry,
+            run_id="run-waiter",
+            bus=Bus([]),
+        )
+
+
+async def create_images(mock: MockEC2, lane: Lane, n: int) -> list[str]:
+    ids = []
+    for inst in mock.instances(mock.config.accounts[0], REGION)[:n]:
+        answer = await lane.client.create_image(
+            InstanceId=inst["instance_id"], Name=f"waiter-{inst['instance_id']}"
+        )
+        ids.append(answer["ImageId"])
+    return ids
+
+
+def start_waits(
+    tg: anyio.abc.TaskGroup, waiter: ImageWaiter, ids: list[str], results: dict[str, ImageState]
+) -> anyio.Event:
+    """Wait for every id in its own task; the event is set once all of them have ended."""
+    all_ended = anyio.Event()
+
+    async def one(image_id: str) -> None:
+        results[image_id] = await waiter.wait(image_id)
+        if len(results) == len(ids):
+            all_ended.set()
+
+    for image_id in ids:
+        tg.start_soon(one, image_id)
+    return all_ended
+
+
+def _mock(n: int, **kw: Any) -> MockConfig:
+    # pending for an AWS hour unless a test settles the images itself
+    return MockConfig(
+        regions=(REGION,),
+        instances_per_region=n,
+        pending_s=3600,
+        state_mix={"running": 1.0},
+        limits=LIMITS,
+        **kw,
+    )
+
+
+async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: Any) -> None:
+    """250 pending images in one lane: each round asks in two chunks (200 + 50), and all
+    250 settle in the round after they became available — none is left to time out."""
+    n = CHUNK + 50
+    mock = await mock_ec2(_mock(n))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, n)
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                before = mock.count(action="DescribeImages")
+                await waiter.poll_once()
+                assert mock.count(action="DescribeImages") - before == 2
+                await anyio.wait_all_tasks_blocked()
+                assert results == {}  # all still pending
+                for image_id in ids:
+                    mock.set_image_state(account, REGION, image_id, "available")
+                before = mock.count(action="DescribeImages")
+                await waiter.poll_once()
+                assert mock.count(action="DescribeImages") - before == 2
+    assert len(results) == n
+    assert all(r.state == "available" for r in results.values())
+
+
+async def test_failed_images_carry_ec2s_reason(mock_ec2: Any, ec2_client: Any) -> None:
+    mock = await mock_ec2(_mock(3))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 3)
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                mock.set_image_state(
+                    account, REGION, ids[0], "failed", ("Client.Boom", "the volume went away")
+                )
+                mock.set_image_state(account, REGION, ids[1], "available")
+                await waiter.poll_once()
+                await anyio.wait_all_tasks_blocked()  # the settled waits record their results
+                assert set(results) == {ids[0], ids[1]}  # the third is still pending
+                waiter.release_all(ImageState("unknown", "Stopped", "test over"))
+    assert results[ids[0]] == ImageState("failed", "Client.Boom", "the volume went away")
+    assert results[ids[1]] == ImageState("available")
+    assert results[ids[2]] == ImageState("unknown", "Stopped", "test over")
+    # after release_all, a new wait returns at once with the same result
+    assert await waiter.wait("ami-00000000") == ImageState("unknown", "Stopped", "test over")
+
+
+async def test_census_notices_a_deregistered_image_only_after_the_grace(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    mock = await mock_ec2(_mock(2))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 2)
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                mock.deregister_image(account, REGION, ids[0])
+                await waiter.poll_once()  # not a census round: absent just means pending
+                await anyio.wait_all_tasks_blocked()
+                assert results == {}
+                waiter.not_found_grace_s = 0.0  # the grace is over: the next round is a census
+                await waiter.poll_once()
+                await anyio.wait_all_tasks_blocked()
+                assert set(results) == {ids[0]}
+                waiter.release_all(ImageState("unknown"))
+    gone = results[ids[0]]
+    assert (gone.state, gone.code) == ("not_found", "InvalidAMIID.NotFound")
+    assert "vanished from DescribeImages" in gone.message
+
+
+async def test_a_pending_image_past_its_timeout_is_timed_out_by_the_poll(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    mock = await mock_ec2(_mock(1))
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 1)
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=0.0, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                await waiter.poll_once()
+    result = results[ids[0]]
+    assert (result.state, result.code) == ("timed_out", "WaitTimeout")
+    assert result.message.startswith("still pending after 0 s")
+
+
+async def test_images_time_out_while_describe_images_keeps_failing(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """DescribeImages answers 503 for good: the poll waits at the lane's breaker, and the
+    images still end at their own timeout (0.3 s; fail_after allows 100x that)."""
+    mock = await mock_ec2(_mock(2, faults=FaultConfig(unavailable=1.0, actions={"DescribeImages"})))
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 2)
+        waiter = ImageWaiter(lane, poll_interval_s=0.05, timeout_s=0.3, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.run)
+                all_ended = start_waits(tg, waiter, ids, results)
+                await all_ended.wait()
+                tg.cancel_scope.cancel()
+    for result in results.values():
+        assert (result.state, result.code) == ("timed_out", "WaitTimeout")
+        assert result.message.startswith("no state seen within 0.3 s (DescribeImages kept failing)")
+    assert mock.count(action="DescribeImages") > 0
+
+
+async def test_a_cancelled_wait_is_no_longer_polled(mock_ec2: Any, ec2_client: Any) -> None:
+    mock = await mock_ec2(_mock(1))
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 1)
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        with anyio.move_on_after(0.05):
+            await waiter.wait(ids[0])
+        before = mock.count(action="DescribeImages")
+        await waiter.poll_once()
+        assert mock.count(action="DescribeImages") == before  # nothing left to ask about
+
+
+async def test_an_answer_that_waiting_cannot_fix_ends_every_wait_at_once(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """DescribeImages refused for good (here 401 AuthFailure: the waiter's keys are not
+    accepted): the images' states cannot be read, so they end ``unknown`` at the first poll
+    (resume polls them again), not as a WaitTimeout hours later."""
+    refused = {"aws_access_key_id": "AKIAREFUSEDKEY000000", "aws_secret_access_key": "x" * 40}
+    mock = await mock_ec2(_mock(2, rejected_access_keys=frozenset({refused["aws_access_key_id"]})))
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 2)
+    async with lane_on(mock, ec2_client, credentials=refused) as lane:
+        waiter = ImageWaiter(lane, poll_interval_s=0.01, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.run)
+                all_ended = start_waits(tg, waiter, ids, results)
+                await all_ended.wait()
+                tg.cancel_scope.cancel()
+    assert {(r.state, r.code) for r in results.values()} == {("unknown", "AuthFailure")}
+    assert all(
+        r.message.startswith("the image was created but its state cannot be read: ")
+        for r in results.values()
+    )
