@@ -150,11 +150,13 @@ async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
     )
     assert report.counts["available"] == 300
     describe = mock.count(action="DescribeImages")
+    # (150 images per lane fit one chunk; a lane of more than one chunk, with the calls of
+    # each poll counted, is tests/integration/test_waiter.py's)
     # one image per call would be >= 300 calls per poll round; batched, it's a few per lane per poll
     assert describe < 300 * 0.2, describe
 
 
-async def test_failed_images_timeouts_and_skips(fleet_mock: Any) -> None:
+async def test_failed_images_and_skips_are_reported(fleet_mock: Any) -> None:
     mock = await fleet_mock(
         MockConfig(
             regions=("us-east-1",),
@@ -168,6 +170,9 @@ async def test_failed_images_timeouts_and_skips(fleet_mock: Any) -> None:
     report = await image_fleet(parse_config(fleet_config(20)), endpoint_url=mock.endpoint_url)
     counts = report.counts
     assert counts["failed"] > 0 and counts["available"] > 0
+    # every target accounted for; none timed out (the wait timeout is 60 s, images 0.01 s)
+    assert counts["failed"] + counts["available"] + counts["skipped"] == 40
+    assert counts["timed_out"] == 0
     assert counts["skipped"] == sum(
         1
         for i in mock.instances(mock.config.accounts[0], "us-east-1")
