@@ -36,6 +36,7 @@ def _bucket(
         ({"rate_per_s": 0.0}, r"^rate_per_s must be a finite number > 0, got 0.0$"),
         ({"rate_per_s": math.inf}, r"^rate_per_s must be a finite number > 0"),
         ({"min_rate_per_s": 2.0}, r"^min_rate_per_s must be in \(0, 1.0\], got 2.0$"),
+        ({"min_rate_per_s": 0.0}, r"^min_rate_per_s must be in \(0, 1.0\], got 0.0$"),
         ({"decrease_factor": 0.0}, r"^decrease_factor must be in \(0, 1\), got 0.0$"),
         ({"decrease_factor": 1.0}, r"^decrease_factor must be in \(0, 1\), got 1.0$"),
         ({"recovery_per_s": 0.0}, r"^recovery_per_s must be > 0, got 0.0$"),
