@@ -8,9 +8,17 @@ from typing import Any
 
 import anyio
 import anyio.abc
+from aiobotocore.config import AioConfig
+from aiobotocore.credentials import AioCredentials
+from aiobotocore.session import get_session
 from lane_helpers import LIMITS, REGION, lane_on
 
+from fleetimage.aws.credentials import AccountCredentials, account_session
+from fleetimage.core.errors import CredentialsExpired
+from fleetimage.core.models import LaneKey
+from fleetimage.engine.bus import Bus
 from fleetimage.engine.lane import Lane
+from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.wait import CHUNK, ImageState, ImageWaiter
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2
 
@@ -128,6 +136,9 @@ async def test_census_notices_a_deregistered_image_only_after_the_grace(
                 await waiter.poll_once()
                 await anyio.wait_all_tasks_blocked()
                 assert set(results) == {ids[0]}
+                await waiter.poll_once()  # census again: the live image is still pending
+                await anyio.wait_all_tasks_blocked()
+                assert set(results) == {ids[0]}
                 waiter.release_all(ImageState("unknown"))
     gone = results[ids[0]]
     assert (gone.state, gone.code) == ("not_found", "InvalidAMIID.NotFound")
@@ -210,3 +221,82 @@ async def test_an_answer_that_waiting_cannot_fix_ends_every_wait_at_once(
         r.message.startswith("the image was created but its state cannot be read: ")
         for r in results.values()
     )
+
+
+async def test_the_poll_loop_settles_images_and_two_waits_share_one_watch(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """``run`` polls while images are watched; two waits for one image both get its end."""
+    mock = await mock_ec2(_mock(2))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 2)
+        waiter = ImageWaiter(lane, poll_interval_s=0.01, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        again: list[ImageState] = []
+
+        async def wait_again() -> None:
+            again.append(await waiter.wait(ids[0]))
+
+        with anyio.fail_after(30):  # settles in a few 10 ms polls
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.run)
+                all_ended = start_waits(tg, waiter, ids, results)
+                tg.start_soon(wait_again)
+                await anyio.wait_all_tasks_blocked()
+                for image_id in ids:
+                    mock.set_image_state(account, REGION, image_id, "available")
+                await all_ended.wait()
+                tg.cancel_scope.cancel()
+    assert {r.state for r in results.values()} == {"available"}
+    assert again == [ImageState("available")]
+
+
+async def test_expired_credentials_end_every_wait_as_unknown(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """The caller's own keys expire mid-wait: renewing cannot help, so the images' states
+    are unknown (resume polls them again) and the lane is told, once."""
+    mock = await mock_ec2(_mock(2))
+    keys = mock.credentials(mock.config.accounts[0])
+    holder = AccountCredentials(
+        AioCredentials(keys["aws_access_key_id"], keys["aws_secret_access_key"]),
+        label="the test's own keys",
+        own=True,
+    )
+    session = account_session(get_session(), holder)
+    told: list[CredentialsExpired] = []
+    async with session.create_client(
+        "ec2",
+        region_name=REGION,
+        endpoint_url=mock.endpoint_url,
+        config=AioConfig(retries={"total_max_attempts": 1}),
+    ) as client:
+        async with lane_on(mock, ec2_client) as maker:
+            ids = await create_images(mock, maker, 2)
+        lane = Lane(
+            LaneKey(mock.config.accounts[0], REGION),
+            client,
+            Limiter.from_limits(LIMITS),
+            maker.retry_policy,
+            run_id="run-expiry",
+            bus=Bus([]),
+            credentials=holder,
+        )
+        waiter = ImageWaiter(
+            lane,
+            poll_interval_s=0.01,
+            timeout_s=3600,
+            not_found_grace_s=3600,
+            on_credentials_expired=told.append,
+        )
+        mock.expire_key(keys["aws_access_key_id"])
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.run)
+                all_ended = start_waits(tg, waiter, ids, results)
+                await all_ended.wait()
+                tg.cancel_scope.cancel()
+    assert len(told) == 1 and told[0].own
+    assert set(results.values()) == {ImageState("unknown", told[0].code, told[0].message)}
