@@ -19,7 +19,7 @@ from fleetimage.core.models import LaneKey
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
-from fleetimage.engine.wait import CHUNK, ImageState, ImageWaiter
+from fleetimage.engine.wait import ImageState, ImageWaiter
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2
 
 
@@ -64,7 +64,7 @@ def _mock(n: int, **kw: Any) -> MockConfig:
 async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: Any) -> None:
     """250 pending images in one lane: each round asks in two chunks (200 + 50), and all
     250 settle in the round after they became available — none is left to time out."""
-    n = CHUNK + 50
+    n = 250  # a literal: EC2 bounds a filter's values, and the waiter asks for 200 at most
     mock = await mock_ec2(_mock(n))
     account = mock.config.accounts[0]
     async with lane_on(mock, ec2_client) as lane:
