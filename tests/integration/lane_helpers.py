@@ -19,7 +19,7 @@ REGION = "us-east-1"
 LIMITS = {"CreateImage": (1000, 1000.0), "DescribeImages": (1000, 1000.0)}
 
 
-def _config() -> Any:
+def _config(**retry: float) -> Any:
     return parse_config(
         {
             "targets": [{"regions": [REGION], "all_instances": True}],
@@ -30,14 +30,18 @@ def _config() -> Any:
                 "max_outage_s": 60,
                 "breaker_cooldown_s": 0.02,
                 "breaker_max_cooldown_s": 0.05,
+                **retry,
             },
         }
     )
 
 
 @asynccontextmanager
-async def lane_on(mock: MockEC2, ec2_client: Any, **client_kw: Any) -> AsyncIterator[Lane]:
-    cfg = _config()
+async def lane_on(
+    mock: MockEC2, ec2_client: Any, *, retry: dict[str, float] | None = None, **client_kw: Any
+) -> AsyncIterator[Lane]:
+    """A lane on the mock's first account; ``retry`` overrides the config's retry knobs."""
+    cfg = _config(**(retry or {}))
     account = mock.config.accounts[0]
     async with ec2_client(mock, REGION, **client_kw) as client:
         yield Lane(

@@ -8,12 +8,17 @@ from typing import Any
 
 import anyio
 import pytest
-from lane_helpers import LIMITS, REGION, RUN_ID, lane_on
+from aiohttp import web
+from lane_helpers import LIMITS, REGION, RUN_ID, _config, lane_on
 
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import ImageSpec, Target
+from fleetimage.core.models import ImageSpec, LaneKey, Target
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.breaker import LaneOutage
+from fleetimage.engine.bus import Bus
 from fleetimage.engine.create import check_dry_run, create_image, create_params
+from fleetimage.engine.lane import Lane
+from fleetimage.engine.limiter import Limiter
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2
 
 
@@ -148,9 +153,15 @@ async def test_a_name_taken_by_someone_else_is_never_adopted(
         with pytest.raises(AwsError) as caught:
             await create_image(lane, spec, lookup_first=lookup_first)
     error = caught.value
-    assert (error.code, error.kind) == ("InvalidAMIName.Duplicate", ErrorKind.FATAL)
-    assert f"is already used by {theirs['ImageId']}, which was not created by this run" in (
-        error.message
+    assert (error.code, error.kind, error.action) == (
+        "InvalidAMIName.Duplicate",
+        ErrorKind.FATAL,
+        "CreateImage",
+    )
+    assert error.message == (
+        f"AMI name {spec.name!r} is already used by {theirs['ImageId']}, which was not "
+        "created by this run for this instance; not adopting it. Choose a name_template "
+        "with {run_id} or deregister that image."
     )
     assert lane.create_successes == 0
     assert mock.count(action="CreateImage", outcome="ok") == 1  # only theirs
@@ -207,3 +218,69 @@ async def test_dry_run_creates_nothing(mock_ec2: Any, ec2_client: Any) -> None:
         ok, code, _message = await check_dry_run(lane, spec)
         assert await images_named(lane, spec.name) == []
     assert (ok, code) == (True, "DryRunOperation")
+
+
+async def test_a_lane_where_create_image_never_worked_names_the_requests_options(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """CreateImage answers 503 until the lane's outage budget (0.3 s) is spent, and it never
+    succeeded in this lane: the outage names the options an endpoint may not support."""
+    mock = await mock_ec2(
+        _mock(faults=FaultConfig(unavailable=1.0, actions=frozenset({"CreateImage"})))
+    )
+    spec = spec_for(mock, tag_snapshots=True, exclude_devices=("/dev/sdb",))
+    async with lane_on(mock, ec2_client, retry={"max_outage_s": 0.3}) as lane:
+        with anyio.fail_after(60), pytest.raises(LaneOutage) as caught:
+            await create_image(lane, spec)
+    outage = caught.value
+    assert outage.requested  # 503s are answers: a request may have reached EC2
+    assert outage.hint == (
+        "CreateImage has not succeeded in this lane yet; if this endpoint always fails it, "
+        "check that it supports the request's options: TagSpecifications for snapshots "
+        "(image.tag_snapshots); BlockDeviceMappings NoDevice (image.exclude_devices); "
+        "NoReboot=True (image.no_reboot)"
+    )
+    assert mock.count(action="CreateImage") >= 1
+
+
+async def test_an_endpoint_that_ignores_dry_run_is_called_out(ec2_client: Any) -> None:
+    """A server on loopback that answers every CreateImage as if it made an image: the dry
+    run must not pass for a success."""
+
+    async def create_image_anyway(request: web.Request) -> web.Response:
+        await request.read()
+        body = (
+            '<CreateImageResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+            "<requestId>r-1</requestId><imageId>ami-0123456789abcdef0</imageId>"
+            "</CreateImageResponse>"
+        )
+        return web.Response(text=body, content_type="text/xml")
+
+    app = web.Application()
+    app.router.add_post("/", create_image_anyway)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        target = Target("123456789012", REGION, "i-0123456789abcdef0")
+        spec = ImageSpec(target, "nightly-image", "", True, {"Purpose": "test"}, False)
+        url = f"http://127.0.0.1:{port}"
+        async with ec2_client(url, REGION) as client:
+            lane = Lane(
+                LaneKey(target.account, REGION),
+                client,
+                Limiter.from_limits(LIMITS),
+                _config().wall_retry,
+                run_id=RUN_ID,
+                bus=Bus([]),
+            )
+            verdict = await check_dry_run(lane, spec)
+    finally:
+        await runner.cleanup()
+    assert verdict == (
+        False,
+        "DryRunIgnored",
+        "the endpoint ignored DryRun and answered as if it created an image",
+    )
