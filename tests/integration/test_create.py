@@ -4,6 +4,8 @@ in exactly one image, and a name that is someone else's is never adopted."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -16,7 +18,7 @@ from fleetimage.core.models import ImageSpec, LaneKey, Target
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.create import check_dry_run, create_image, create_params
+from fleetimage.engine.create import _adopt, check_dry_run, create_image, create_params
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2
@@ -243,44 +245,111 @@ async def test_a_lane_where_create_image_never_worked_names_the_requests_options
     assert mock.count(action="CreateImage") >= 1
 
 
-async def test_an_endpoint_that_ignores_dry_run_is_called_out(ec2_client: Any) -> None:
-    """A server on loopback that answers every CreateImage as if it made an image: the dry
-    run must not pass for a success."""
+@asynccontextmanager
+async def fake_ec2(
+    ec2_client: Any, answer: Callable[[str], tuple[int, str]]
+) -> AsyncIterator[Lane]:
+    """A lane on a minimal EC2 stand-in on loopback: ``answer(action) -> (status, xml)``.
+    For endpoints that behave in ways the mock (rightly) does not."""
 
-    async def create_image_anyway(request: web.Request) -> web.Response:
-        await request.read()
-        body = (
-            '<CreateImageResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
-            "<requestId>r-1</requestId><imageId>ami-0123456789abcdef0</imageId>"
-            "</CreateImageResponse>"
-        )
-        return web.Response(text=body, content_type="text/xml")
+    async def handle(request: web.Request) -> web.Response:
+        form = await request.post()
+        status, body = answer(str(form.get("Action")))
+        return web.Response(status=status, text=body, content_type="text/xml")
 
     app = web.Application()
-    app.router.add_post("/", create_image_anyway)
+    app.router.add_post("/", handle)
     runner = web.AppRunner(app)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
     port = runner.addresses[0][1]
     try:
-        target = Target("123456789012", REGION, "i-0123456789abcdef0")
-        spec = ImageSpec(target, "nightly-image", "", True, {"Purpose": "test"}, False)
-        url = f"http://127.0.0.1:{port}"
-        async with ec2_client(url, REGION) as client:
-            lane = Lane(
-                LaneKey(target.account, REGION),
+        async with ec2_client(f"http://127.0.0.1:{port}", REGION) as client:
+            yield Lane(
+                LaneKey("123456789012", REGION),
                 client,
                 Limiter.from_limits(LIMITS),
                 _config().wall_retry,
                 run_id=RUN_ID,
                 bus=Bus([]),
             )
-            verdict = await check_dry_run(lane, spec)
     finally:
         await runner.cleanup()
+
+
+_NS = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
+TARGET = Target("123456789012", REGION, "i-0123456789abcdef0")
+
+
+async def test_an_endpoint_that_ignores_dry_run_is_called_out(ec2_client: Any) -> None:
+    """An endpoint that answers every CreateImage as if it made an image: the dry run must
+    not pass for a success."""
+
+    def answer(action: str) -> tuple[int, str]:
+        return 200, (
+            f"<CreateImageResponse {_NS}><requestId>r-1</requestId>"
+            "<imageId>ami-0123456789abcdef0</imageId></CreateImageResponse>"
+        )
+
+    spec = ImageSpec(TARGET, "nightly-image", "", True, {"Purpose": "test"}, False)
+    async with fake_ec2(ec2_client, answer) as lane:
+        verdict = await check_dry_run(lane, spec)
     assert verdict == (
         False,
         "DryRunIgnored",
         "the endpoint ignored DryRun and answered as if it created an image",
     )
+
+
+async def test_a_duplicate_answer_that_names_no_ami_is_still_explained(ec2_client: Any) -> None:
+    """A Duplicate answer whose message names no AMI (an endpoint other than EC2, or a
+    wording EC2 may change): when the image stays invisible, the error says so instead of
+    failing to parse an id."""
+
+    def answer(action: str) -> tuple[int, str]:
+        if action == "CreateImage":
+            return 400, (
+                "<Response><Errors><Error><Code>InvalidAMIName.Duplicate</Code><Message>"
+                "The specified AMI name is already in use by another AMI.</Message></Error>"
+                "</Errors><RequestID>r-2</RequestID></Response>"
+            )
+        return 200, (
+            f"<DescribeImagesResponse {_NS}><requestId>r-3</requestId><imagesSet/>"
+            "</DescribeImagesResponse>"
+        )
+
+    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
+    async with fake_ec2(ec2_client, answer) as lane:
+        with anyio.fail_after(30), pytest.raises(AwsError) as caught:
+            await create_image(lane, spec, grace_s=0.1)
+    assert caught.value.code == "InvalidAMIName.Duplicate"
+    assert "is already used by an image this account cannot see yet, which stayed" in (
+        caught.value.message
+    )
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        None,  # no Tags at all (EC2 leaves the member out)
+        {RUN_TAG: RUN_ID, INSTANCE_TAG: "i-0fffffffffffffff0"},  # this run, another instance
+        {RUN_TAG: "another-run", INSTANCE_TAG: TARGET.instance_id},  # another run
+    ],
+)
+def test_only_an_image_of_this_run_and_instance_is_ours(tags: dict[str, str] | None) -> None:
+    spec = ImageSpec(TARGET, "nightly-image", "", True, {}, False)
+    image: dict[str, Any] = {"ImageId": "ami-0aaaaaaaaaaaaaaa0", "State": "available"}
+    if tags is not None:
+        image["Tags"] = [{"Key": k, "Value": v} for k, v in tags.items()]
+    with pytest.raises(AwsError, match="was not created by this run for this instance"):
+        _adopt(spec, RUN_ID, [image])
+    # ours is found among others by that name
+    ours = {
+        "ImageId": "ami-0bbbbbbbbbbbbbbb0",
+        "Tags": [
+            {"Key": RUN_TAG, "Value": RUN_ID},
+            {"Key": INSTANCE_TAG, "Value": TARGET.instance_id},
+        ],
+    }
+    assert _adopt(spec, RUN_ID, [image, ours]) == "ami-0bbbbbbbbbbbbbbb0"
+    assert _adopt(spec, RUN_ID, []) is None

@@ -222,10 +222,11 @@ async def test_a_duplicate_name_answer_names_the_existing_ami(
 ) -> None:
     """engine/create.py parses the AMI id out of InvalidAMIName.Duplicate's message.
 
-    AWS, "Error codes for the Amazon EC2 API"
-    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html):
-    "InvalidAMIName.Duplicate: The specified AMI name is already in use by another AMI."
-    The message text is not documented; real EC2 answers, as quoted in public issue threads:
+    AWS's "Error codes for the Amazon EC2 API" table
+    (https://docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html) lists the
+    code for a name already in use by another AMI (paraphrased: its wording was not
+    verified verbatim for this test, and it gives no message format).
+    The message text: real EC2 answers, as quoted verbatim in public issue threads:
     "InvalidAMIName.Duplicate: AMI name consul-ubuntu-2019-03-29T12-28-48Z is already in use
     by AMI ami-0f589d96558469b10" (https://github.com/hashicorp/terraform-aws-consul/pull/131),
     "AMI name Wazuh_v5.0.0-latest_aarch64 is already in use by AMI ami-0acbb1b1d983269eb"
