@@ -4,6 +4,7 @@ assertion is about calls and outcomes, not about how long anything took."""
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import anyio
@@ -190,8 +191,10 @@ async def test_a_cancelled_wait_is_no_longer_polled(mock_ec2: Any, ec2_client: A
     async with lane_on(mock, ec2_client) as lane:
         ids = await create_images(mock, lane, 1)
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
-        with anyio.move_on_after(0.05):
-            await waiter.wait(ids[0])
+        with anyio.move_on_after(0.05):  # two waits for one image, both cancelled
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.wait, ids[0])
+                tg.start_soon(waiter.wait, ids[0])
         before = mock.count(action="DescribeImages")
         await waiter.poll_once()
         assert mock.count(action="DescribeImages") == before  # nothing left to ask about
@@ -243,7 +246,10 @@ async def test_the_poll_loop_settles_images_and_two_waits_share_one_watch(
                 tg.start_soon(waiter.run)
                 all_ended = start_waits(tg, waiter, ids, results)
                 tg.start_soon(wait_again)
-                await anyio.wait_all_tasks_blocked()
+                for _ in itertools.count():  # a first poll saw them pending: the loop goes on
+                    if mock.count(action="DescribeImages") >= 1:
+                        break
+                    await anyio.sleep(0.01)
                 for image_id in ids:
                     mock.set_image_state(account, REGION, image_id, "available")
                 await all_ended.wait()
