@@ -5,10 +5,12 @@ assertion is about calls and outcomes, not about how long anything took."""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 import anyio
 import anyio.abc
+import pytest
 from aiobotocore.config import AioConfig
 from aiobotocore.credentials import AioCredentials
 from aiobotocore.session import get_session
@@ -160,8 +162,48 @@ async def test_a_pending_image_past_its_timeout_is_timed_out_by_the_poll(
                 await anyio.wait_all_tasks_blocked()
                 await waiter.poll_once()
     result = results[ids[0]]
-    assert (result.state, result.code) == ("timed_out", "WaitTimeout")
-    assert result.message.startswith("still pending after 0 s")
+    assert result == ImageState(
+        "timed_out", "WaitTimeout", "still pending after 0 s; the image may still become available"
+    )
+
+
+@pytest.mark.parametrize(
+    ("deregister", "seen_as"), [(False, "still pending"), (True, "still not visible")]
+)
+async def test_a_census_round_before_the_grace_keeps_absent_images_and_times_out_by_state(
+    mock_ec2: Any, ec2_client: Any, deregister: bool, seen_as: str
+) -> None:
+    """A census round (every watched image asked for, not only settled ones) that comes
+    before an image's not-found grace is over: an absent image is not declared gone, and an
+    image past its timeout is described by what the census saw."""
+    mock = await mock_ec2(_mock(1))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 1)
+        if deregister:
+            mock.deregister_image(account, REGION, ids[0])
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        waiter._last_census = -math.inf  # the last census is long past: this round is one
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                await waiter.poll_once()  # within the image's grace: not "not_found"
+                await anyio.wait_all_tasks_blocked()
+                assert results == {}
+                waiter.release_all(ImageState("unknown"))
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=0.0, not_found_grace_s=3600)
+        waiter._last_census = -math.inf
+        results = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                await waiter.poll_once()
+    assert results[ids[0]] == ImageState(
+        "timed_out", "WaitTimeout", f"{seen_as} after 0 s; the image may still become available"
+    )
 
 
 async def test_images_time_out_while_describe_images_keeps_failing(
