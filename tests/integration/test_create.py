@@ -353,3 +353,32 @@ def test_only_an_image_of_this_run_and_instance_is_ours(tags: dict[str, str] | N
     }
     assert _adopt(spec, RUN_ID, [image, ours]) == "ami-0bbbbbbbbbbbbbbb0"
     assert _adopt(spec, RUN_ID, []) is None
+
+
+async def test_a_deregistered_image_under_the_name_is_not_adopted(ec2_client: Any) -> None:
+    """EC2 lists a deregistered image for a while: resume's lookup by name must not adopt
+    it (its snapshots may be gone), but create the image again."""
+    tags = {RUN_TAG: RUN_ID, INSTANCE_TAG: TARGET.instance_id}
+
+    def answer(action: str) -> tuple[int, str]:
+        if action == "CreateImage":
+            return 200, (
+                f"<CreateImageResponse {_NS}><requestId>r-4</requestId>"
+                "<imageId>ami-0ccccccccccccccc0</imageId></CreateImageResponse>"
+            )
+        tag_set = "".join(f"<item><key>{k}</key><value>{v}</value></item>" for k, v in tags.items())
+        return 200, (
+            f"<DescribeImagesResponse {_NS}><requestId>r-5</requestId><imagesSet><item>"
+            "<imageId>ami-0dddddddddddddddd0</imageId><name>nightly-image</name>"
+            f"<imageState>deregistered</imageState><tagSet>{tag_set}</tagSet>"
+            "</item></imagesSet></DescribeImagesResponse>"
+        )
+
+    spec = ImageSpec(TARGET, "nightly-image", "", True, tags, False)
+    async with fake_ec2(ec2_client, answer) as lane:
+        created = await create_image(lane, spec, lookup_first=True)
+    assert (created.image_id, created.adopted, created.attempts) == (
+        "ami-0ccccccccccccccc0",
+        False,
+        1,
+    )
