@@ -348,3 +348,25 @@ async def test_expired_credentials_end_every_wait_as_unknown(
                 tg.cancel_scope.cancel()
     assert len(told) == 1 and told[0].own
     assert set(results.values()) == {ImageState("unknown", told[0].code, told[0].message)}
+
+
+async def test_images_are_still_polled_after_new_work_stopped(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """A stop (Ctrl-C, the deadline, the error budget) ends new work, never the wait for
+    images already created: the waiter's polls are not interruptible."""
+    mock = await mock_ec2(_mock(2))
+    account = mock.config.accounts[0]
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 2)
+        lane.stopper.request("interrupted")
+        waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
+        results: dict[str, ImageState] = {}
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                start_waits(tg, waiter, ids, results)
+                await anyio.wait_all_tasks_blocked()
+                for image_id in ids:
+                    mock.set_image_state(account, REGION, image_id, "available")
+                await waiter.poll_once()
+    assert {r.state for r in results.values()} == {"available"} and len(results) == 2
