@@ -14,7 +14,7 @@ from aiohttp import web
 from lane_helpers import LIMITS, REGION, RUN_ID, _config, lane_on
 
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import ImageSpec, LaneKey, Target
+from fleetimage.core.models import Event, ImageSpec, LaneKey, Retried, Target
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus
@@ -138,8 +138,10 @@ async def test_resume_looks_the_name_up_before_sending(mock_ec2: Any, ec2_client
         # nothing under the name yet: resume sends it, once
         other = spec_for(mock, 1)
         made = await create_image(lane, other, lookup_first=True)
+        again = await create_image(lane, other, lookup_first=True)  # resumed twice: adopted
     assert (made.adopted, made.attempts) == (False, 1)
-    assert lane.create_successes == 2
+    assert (again.image_id, again.adopted) == (made.image_id, True)
+    assert lane.create_successes == 3
 
 
 @pytest.mark.parametrize("lookup_first", [False, True])
@@ -205,11 +207,16 @@ async def test_a_lost_answer_is_resolved_by_name_not_resent(mock_ec2: Any, ec2_c
         _mock(faults=FaultConfig(lost_answer=1.0, actions=frozenset({"CreateImage"})))
     )
     spec = spec_for(mock)
+    events: list[Event] = []
     async with lane_on(mock, ec2_client) as lane:
+        lane.bus = Bus([events.append])
         created = await create_image(lane, spec)
         (image,) = await images_named(lane, spec.name)
     assert (created.image_id, created.adopted, created.attempts) == (image["ImageId"], True, 1)
     assert mock.count(action="CreateImage") == 1
+    # the retry is reported as CreateImage's, for this instance
+    retried = [(e.action, e.instance_id) for e in events if isinstance(e, Retried)]
+    assert retried == [("CreateImage", spec.target.instance_id)]
     assert not mock.duplicates()
 
 
@@ -222,20 +229,26 @@ async def test_dry_run_creates_nothing(mock_ec2: Any, ec2_client: Any) -> None:
     assert (ok, code) == (True, "DryRunOperation")
 
 
+@pytest.mark.parametrize("worked_before", [False, True])
 async def test_a_lane_where_create_image_never_worked_names_the_requests_options(
-    mock_ec2: Any, ec2_client: Any
+    mock_ec2: Any, ec2_client: Any, worked_before: bool
 ) -> None:
-    """CreateImage answers 503 until the lane's outage budget (0.3 s) is spent, and it never
-    succeeded in this lane: the outage names the options an endpoint may not support."""
+    """CreateImage answers 503 until the lane's outage budget (0.3 s) is spent: if it never
+    succeeded in this lane, the outage names the options an endpoint may not support; if it
+    did, the options are fine and the outage says nothing about them."""
     mock = await mock_ec2(
         _mock(faults=FaultConfig(unavailable=1.0, actions=frozenset({"CreateImage"})))
     )
     spec = spec_for(mock, tag_snapshots=True, exclude_devices=("/dev/sdb",))
     async with lane_on(mock, ec2_client, retry={"max_outage_s": 0.3}) as lane:
+        lane.create_successes = int(worked_before)  # the lane's count of CreateImage successes
         with anyio.fail_after(60), pytest.raises(LaneOutage) as caught:
             await create_image(lane, spec)
     outage = caught.value
     assert outage.requested  # 503s are answers: a request may have reached EC2
+    if worked_before:
+        assert outage.hint == ""
+        return
     assert outage.hint == (
         "CreateImage has not succeeded in this lane yet; if this endpoint always fails it, "
         "check that it supports the request's options: TagSpecifications for snapshots "
