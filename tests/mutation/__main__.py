@@ -102,7 +102,9 @@ def _scratch(module: Module, into: Path) -> None:
         )
 
 
-def run_module(name: str, *, children: int, keep: bool) -> dict[str, object]:
+def run_module(
+    name: str, *, children: int, keep: bool, only: list[str] | None = None
+) -> dict[str, object]:
     module = MODULES[name]
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     try:
@@ -111,7 +113,7 @@ def run_module(name: str, *, children: int, keep: bool) -> dict[str, object]:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         mutmut = [sys.executable, "-m", "mutmut"]
         subprocess.run(
-            [*mutmut, "run", "--max-children", str(children)],
+            [*mutmut, "run", "--max-children", str(children), *(only or [])],
             cwd=work,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -135,7 +137,7 @@ def run_module(name: str, *, children: int, keep: bool) -> dict[str, object]:
     statuses: dict[str, str] = {}
     for line in listing.splitlines():
         match = _RESULT.match(line)
-        if match:
+        if match and (only is None or match["key"] in only):
             statuses[match["key"]] = match["status"]
     killed = sum(s in {"killed", "timeout"} for s in statuses.values())
     survivors = sorted(k for k, s in statuses.items() if s not in {"killed", "timeout"})
@@ -159,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE")
     parser.add_argument("--keep", action="store_true", help="keep the scratch copies")
     parser.add_argument(
+        "--retest",
+        type=Path,
+        metavar="FILE",
+        help="run only the mutants named in FILE (one per line; e.g. an earlier run's survivors)",
+    )
+    parser.add_argument(
         "--fail-under", type=float, default=0.0, help="exit 1 if a module scores below this"
     )
     args = parser.parse_args(argv)
@@ -174,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in names:
         print(f"{name}: mutating {MODULES[name].path} ...", flush=True)
-        result = run_module(name, children=args.children, keep=args.keep)
+        only = args.retest.read_text(encoding="utf-8").split() if args.retest else None
+        result = run_module(name, children=args.children, keep=args.keep, only=only)
         results.append(result)
         print(
             f"{name}: {result['killed']}/{result['mutants']} killed "
