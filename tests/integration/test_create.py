@@ -14,7 +14,7 @@ from aiohttp import web
 from lane_helpers import LIMITS, REGION, RUN_ID, _config, lane_on
 
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import Event, ImageSpec, LaneKey, Retried, Target
+from fleetimage.core.models import Event, ImageSpec, LaneKey, Requested, Retried, Target
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus
@@ -395,3 +395,89 @@ async def test_a_deregistered_image_under_the_name_is_not_adopted(ec2_client: An
         False,
         1,
     )
+
+
+def _stateful(*create_answers: tuple[int, str], images: str = "") -> Any:
+    """``fake_ec2`` answers: CreateImage answers in turn; DescribeImages lists ``images``."""
+    queue = list(create_answers)
+    calls: list[str] = []
+
+    def answer(action: str) -> tuple[int, str]:
+        calls.append(action)
+        if action == "CreateImage":
+            return queue.pop(0)
+        return 200, (
+            f"<DescribeImagesResponse {_NS}><requestId>r</requestId><imagesSet>{images}"
+            "</imagesSet></DescribeImagesResponse>"
+        )
+
+    answer.calls = calls  # type: ignore[attr-defined]
+    return answer
+
+
+_OK = (
+    200,
+    (
+        f"<CreateImageResponse {_NS}><requestId>r</requestId>"
+        "<imageId>ami-0eeeeeeeeeeeeeee0</imageId></CreateImageResponse>"
+    ),
+)
+_UNAVAILABLE = (
+    503,
+    (
+        "<Response><Errors><Error><Code>Unavailable</Code><Message>try again</Message></Error>"
+        "</Errors><RequestID>r</RequestID></Response>"
+    ),
+)
+
+
+async def test_every_send_is_written_ahead_and_an_ambiguous_one_looked_up_once(
+    ec2_client: Any,
+) -> None:
+    """A 503 to CreateImage may have been applied (no ClientToken): the name is looked up
+    once, then the request is sent again; each send is announced (write-ahead) with its
+    attempt number before it leaves."""
+    answer = _stateful(_UNAVAILABLE, _OK)
+    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
+    events: list[Event] = []
+    async with fake_ec2(ec2_client, answer) as lane:
+        lane.bus = Bus([events.append])
+        created = await create_image(lane, spec)
+    assert (created.image_id, created.adopted, created.attempts) == (
+        "ami-0eeeeeeeeeeeeeee0",
+        False,
+        2,
+    )
+    assert answer.calls == ["CreateImage", "DescribeImages", "CreateImage"]
+    requested = [e for e in events if isinstance(e, Requested)]
+    assert [
+        (e.run_id, e.account, e.region, e.instance_id, e.image_name, e.attempt) for e in requested
+    ] == [(RUN_ID, TARGET.account, REGION, TARGET.instance_id, "nightly-image", n) for n in (1, 2)]
+    assert all(e.at is not None for e in requested)
+    assert lane.create_successes == 1
+
+
+async def test_a_200_without_an_image_id_is_resolved_by_name(ec2_client: Any) -> None:
+    """A success answer that names no image (a proxy, a broken endpoint) may or may not have
+    been applied: it is resolved like any ambiguous answer, by looking the name up."""
+    tags = {RUN_TAG: RUN_ID, INSTANCE_TAG: TARGET.instance_id}
+    tag_set = "".join(f"<item><key>{k}</key><value>{v}</value></item>" for k, v in tags.items())
+    ours = (
+        "<item><imageId>ami-0fffffffffffffff0</imageId><name>nightly-image</name>"
+        f"<imageState>pending</imageState><tagSet>{tag_set}</tagSet></item>"
+    )
+    no_id = 200, f"<CreateImageResponse {_NS}><requestId>r</requestId></CreateImageResponse>"
+    answer = _stateful(no_id, images=ours)
+    spec = ImageSpec(TARGET, "nightly-image", "", True, tags, False)
+    events: list[Event] = []
+    async with fake_ec2(ec2_client, answer) as lane:
+        lane.bus = Bus([events.append])
+        created = await create_image(lane, spec)
+    assert (created.image_id, created.adopted, created.attempts) == (
+        "ami-0fffffffffffffff0",
+        True,
+        1,
+    )
+    assert answer.calls == ["CreateImage", "DescribeImages"]
+    retried = [(e.action, e.error_code) for e in events if isinstance(e, Retried)]
+    assert retried == [("CreateImage", "InvalidResponse")]
