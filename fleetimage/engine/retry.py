@@ -128,8 +128,10 @@ class _Budget:
         if err.kind is ErrorKind.AUTH_EXPIRED:
             return 0.0  # already renewed
         # "Full jitter" exponential backoff (AWS architecture blog): spreads retries of many
-        # targets that failed together instead of resending them in lockstep.
-        return random.uniform(0, min(p.max_delay_s, p.base_delay_s * 2 ** (n - 1)))
+        # targets that failed together instead of resending them in lockstep. The exponent
+        # is capped: a lane retrying tiny delays until max_outage_s passes 1,024 attempts,
+        # where 2 ** (n - 1) no longer converts to a float (the cap is far past max_delay_s).
+        return random.uniform(0, min(p.max_delay_s, p.base_delay_s * 2.0 ** min(n - 1, 64)))
 
 
 def retrying(

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
@@ -391,3 +392,31 @@ async def test_prune_calls_on_the_mock_and_on_moto(
         )
     }
     print("moto deviations observed (prune):", deviations)
+
+
+@pytest.mark.slow  # moto's DescribeImages over its AMI catalogue: 10-20 s on a loaded machine
+async def test_moto_agrees_on_the_combined_filter(moto_url: str, ec2_client: Any) -> None:
+    """The waiter's poll (``image-id`` AND ``state`` filters; AWS's DescribeImages reference:
+    "If you specify multiple filters, the filters are joined with an AND"), which the mock
+    answers as test_mock_reference.py checks: moto implements both filters, and an image of
+    its (available at once) is found by the pair and not by a state it is not in."""
+    patient = AioConfig(retries={"total_max_attempts": 1}, read_timeout=120)  # moto is slow
+    async with ec2_client(moto_url, REGION, config=patient) as ec2:
+        amis = await ec2.describe_images(Owners=["amazon"], MaxResults=5)
+        run = await ec2.run_instances(ImageId=amis["Images"][0]["ImageId"], MinCount=1, MaxCount=1)
+        iid = run["Instances"][0]["InstanceId"]
+        image_id = (await ec2.create_image(InstanceId=iid, Name="moto-flt"))["ImageId"]
+        found = await ec2.describe_images(
+            Filters=[
+                {"Name": "image-id", "Values": [image_id, "ami-0123456789abcdef0"]},
+                {"Name": "state", "Values": ["available"]},
+            ]
+        )
+        none = await ec2.describe_images(
+            Filters=[
+                {"Name": "image-id", "Values": [image_id]},
+                {"Name": "state", "Values": ["failed"]},
+            ]
+        )
+    assert [i["ImageId"] for i in found["Images"]] == [image_id]
+    assert none["Images"] == []

@@ -3,10 +3,11 @@ DeleteSnapshot on the mock through the real aiobotocore client."""
 
 from __future__ import annotations
 
-import asyncio
+import itertools
 import statistics
 from typing import Any
 
+import anyio
 import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
@@ -120,7 +121,9 @@ async def test_create_image_errors(mock_ec2: Any, ec2_client: Any) -> None:
 
 
 async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_client: Any) -> None:
-    mock = await mock_ec2(running_mock_config(pending_s=6.0, time_scale=10.0))  # 0.6 s
+    # pending for 1.5 s of wall time: the pending check right after CreateImage (~20 ms of
+    # work) has 50x its expected time, and the end of pending is awaited, not slept for
+    mock = await mock_ec2(running_mock_config(pending_s=15.0, time_scale=10.0))
     failing = await mock_ec2(running_mock_config(pending_s=0.0, failure_rate=1.0))
     iid = mock.add_instance(ACCOUNT, REGION)
     fid = failing.add_instance(ACCOUNT, REGION)
@@ -131,8 +134,12 @@ async def test_state_machine_pending_available_and_failed(mock_ec2: Any, ec2_cli
         assert [i["ImageId"] for i in (await ec2.describe_images(Filters=flt))["Images"]] == [
             image_id
         ]
-        await asyncio.sleep(0.65)
-        (image,) = (await ec2.describe_images(ImageIds=[image_id]))["Images"]
+        with anyio.fail_after(30):  # due after 1.5 s
+            for _ in itertools.count():  # polled, as a client would
+                (image,) = (await ec2.describe_images(ImageIds=[image_id]))["Images"]
+                if image["State"] != "pending":
+                    break
+                await anyio.sleep(0.05)
         assert image["State"] == "available" and "StateReason" not in image
         (bad,) = (await fec2.describe_images(ImageIds=[failed_id]))["Images"]
         assert bad["State"] == "failed"
@@ -169,7 +176,9 @@ def test_pending_time_is_a_pure_function_of_seed_account_region_and_instance() -
 
 
 async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:
-    mock = await mock_ec2(running_mock_config(visibility_lag_s=0.6, pending_s=0.0))
+    # hidden for 1.5 s: the four calls that must see it hidden take ~50 ms (30x margin),
+    # and the end of the lag is awaited, not slept for
+    mock = await mock_ec2(running_mock_config(visibility_lag_s=1.5, pending_s=0.0))
     iid = mock.add_instance(ACCOUNT, REGION)
     async with ec2_client(mock, REGION) as ec2:
         image_id = (await ec2.create_image(InstanceId=iid, Name="lag-1"))["ImageId"]
@@ -182,7 +191,11 @@ async def test_visibility_lag(mock_ec2: Any, ec2_client: Any) -> None:
         with pytest.raises(ClientError) as exc:
             await ec2.create_image(InstanceId=iid, Name="lag-1")
         assert error(exc) == ("InvalidAMIName.Duplicate", 400)
-        await asyncio.sleep(0.65)
+        with anyio.fail_after(30):  # visible after 1.5 s
+            for _ in itertools.count():  # polled, as a client would
+                if (await ec2.describe_images(Filters=flt))["Images"]:
+                    break
+                await anyio.sleep(0.05)
         assert [i["ImageId"] for i in (await ec2.describe_images(Filters=flt))["Images"]] == [
             image_id
         ]

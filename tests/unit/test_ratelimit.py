@@ -249,7 +249,10 @@ async def test_acquire_paces_in_real_time() -> None:
     for _ in range(15):
         await bucket.acquire()
     elapsed = time.monotonic() - start
-    assert 0.15 <= elapsed < 1.0  # ideal: (15 - 5) / 50 = 0.2 s
+    # ideal: (15 - 5) / 50 = 0.2 s. The lower bound is the limiter's promise (never faster
+    # than the refill; a loaded machine only adds); the upper one is 10x the ideal, so only
+    # a limiter that sleeps far too long fails it. Exact pacing is pinned on a fake clock.
+    assert 0.2 - 1e-3 <= elapsed < 2.0
 
 
 async def test_unlimited_acquire_returns_at_once() -> None:

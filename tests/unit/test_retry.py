@@ -140,3 +140,16 @@ async def test_in_a_lane_quota_errors_keep_their_count_and_their_code() -> None:
 async def test_in_a_lane_fatal_answers_are_not_retried() -> None:
     calls, exc = await _attempts(Policy(), [err("InvalidParameterValue")], clock=Ticking(1.0))
     assert calls == 1 and isinstance(exc, AwsError)
+
+
+async def test_a_long_outage_of_tiny_backoffs_does_not_overflow_the_backoff() -> None:
+    """A lane keeps retrying a transient error until max_outage_s: with small delays (a
+    time-scaled run) that is more than 1,024 attempts, where 2 ** (n - 1) no longer fits a
+    float. Found while writing the test of an endpoint that ignores DryRun."""
+    clock = Ticking(1e-6)
+    errors = [err("InternalError", 500) for _ in range(1500)]
+    calls, exc = await _attempts(
+        Policy(base_delay_s=0.01, max_delay_s=0.0, max_outage_s=0.0012), errors, clock=clock
+    )
+    assert calls > 1025  # past the attempt where the backoff overflowed
+    assert isinstance(exc, AwsError) and exc.code == "InternalError"

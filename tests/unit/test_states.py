@@ -179,3 +179,20 @@ def test_the_rules_the_table_exists_for() -> None:
         Outcome.UNKNOWN,
         Outcome.TIMED_OUT,
     }
+
+
+def test_each_failed_outcome_is_its_own_row() -> None:
+    """event_kind is checked directly: the model above shares it with the journal and the
+    report, so a wrong row would move all of them alike and go unnoticed."""
+    key = ("run-1", ACCT, REGION, "i-a", T0)
+    rows = {
+        Outcome.FAILED: "failed",
+        Outcome.TIMED_OUT: "timed_out",
+        Outcome.NOT_STARTED: "not_started",
+        Outcome.UNKNOWN: "unknown",
+        # any other outcome on a Failed event is an engine bug's report: failed, never lost
+        Outcome.PENDING: "failed",
+    }
+    for outcome, row in rows.items():
+        assert event_kind(Failed(*key, outcome, "Code", "message")) == row, outcome
+    assert event_kind(Failed("run-1", ACCT, REGION, None, T0, Outcome.FAILED, "C", "m")) is None
