@@ -321,7 +321,13 @@ def to_aws_error(exc: Exception, action: str) -> AwsError:
     if isinstance(exc, botocore.exceptions.ConnectTimeoutError):
         # Never connected: nothing was sent, so even a mutating call is safe to resend.
         return AwsError("ConnectTimeout", str(exc), action=action, kind=ErrorKind.TRANSIENT)
-    if isinstance(exc, botocore.exceptions.NoCredentialsError | botocore.exceptions.NoRegionError):
+    if isinstance(
+        exc,
+        botocore.exceptions.NoCredentialsError
+        | botocore.exceptions.NoRegionError
+        # The request was refused before it was built: nothing was sent, a resend is the same.
+        | botocore.exceptions.ParamValidationError,
+    ):
         return AwsError(type(exc).__name__, str(exc), action=action, kind=ErrorKind.FATAL)
     kind = ErrorKind.AMBIGUOUS if mutating else ErrorKind.TRANSIENT
     if isinstance(exc, ResponseParserError):

@@ -52,6 +52,9 @@ def test_connection_failures() -> None:
     lost = botocore.exceptions.ReadTimeoutError(endpoint_url="http://127.0.0.1:1")
     assert to_aws_error(lost, "CreateImage").kind is ErrorKind.AMBIGUOUS
     assert to_aws_error(lost, "DescribeImages").kind is ErrorKind.TRANSIENT
+    # Refused before it was built: nothing was sent and a resend would be refused the same way.
+    invalid = botocore.exceptions.ParamValidationError(report="Invalid type for parameter Name")
+    assert to_aws_error(invalid, "CreateImage").kind is ErrorKind.FATAL
 
 
 def test_non_aws_answers_and_surprises() -> None:
