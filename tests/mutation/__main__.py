@@ -97,7 +97,8 @@ def _scratch(module: Module, into: Path) -> None:
             'source_paths = ["fleetimage"]\n'
             f"only_mutate = [{json.dumps(module.path)}]\n"
             f"pytest_add_cli_args_test_selection = [{tests}]\n"
-            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q"]\n'
+            # One process: mutmut's trampolines and stats live in this process, not in workers.
+            'pytest_add_cli_args = ["-p", "no:cacheprovider", "-q", "-n", "0"]\n'
             "use_git_change_detection = false\n"
         )
 
