@@ -47,7 +47,10 @@ MODULES: dict[str, Module] = {
             "tests/unit/test_confirm_share.py",
         ),
     ),
-    "retry": Module("fleetimage/engine/retry.py", ("tests/unit/test_retry.py",)),
+    "retry": Module(
+        "fleetimage/engine/retry.py",
+        ("tests/unit/test_retry.py", "tests/unit/test_retry_budget.py"),
+    ),
     "breaker": Module("fleetimage/engine/breaker.py", ("tests/unit/test_breaker.py",)),
     # The waiter and CreateImage have their own fast files (one lane on the mock); the
     # engine tests reach them too but take minutes per mutant.
