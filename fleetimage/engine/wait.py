@@ -159,6 +159,12 @@ class ImageWaiter:
             filters = [{"Name": "image-id", "Values": chunk}]
             if not census:
                 filters.append({"Name": "state", "Values": sorted(TERMINAL_STATES)})
+            # An answer tells the images' state when EC2 read it, which may be long before it
+            # arrives (retries, a slow answer, a busy event loop): absence counts by when the
+            # request was made, never by when its answer came back (a new image not yet
+            # visible, asked about 1 s after it was made, is not "gone for over the grace"
+            # because the answer took a minute).
+            asked = anyio.current_time()
             # Not interruptible: created images are waited for after a stop of new work
             # (a run's stop, or this lane's outage: it polls on through the breaker).
             answer = await self.lane.call(
@@ -184,7 +190,11 @@ class ImageWaiter:
                             str(reason.get("Message", "")),
                         ),
                     )
-                elif census and image is None and t - watch.registered_at > self.not_found_grace_s:
+                elif (
+                    census
+                    and image is None
+                    and asked - watch.registered_at > self.not_found_grace_s
+                ):
                     self._settle(
                         image_id,
                         ImageState(
