@@ -54,7 +54,10 @@ MODULES: dict[str, Module] = {
     "breaker": Module("fleetimage/engine/breaker.py", ("tests/unit/test_breaker.py",)),
     # The waiter and CreateImage have their own fast files (one lane on the mock); the
     # engine tests reach them too but take minutes per mutant.
-    "wait": Module("fleetimage/engine/wait.py", ("tests/integration/test_waiter.py",)),
+    "wait": Module(
+        "fleetimage/engine/wait.py",
+        ("tests/integration/test_waiter.py", "tests/unit/test_wait_census.py"),
+    ),
     "create": Module("fleetimage/engine/create.py", ("tests/integration/test_create.py",)),
     "states": Module("fleetimage/core/states.py", ("tests/unit/test_states.py",)),
     "ledger": Module("fleetimage/core/ledger.py", ("tests/unit/test_journal.py",)),
