@@ -258,6 +258,23 @@ async def test_a_lane_where_create_image_never_worked_names_the_requests_options
     assert mock.count(action="CreateImage") >= 1
 
 
+async def test_a_resumed_target_whose_lane_stops_before_sending_may_have_been_requested(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """On resume the journal says a request may have reached EC2 in the last run: a lane that
+    stops during the first lookup (DescribeImages down) must still say so (the target is
+    looked up again next time, never assumed unsent)."""
+    mock = await mock_ec2(
+        _mock(faults=FaultConfig(unavailable=1.0, actions=frozenset({"DescribeImages"})))
+    )
+    spec = spec_for(mock)
+    async with lane_on(mock, ec2_client, retry={"max_outage_s": 0.3}) as lane:
+        with anyio.fail_after(60), pytest.raises(LaneOutage) as caught:
+            await create_image(lane, spec, lookup_first=True)
+    assert caught.value.requested is True
+    assert mock.count(action="CreateImage") == 0  # it stopped before anything was sent
+
+
 @asynccontextmanager
 async def fake_ec2(
     ec2_client: Any, answer: Callable[[str], tuple[int, str]]
@@ -481,3 +498,32 @@ async def test_a_200_without_an_image_id_is_resolved_by_name(ec2_client: Any) ->
     assert answer.calls == ["CreateImage", "DescribeImages"]
     retried = [(e.action, e.error_code) for e in events if isinstance(e, Retried)]
     assert retried == [("CreateImage", "InvalidResponse")]
+    # the breaker counted it as a failure of the endpoint, with its cause
+    last = lane.breaker.last_error
+    assert last is not None and (last.action, last.code) == ("CreateImage", "InvalidResponse")
+
+
+_THROTTLED = (
+    503,
+    (
+        "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit "
+        "exceeded.</Message></Error></Errors><RequestID>r</RequestID></Response>"
+    ),
+)
+
+
+async def test_a_resume_lookup_that_found_nothing_is_not_repeated_after_a_throttle(
+    ec2_client: Any,
+) -> None:
+    """Resume looks the name up once; when nothing is there and the send is then throttled
+    (EC2 applied nothing), the resend goes straight out: no second lookup."""
+    answer = _stateful(_THROTTLED, _OK)
+    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
+    async with fake_ec2(ec2_client, answer) as lane:
+        created = await create_image(lane, spec, lookup_first=True)
+    assert (created.image_id, created.adopted, created.attempts) == (
+        "ami-0eeeeeeeeeeeeeee0",
+        False,
+        2,
+    )
+    assert answer.calls == ["DescribeImages", "CreateImage", "CreateImage"]
