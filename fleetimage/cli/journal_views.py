@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from fleetimage.cli.views import (
     target_data,
     unfinished,
 )
+from fleetimage.core.copies import COPY_OPEN, CopyRecord, CopyState
 from fleetimage.journal import Journal, default_journal_path
 
 __all__ = ["runs_command", "status_command"]
@@ -32,6 +34,7 @@ async def _read_journal(path: Path, run_id: str | None) -> Any:
             await journal.run(run_id),
             await journal.targets(run_id),
             await journal.lane_failures(run_id),
+            await journal.copies(run_id),
         )
 
 
@@ -50,14 +53,17 @@ def status_command(
     journal: str | None = JournalOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Show one run from the journal. Exit 0 if it finished with every target done, else 1."""
+    """Show one run from the journal. Exit 0 if it finished with every target (and copy)
+    done, else 1."""
     path = parse_journal_path(journal) or default_journal_path()
-    summary, targets, lanes = arun(_read_journal, path, run_id)
+    summary, targets, lanes, copies = arun(_read_journal, path, run_id)
+    copy_states = Counter(c.state.value for c in copies)
     if as_json:
         data = {
             **run_data(summary),
             "targets": [target_data(t) for t in targets],
             "lane_failures": [lane.to_dict() for lane in lanes],
+            "copies": [_copy_data(c) for c in copies],
         }
         typer.echo(json.dumps(data, indent=2))
     else:
@@ -70,6 +76,28 @@ def status_command(
                 markup=False,
                 highlight=False,
             )
+        if copies:  # cross-region copies (copy:), per state
+            states = ", ".join(f"{n} {state}" for state, n in sorted(copy_states.items()))
+            out.print(f"copies: {len(copies)}: {states}", markup=False, highlight=False)
     bad = failed_count(summary.counts) + summary.lane_failures
-    done = summary.status == "finished" and not bad and not unfinished(summary)
+    bad += sum(1 for c in copies if c.state is CopyState.FAILED)
+    open_copies = any(c.state in COPY_OPEN for c in copies)
+    done = summary.status == "finished" and not bad and not unfinished(summary) and not open_copies
     raise typer.Exit(EXIT_OK if done else EXIT_FAILED)
+
+
+def _copy_data(copy: CopyRecord) -> dict[str, Any]:
+    k = copy.key
+    return {
+        "account": k.account,
+        "source_region": k.source_region,
+        "instance_id": k.instance_id,
+        "destination": k.destination,
+        "state": copy.state.value,
+        "source_image_id": copy.source_image_id,
+        "image_name": copy.name,
+        "image_id": copy.image_id,
+        "attempts": copy.attempts,
+        "error_code": copy.error_code,
+        "error_message": copy.error_message,
+    }

@@ -89,6 +89,13 @@ def test_failed_copy_is_a_failure(mock_thread: MockFactory, tmp_path: Path) -> N
     report = _report(tmp_path, _run_id(ran.stdout))
     assert report["copy_counts"]["failed"] == report["copy_counts"]["total"] > 0
     assert report["counts"]["available"] == len({k for k in imageable(mock) if k[1] == "us-east-1"})
+    status = cli("status", _run_id(ran.stdout), "--json")
+    assert status.code == 1  # the journal knows the copies failed
+    copies = json.loads(status.stdout)["copies"]
+    assert len(copies) == report["copy_counts"]["total"]
+    assert {(c["destination"], c["state"], c["error_code"]) for c in copies} == {
+        ("eu-west-1", "failed", "Client.InvalidKMSKey.NotFound")
+    }
 
 
 def test_no_wait_leaves_copies_to_resume(mock_thread: MockFactory, tmp_path: Path) -> None:
@@ -98,8 +105,13 @@ def test_no_wait_leaves_copies_to_resume(mock_thread: MockFactory, tmp_path: Pat
     assert ran.code == 0, ran.output
     run_id = _run_id(ran.stdout)
     assert mock.count(action="CopyImage") == 0  # no source is known available yet
+    waiting = cli("status", run_id)
+    assert waiting.code == 1, waiting.output  # images pending, copies not yet made
     ran = cli("resume", run_id, "--endpoint-url", mock.endpoint_url)
     assert ran.code == 0, ran.output
     report = _report(tmp_path, run_id)
     assert report["copy_counts"]["available"] == report["copy_counts"]["total"] > 0
     assert not any(mock.call(lambda m: m.copy_duplicates()).values())
+    done = cli("status", run_id)
+    total = report["copy_counts"]["total"]
+    assert done.code == 0 and f"copies: {total}: {total} available" in done.stdout, done.output
