@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
@@ -22,6 +22,7 @@ from fleetimage.cli.views import (
 )
 from fleetimage.core.copies import COPY_OPEN, CopyRecord, CopyState
 from fleetimage.journal import Journal, default_journal_path
+from fleetimage.journal import prune as prune_ledger
 
 __all__ = ["runs_command", "status_command"]
 
@@ -30,6 +31,10 @@ async def _read_journal(path: Path, run_id: str | None) -> Any:
     async with await Journal.open(path, read_only=True) as journal:
         if run_id is None:
             return await journal.runs()
+        if not await journal.has_run(run_id) and (
+            found := await prune_ledger.prune_run(journal, run_id)
+        ):
+            return found, await prune_ledger.read_items(journal, run_id)
         return (
             await journal.run(run_id),
             await journal.targets(run_id),
@@ -45,7 +50,33 @@ def runs_command(journal: str | None = JournalOpt, as_json: bool = JsonOpt) -> N
     if as_json:
         typer.echo(json.dumps(runs_data(found), indent=2))
     else:
-        consoles().out.print(runs_view(found, str(path)))
+        out = consoles().out
+        out.print(runs_view(found, str(path)))
+        for prune, items in arun(_read_prunes, path):  # prunes: fleetimage status PRUNE_ID
+            out.print(_prune_line(prune, items), markup=False, highlight=False)
+
+
+async def _read_prunes(
+    path: Path,
+) -> list[tuple[prune_ledger.PruneRunRecord, list[prune_ledger.PruneItemRecord]]]:
+    async with await Journal.open(path, read_only=True) as journal:
+        return [
+            (p, await prune_ledger.read_items(journal, p.prune_id))
+            for p in await prune_ledger.prune_runs(journal)
+        ]
+
+
+def _prune_line(
+    prune: prune_ledger.PruneRunRecord, items: list[prune_ledger.PruneItemRecord]
+) -> str:
+    states = Counter(i.state for i in items)
+    left = states["planned"] + states["deleting"]
+    of = f" of run {prune.run_id}" if prune.run_id else ""
+    return (
+        f"prune {prune.prune_id}: fleet {prune.fleet}{of}, status {prune.status}, started (UTC) "
+        f"{prune.started_at:%Y-%m-%d %H:%M:%S}, {states['deleted']} deleted, {states['kept']} "
+        f"kept, {states['failed']} failed, {left} left"
+    )
 
 
 def status_command(
@@ -56,7 +87,10 @@ def status_command(
     """Show one run from the journal. Exit 0 if it finished with every target (and copy)
     done, else 1."""
     path = parse_journal_path(journal) or default_journal_path()
-    summary, targets, lanes, copies = arun(_read_journal, path, run_id)
+    found = arun(_read_journal, path, run_id)
+    if isinstance(found[0], prune_ledger.PruneRunRecord):
+        _prune_status(found[0], found[1], as_json)
+    summary, targets, lanes, copies = found
     copy_states = Counter(c.state.value for c in copies)
     if as_json:
         data = {
@@ -101,3 +135,33 @@ def _copy_data(copy: CopyRecord) -> dict[str, Any]:
         "error_code": copy.error_code,
         "error_message": copy.error_message,
     }
+
+
+def _prune_status(
+    prune: prune_ledger.PruneRunRecord, items: list[prune_ledger.PruneItemRecord], as_json: bool
+) -> NoReturn:
+    """``status PRUNE_ID``: exit 0 once it finished with nothing left and nothing failed."""
+    if as_json:
+        data = {
+            "prune_id": prune.prune_id,
+            "fleet": prune.fleet,
+            "run_id": prune.run_id,
+            "status": prune.status,
+            "started_at": prune.started_at.isoformat(),
+            "finished_at": prune.finished_at.isoformat() if prune.finished_at else None,
+            "items": [
+                {
+                    "account": i.account,
+                    "region": i.region,
+                    "image_id": i.image_id,
+                    "state": i.state,
+                    "detail": i.detail,
+                }
+                for i in items
+            ],
+        }
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        consoles().out.print(_prune_line(prune, items), markup=False, highlight=False)
+    open_or_failed = any(i.state in ("planned", "deleting", "failed") for i in items)
+    raise typer.Exit(EXIT_OK if prune.status == "finished" and not open_or_failed else EXIT_FAILED)

@@ -98,6 +98,17 @@ def test_prune_after_two_runs(mock_thread: MockFactory, tmp_path: Path) -> None:
         for i in report["items"]
         if i["outcome"] != "deleted"
     )
+    # the journal shows the prune beside the runs, and its status by its id
+    prune_id = report["prune_id"]
+    runs = cli("runs", "--journal", journal)
+    assert (
+        f"prune {prune_id}: fleet blue, status finished" in runs.stdout
+        and f"{planned} deleted, {planned} kept, 0 failed, 0 left" in runs.stdout
+    ), runs.output
+    status = cli("status", prune_id, "--journal", journal, "--json")
+    assert status.code == 0, status.output
+    items = json.loads(status.stdout)["items"]
+    assert sorted(i["state"] for i in items) == ["deleted"] * planned + ["kept"] * planned
 
 
 def test_unknown_run_exits_2_and_deletes_nothing(mock_thread: MockFactory, tmp_path: Path) -> None:
