@@ -11,7 +11,7 @@ import pytest
 
 from fleetimage.core.errors import AwsError, ErrorKind
 from fleetimage.core.models import BreakerState, LaneKey
-from fleetimage.engine.breaker import Breaker, LaneOutage, describe_error
+from fleetimage.engine.breaker import Breaker, LaneOutage, Ticket, describe_error
 
 LANE = LaneKey("111111111111", "eu-west-1")
 Change = tuple[BreakerState, str, str]
@@ -223,13 +223,21 @@ async def test_closing_resets_the_cool_down_to_its_first_step() -> None:
     assert time.slept == pytest.approx(jitter(7, [1.0, 2.0, 1.0]))
 
 
-async def test_a_huge_level_still_gives_the_largest_cool_down() -> None:
-    time = FakeTime()
-    breaker = make(time, [], max_cooldown_s=8.0, max_outage_s=1e9)
-    breaker._level = 5000  # 2.0 ** 5000 would overflow; the exponent is capped
+async def test_the_cool_down_stops_doubling_after_sixty_steps() -> None:
+    # 2.0 ** level would overflow after a long outage: the exponent is capped at 60. A tiny
+    # first step under a large ceiling shows where the doubling stops.
+    # (Read from the reasons: steps this small vanish in the clock's float arithmetic.)
+    time, changes = FakeTime(), []
+    breaker = make(time, changes, cooldown_s=1e-20, max_cooldown_s=1.0, max_outage_s=1e9)
     await fail(breaker, n=3)
-    await breaker.admit("CreateImage")
-    assert time.slept == pytest.approx(jitter(7, [8.0]))
+    for _ in range(62):
+        probe = await breaker.admit("CreateImage")
+        await breaker.record(probe, unavailable())
+    ceilings = [1e-20 * 2.0 ** min(level, 60) for level in range(63)]
+    paused = [
+        r.rsplit("pausing the lane for ", 1)[1] for s, r, _ in changes if s is BreakerState.OPEN
+    ]
+    assert paused == [f"{c:.3g} s" for c in jitter(7, ceilings)]
 
 
 # --- the outage clock -------------------------------------------------------------------
@@ -472,9 +480,22 @@ async def test_a_send_waiting_behind_the_probe_looks_again_after_probe_wait() ->
     breaker = make(time, [], max_outage_s=10.0, probe_wait_s=0.01)
     await fail(breaker, n=3)
     await breaker.admit("CreateImage")  # the probe, never answered
-    time.t += 60.0  # past max_outage_s, and nothing wakes the queue
-    with anyio.fail_after(5), pytest.raises(LaneOutage):
-        await breaker.admit("CreateImage")
+    outcome: list[str] = []
+
+    async def queued() -> None:
+        try:
+            await breaker.admit("CreateImage")
+        except LaneOutage:
+            outcome.append("stopped")
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(queued)
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            assert outcome == []  # waiting for the probe's outcome
+            time.t += 60.0  # past max_outage_s, and nothing wakes the queue
+    assert outcome == ["stopped"]
 
 
 async def test_a_probe_outcome_wakes_the_queue_without_waiting() -> None:
@@ -494,6 +515,74 @@ async def test_a_probe_outcome_wakes_the_queue_without_waiting() -> None:
                 await anyio.lowlevel.checkpoint()
             await breaker.record(probe, None)
     assert admitted == [False] and breaker.state is BreakerState.CLOSED
+
+
+async def test_a_send_queued_through_a_close_belongs_to_the_current_epoch() -> None:
+    breaker = make(FakeTime(), [], failures=1)
+    await fail(breaker)
+    probe = await breaker.admit("CreateImage")
+    admitted: list[Ticket] = []
+
+    async def queued() -> None:
+        admitted.append(await breaker.admit("CreateImage"))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queued)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        await breaker.record(probe, None)
+    (ticket,) = admitted
+    assert ticket.action == "CreateImage" and ticket.epoch == probe.epoch
+    await breaker.record(ticket, unavailable())  # a current failure: it opens again
+    assert breaker.state is BreakerState.OPEN
+
+
+async def test_sends_arriving_as_the_breaker_closes_queue_behind_those_waiting() -> None:
+    breaker = make(FakeTime(), None)  # no observer: recording the probe does not yield
+    await fail(breaker, n=3)
+    probe = await breaker.admit("CreateImage")
+    order: list[str] = []
+
+    async def queued() -> None:
+        await breaker.admit("CreateImage")
+        order.append("queued")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(queued)
+        for _ in range(10):
+            await anyio.lowlevel.checkpoint()
+        await breaker.record(probe, None)  # closed; "queued" is woken but has not run yet
+        assert breaker.state is BreakerState.CLOSED and order == []
+        await breaker.admit("CreateImage")  # arrives now: it waits its turn at the gate
+        order.append("late")
+    assert order == ["queued", "late"]  # FIFO: the late one does not jump the queue
+
+
+async def test_only_the_probe_closes_a_half_open_breaker() -> None:
+    breaker = make(FakeTime(), [])
+    early = await breaker.admit("CreateImage")  # sent before the opening
+    await fail(breaker, n=3)
+    probe = await breaker.admit("CreateImage")
+    await breaker.record(early, None)  # an old answer, not the probe's
+    assert breaker.state is BreakerState.HALF_OPEN
+    await breaker.record(probe, None)
+    assert breaker.state is BreakerState.CLOSED
+
+
+async def test_failures_sent_before_a_second_opening_do_not_reopen_either() -> None:
+    breaker = make(FakeTime(), [])
+    await fail(breaker, n=3)  # a first opening, then closed
+    await breaker.record(await breaker.admit("CreateImage"), None)
+    assert breaker.state is BreakerState.CLOSED
+    early = [await breaker.admit("CreateImage") for _ in range(6)]
+    for ticket in early[:3]:
+        await breaker.record(ticket, unavailable())  # the second opening
+    assert breaker.state is BreakerState.OPEN
+    await breaker.record(await breaker.admit("CreateImage"), None)
+    assert breaker.state is BreakerState.CLOSED
+    for ticket in early[3:]:  # in flight during the second outage: old news
+        await breaker.record(ticket, unavailable())
+    assert breaker.state is BreakerState.CLOSED
 
 
 # --- the observers ----------------------------------------------------------------------
@@ -527,6 +616,35 @@ async def test_the_observer_gets_the_error_known_at_each_change() -> None:
     ]
     assert changes[1][1] == "cool-down over; probing with one request"
     assert changes[2][1] == "the probe (CreateImage) was answered"
+
+
+async def test_the_observer_hears_a_change_even_if_its_sender_is_cancelled() -> None:
+    time = FakeTime()
+    breaker = make(time, None, failures=1)
+    entered, go = anyio.Event(), anyio.Event()
+    seen: list[BreakerState] = []
+
+    async def on_change(state: BreakerState, reason: str, error: AwsError | None) -> None:
+        entered.set()
+        await go.wait()
+        seen.append(state)
+
+    breaker.on_change = on_change
+    scope = anyio.CancelScope()
+
+    async def sender() -> None:
+        with scope:
+            await fail(breaker)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sender)
+            await entered.wait()
+            scope.cancel()  # the send is cancelled while the observer is being told
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            go.set()
+    assert seen == [BreakerState.OPEN]
 
 
 async def test_trip_names_the_call_and_the_budget() -> None:
