@@ -51,7 +51,10 @@ MODULES: dict[str, Module] = {
         "fleetimage/engine/retry.py",
         ("tests/unit/test_retry.py", "tests/unit/test_retry_budget.py"),
     ),
-    "breaker": Module("fleetimage/engine/breaker.py", ("tests/unit/test_breaker.py",)),
+    "breaker": Module(
+        "fleetimage/engine/breaker.py",
+        ("tests/unit/test_breaker.py", "tests/unit/test_breaker_edges.py"),
+    ),
     # The waiter and CreateImage have their own fast files (one lane on the mock); the
     # engine tests reach them too but take minutes per mutant.
     "wait": Module(
