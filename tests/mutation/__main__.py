@@ -61,7 +61,10 @@ MODULES: dict[str, Module] = {
     "create": Module("fleetimage/engine/create.py", ("tests/integration/test_create.py",)),
     "states": Module("fleetimage/core/states.py", ("tests/unit/test_states.py",)),
     "ledger": Module("fleetimage/core/ledger.py", ("tests/unit/test_journal.py",)),
-    "plan": Module("fleetimage/engine/plan.py", ("tests/unit/test_plan.py",)),
+    "plan": Module(
+        "fleetimage/engine/plan.py",
+        ("tests/unit/test_plan.py", "tests/integration/test_plan_lanes.py"),
+    ),
     "discovery": Module("fleetimage/engine/discovery.py", ("tests/integration/test_discovery.py",)),
 }
 
