@@ -71,6 +71,28 @@ def test_minimum_seconds_follows_the_slowest_lane() -> None:
     assert plan.minimum_seconds(cfg) == (150 - 50) / 5
 
 
+def test_minimum_seconds_is_zero_while_every_lane_is_within_its_burst() -> None:
+    cfg = config()
+    specs = [build_spec(cfg, target(f"i-{n:017x}"), "r", STARTED) for n in range(50)]
+    one, other = LaneKey("111111111111", "us-east-1"), LaneKey("111111111111", "us-west-2")
+    plan = Plan("r", STARTED, {one: LanePlan(one, specs=specs), other: LanePlan(other)})
+    assert plan.minimum_seconds(cfg) == 0.0
+
+
+def test_minimum_seconds_uses_each_regions_own_create_image_rate() -> None:
+    cfg = parse_config(
+        {
+            "targets": [{"regions": ["us-east-1", "us-west-2"], "all_instances": True}],
+            "image": {"name_template": "{instance_id}-{run_id}"},
+            "limits": {"regions": {"us-west-2": {"CreateImage": {"rate_per_s": 0.5}}}},
+        }
+    )
+    specs = [build_spec(cfg, target(f"i-{n:017x}"), "r", STARTED) for n in range(51)]
+    west = LaneKey("111111111111", "us-west-2")
+    plan = Plan("r", STARTED, {west: LanePlan(west, specs=specs)})
+    assert plan.minimum_seconds(cfg) == (51 - 50) / 0.5
+
+
 def test_plan_data_lists_what_each_ou_resolved_to() -> None:
     from fleetimage.aws.organizations import OrgAccount
     from fleetimage.cli.views import plan_data

@@ -1,0 +1,276 @@
+"""Planning end to end on the mock, without imaging: STS, one lane per (account, region),
+discovery, the image specs, what is skipped or missing, and a confirmed plan reopened."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from fleetimage import parse_config
+from fleetimage.aws import clients
+from fleetimage.core.errors import AwsError
+from fleetimage.core.models import LaneKey
+from fleetimage.engine import plan as plan_module
+from fleetimage.engine.bus import Bus
+from fleetimage.engine.plan import LanePlan, open_lanes, plan_fleet
+from fleetimage.engine.stop import Stopped
+from fleetimage.mock import MockConfig
+
+STARTED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+RUN_ID = "run-plan-test"
+EAST, WEST = "us-east-1", "us-west-2"
+
+
+def _config(*targets: dict[str, Any]) -> Any:
+    return parse_config(
+        {
+            "targets": list(targets) or [{"regions": [EAST], "all_instances": True}],
+            "image": {"name_template": "{tag:Name}-{instance_id}-{run_id}"},
+            "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_outage_s": 5},
+        }
+    )
+
+
+async def _fleet(fleet_mock: Any, regions: tuple[str, ...] = (EAST,)) -> Any:
+    return await fleet_mock(MockConfig(regions=regions, instances_per_region=0))
+
+
+async def _plan(mock: Any, config: Any, **kw: Any) -> Any:
+    return await plan_fleet(
+        config, endpoint_url=mock.endpoint_url, run_id=RUN_ID, started_at=STARTED, **kw
+    )
+
+
+async def test_each_state_is_planned_or_skipped_and_absent_ids_are_missing(
+    fleet_mock: Any,
+) -> None:
+    mock = await _fleet(fleet_mock)
+    account = mock.config.accounts[0]
+    ids = {
+        state: mock.add_instance(account, EAST, state=state, tags={"Name": state})
+        for state in ("pending", "running", "shutting-down", "terminated", "stopping", "stopped")
+    }
+    absent = ["i-00000000ffffffff2", "i-00000000ffffffff1"]
+    config = _config(
+        {"regions": [EAST], "all_instances": True},
+        {"regions": [EAST], "instance_ids": [ids["running"], *absent]},
+    )
+    plan = await _plan(mock, config)
+    assert (plan.run_id, plan.started_at) == (RUN_ID, STARTED)
+    assert list(plan.lanes) == [LaneKey(account, EAST)]
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert lp.error is None
+    assert lp.lane is None  # plan_fleet closes its clients
+    assert sorted(s.target.instance_id for s in lp.specs) == sorted(
+        ids[s] for s in ("running", "stopping", "stopped")
+    )
+    assert {s.name for s in lp.specs} == {
+        f"{state}-{ids[state]}-{RUN_ID}" for state in ("running", "stopping", "stopped")
+    }
+    assert plan.specs == lp.specs
+    assert plan.units == []  # no organizational unit in the config
+    skipped = {t.instance_id: reason for t, reason in lp.skipped}
+    assert skipped == {
+        ids[state]: f"instance is {state}; CreateImage needs running, stopping or stopped"
+        for state in ("pending", "shutting-down", "terminated")
+    }
+    assert lp.missing == sorted(absent)  # sorted
+    assert lp.collisions == []
+    assert lp.adopted == {} and not lp.looked_up
+    assert mock.count(action="DescribeImages") == 0
+
+
+async def test_one_lane_per_region_and_a_shard_opens_only_its_own(fleet_mock: Any) -> None:
+    mock = await _fleet(fleet_mock, (EAST, WEST))
+    account = mock.config.accounts[0]
+    east = mock.add_instance(account, EAST, tags={"Name": "e"})
+    west = mock.add_instance(account, WEST, tags={"Name": "w"})
+    config = _config({"regions": [EAST, WEST], "all_instances": True})
+    plan = await _plan(mock, config)
+    assert {k: [s.target.instance_id for s in lp.specs] for k, lp in plan.lanes.items()} == {
+        LaneKey(account, EAST): [east],
+        LaneKey(account, WEST): [west],
+    }
+    for key, lp in plan.lanes.items():
+        assert lp.key == key
+        assert all(s.target.lane == key for s in lp.specs)
+    shard = await _plan(mock, config, owns=lambda key: key.region == WEST)
+    assert list(shard.lanes) == [LaneKey(account, WEST)]
+    assert mock.count(action="DescribeInstances", region=EAST) == 1  # only the first plan
+
+
+async def test_a_name_two_targets_would_share_is_a_collision(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The template always holds the instance id, so names collide only if rendering does
+    (here forced): the first target keeps the name, the other is reported."""
+    mock = await _fleet(fleet_mock)
+    account = mock.config.accounts[0]
+    first = mock.add_instance(account, EAST, tags={"Name": "same"})
+    mock.add_instance(account, EAST, tags={"Name": "same"})
+    build_spec = plan_module.build_spec
+
+    def same_name(*args: Any, **kw: Any) -> Any:
+        return build_spec(*args, **kw, name="same")
+
+    monkeypatch.setattr(plan_module, "build_spec", same_name)
+    plan = await _plan(mock, _config())
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert [(s.name, s.target.instance_id) for s in lp.specs] == [("same", first)]
+    assert [(s.name, other) for s, other in lp.collisions] == [("same", first)]
+
+
+async def test_adopt_asks_each_lane_once_for_the_runs_images(fleet_mock: Any) -> None:
+    mock = await _fleet(fleet_mock)
+    account = mock.config.accounts[0]
+    mock.add_instance(account, EAST, tags={"Name": "a"})
+    plan = await _plan(mock, _config(), adopt=True)
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert lp.looked_up and lp.adopted == {} and len(lp.specs) == 1
+    assert mock.count(action="DescribeImages") == 1
+
+
+async def test_a_lane_whose_adoption_lookup_fails_plans_nothing(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mock = await _fleet(fleet_mock)
+    account = mock.config.accounts[0]
+    mock.add_instance(account, EAST, tags={"Name": "a"})
+    mock.add_instance(account, EAST, state="terminated")
+
+    asked: list[str] = []
+
+    async def refused(lane: Any, run_id: str) -> Any:
+        asked.append(run_id)
+        raise KeyError("imageId")  # not an AwsError: the lane's error names the action
+
+    monkeypatch.setattr(plan_module, "find_run_images", refused)
+    plan = await _plan(mock, _config({"regions": [EAST], "instance_ids": ["i-00000000ffffffff1"]}))
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert lp.missing == ["i-00000000ffffffff1"]  # without adopt, no lookup
+    plan = await _plan(
+        mock,
+        _config(
+            {"regions": [EAST], "all_instances": True},
+            {"regions": [EAST], "instance_ids": ["i-00000000ffffffff1"]},
+        ),
+        adopt=True,
+    )
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert asked == [RUN_ID]
+    assert lp.error is not None
+    assert (lp.error.code, lp.error.message, lp.error.action) == (
+        "DiscoveryFailed",
+        "KeyError: 'imageId'",
+        "DescribeImages",
+    )
+    assert (lp.specs, lp.skipped, lp.missing, lp.collisions) == ([], [], [], [])
+    assert not lp.looked_up
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "message"),
+    [
+        (AwsError("UnauthorizedOperation", "denied", action="DescribeInstances"), None, None),
+        (
+            Stopped("SIGTERM"),
+            "SIGTERM",
+            "the run stopped before this lane's discovery finished; resume discovers it",
+        ),
+        (ValueError("odd page"), "DiscoveryFailed", "ValueError: odd page"),
+    ],
+)
+async def test_a_lane_whose_discovery_fails_records_why(
+    fleet_mock: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    raised: Exception,
+    code: str | None,
+    message: str | None,
+) -> None:
+    mock = await _fleet(fleet_mock)
+    account = mock.config.accounts[0]
+    mock.add_instance(account, EAST, tags={"Name": "a"})
+
+    async def failing(*args: Any, **kw: Any) -> Any:
+        raise raised
+
+    monkeypatch.setattr(plan_module, "discover_lane", failing)
+    plan = await _plan(mock, _config(), adopt=True)
+    lp = plan.lanes[LaneKey(account, EAST)]
+    assert lp.error is not None
+    if code is None:
+        assert lp.error is raised
+    else:
+        assert (lp.error.code, lp.error.message, lp.error.action) == (
+            code,
+            message,
+            "DescribeInstances",
+        )
+    assert lp.specs == [] and not lp.looked_up
+    assert mock.count(action="DescribeImages") == 0
+
+
+async def test_a_confirmed_plan_is_reopened_without_discovering_again(fleet_mock: Any) -> None:
+    mock = await _fleet(fleet_mock, (EAST, WEST))
+    account = mock.config.accounts[0]
+    mock.add_instance(account, EAST, tags={"Name": "a"})
+    mock.add_instance(account, EAST, state="terminated")
+    config = _config(
+        {"regions": [EAST, WEST], "all_instances": True},
+        {"regions": [EAST], "instance_ids": ["i-00000000ffffffff1"]},
+    )
+    planned = await _plan(mock, config, adopt=True)
+    east, west = LaneKey(account, EAST), LaneKey(account, WEST)
+    planned.lanes[west].error = AwsError("Unavailable", "down", action="DescribeInstances")
+    late = mock.add_instance(account, WEST, tags={"Name": "late"})
+    before = mock.count(action="DescribeInstances")
+    looked = mock.count(action="DescribeImages", region=EAST)
+    ready: list[LanePlan] = []
+
+    async def on_ready(lp: LanePlan) -> None:
+        assert lp.lane is not None
+        ready.append(lp)
+
+    async with contextlib.AsyncExitStack() as stack:
+        plan = await open_lanes(
+            config,
+            session=clients.new_session(),
+            endpoint_url=mock.endpoint_url,
+            run_id=RUN_ID,
+            started_at=STARTED,
+            bus=Bus([]),
+            stack=stack,
+            planned=planned,
+            on_lane_ready=on_ready,
+            adopt=True,
+        )
+    assert sorted(lp.key.region for lp in ready) == [EAST, WEST]
+    reopened = plan.lanes[east]
+    was = planned.lanes[east]
+    assert (reopened.specs, reopened.skipped, reopened.missing, reopened.collisions) == (
+        was.specs,
+        was.skipped,
+        was.missing,
+        was.collisions,
+    )
+    assert reopened.specs is not was.specs and reopened.missing == ["i-00000000ffffffff1"]
+    assert len(reopened.skipped) == 1
+    # adopt: the reopened lane had been asked for the run's images; it is not asked again
+    assert reopened.looked_up
+    assert mock.count(action="DescribeImages", region=EAST) == looked == 1
+    # the lane whose plan had failed is discovered again; only it
+    assert [s.target.instance_id for s in plan.lanes[west].specs] == [late]
+    assert mock.count(action="DescribeInstances") == before + 1
+    assert mock.count(action="DescribeInstances", region=WEST) == 2
+
+
+async def test_without_a_run_id_or_start_plan_fleet_makes_them(fleet_mock: Any) -> None:
+    mock = await _fleet(fleet_mock)
+    mock.add_instance(mock.config.accounts[0], EAST, tags={"Name": "a"})
+    before = datetime.now(UTC)
+    plan = await plan_fleet(_config(), endpoint_url=mock.endpoint_url)
+    assert before <= plan.started_at <= datetime.now(UTC)  # aware, in UTC
+    assert plan.run_id and plan.run_id in plan.specs[0].name
