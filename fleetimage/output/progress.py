@@ -15,7 +15,6 @@ bound when ``limits`` is given, the observed rates, the observed pending time).
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections import Counter, deque
@@ -26,8 +25,6 @@ from typing import Protocol
 import anyio
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from fleetimage.core.durations import format_duration
@@ -35,6 +32,7 @@ from fleetimage.core.models import DryRunChecked, Event, JournalState, TargetRec
 from fleetimage.core.states import SENT, event_kind, transition
 from fleetimage.output.copy_progress import CopyProgress
 from fleetimage.output.eta import LaneClock, lane_eta
+from fleetimage.output.lane_rows import bar, lane_lines, lane_table
 
 S = JournalState
 
@@ -240,43 +238,20 @@ class ProgressTracker:
 
     # --- rendering ---
 
-    def _label(self, row: ProgressRow, accounts: int) -> str:
-        return f"{row.account}/{row.region}" if accounts > 1 and row.account else row.region
-
     def table(self, title: str = "") -> RenderableType:
         rows = self.rows()
         total = self.total(rows)
-        accounts = len({r.account for r in rows})
         head = Text(
             f"{title}{format_duration(self.elapsed())} elapsed, "
             f"{total.done}/{total.targets} targets done, ETA {total.eta}"
         )
-        table = Table(box=None, pad_edge=False)
-        table.add_column("region", no_wrap=True)
-        table.add_column("", no_wrap=True)  # the bar
-        for name in _COLUMNS:
-            table.add_column(name, justify="right", no_wrap=True)
-        table.add_column("ETA", justify="right", no_wrap=True)
-        for row in [*rows, total]:
-            style = "bold" if row is total else ""
-            table.add_row(
-                Text(self._label(row, accounts), style=style),
-                ProgressBar(total=max(row.targets, 1), completed=row.done, width=20),
-                *(Text(value, style=style) for value in _cells(row)),
-                Text(row.eta, style=style),
-            )
+        table = lane_table(rows, total, _COLUMNS, _cells, lambda r: (r.done, r.targets))
         return Group(head, table, *(Text(line) for line in self.copies.lines()))
 
     def lines(self) -> list[str]:
         rows = self.rows()
-        accounts = len({r.account for r in rows})
         stamp = f"[{format_duration(self.elapsed()):>8}]"
-        out = []
-        for row in [*rows, self.total(rows)] if len(rows) > 1 else rows:
-            cells = ", ".join(f"{v} {n}" for n, v in zip(_COLUMNS, _cells(row), strict=True))
-            # The bar goes after the counts: "region: N targets, ..." stays greppable.
-            label = self._label(row, accounts)
-            out.append(f"{stamp} {label}: {cells}, {_bar(row)}, ETA {row.eta}")
+        out = lane_lines(rows, self.total(rows), _COLUMNS, _cells, _bar, stamp)
         return out + [f"{stamp} {line}" for line in self.copies.lines()]
 
 
@@ -307,11 +282,8 @@ def _cells(row: ProgressRow) -> tuple[str, ...]:
     )
 
 
-def _bar(row: ProgressRow, width: int = 10) -> str:
-    """``[#####.....]  50%``: the plain lines' bar (targets done of all)."""
-    share = row.done / row.targets if row.targets else 0.0
-    filled = min(width, math.floor(share * width))
-    return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
+def _bar(row: ProgressRow) -> str:
+    return bar(row.done, row.targets, empty=0.0)  # targets done of all
 
 
 async def show_progress(

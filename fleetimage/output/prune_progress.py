@@ -11,19 +11,17 @@ at once, then its rate) when ``limits`` is given. Render it with
 
 from __future__ import annotations
 
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from rich.console import Group, RenderableType
-from rich.progress_bar import ProgressBar
-from rich.table import Table
 from rich.text import Text
 
 from fleetimage.core.durations import format_duration
 from fleetimage.core.models import Event, Throttled
+from fleetimage.output.lane_rows import bar, lane_lines, lane_table
 from fleetimage.output.prune_report import PruneItem
 
 __all__ = ["PruneProgress", "PruneRow"]
@@ -130,43 +128,19 @@ class PruneProgress:
         total.eta_s = None if None in etas else max((e or 0.0 for e in etas), default=0.0)
         return total
 
-    def _label(self, row: PruneRow, accounts: int) -> str:
-        return f"{row.account}/{row.region}" if accounts > 1 and row.account else row.region
-
     def table(self, title: str = "") -> RenderableType:
         rows = self.rows()
         total = self.total(rows)
-        accounts = len({r.account for r in rows})
         head = Text(
             f"{title}{format_duration(self.elapsed())} elapsed, "
             f"{total.done}/{total.planned} settled, ETA {total.eta}"
         )
-        table = Table(box=None, pad_edge=False)
-        table.add_column("region", no_wrap=True)
-        table.add_column("", no_wrap=True)
-        for name in _COLUMNS:
-            table.add_column(name, justify="right", no_wrap=True)
-        table.add_column("ETA", justify="right", no_wrap=True)
-        for row in [*rows, total]:
-            style = "bold" if row is total else ""
-            table.add_row(
-                Text(self._label(row, accounts), style=style),
-                ProgressBar(total=max(row.planned, 1), completed=row.done, width=20),
-                *(Text(value, style=style) for value in _cells(row)),
-                Text(row.eta, style=style),
-            )
-        return Group(head, table)
+        return Group(head, lane_table(rows, total, _COLUMNS, _cells, lambda r: (r.done, r.planned)))
 
     def lines(self) -> list[str]:
         rows = self.rows()
-        accounts = len({r.account for r in rows})
         stamp = f"[{format_duration(self.elapsed()):>8}]"
-        out = []
-        for row in [*rows, self.total(rows)] if len(rows) > 1 else rows:
-            cells = ", ".join(f"{v} {n}" for n, v in zip(_COLUMNS, _cells(row), strict=True))
-            label = self._label(row, accounts)
-            out.append(f"{stamp} {label}: {cells}, {_bar(row)}, ETA {row.eta}")
-        return out
+        return lane_lines(rows, self.total(rows), _COLUMNS, _cells, _bar, stamp)
 
 
 def _cells(row: PruneRow) -> tuple[str, ...]:
@@ -180,7 +154,5 @@ def _cells(row: PruneRow) -> tuple[str, ...]:
     )
 
 
-def _bar(row: PruneRow, width: int = 10) -> str:
-    share = row.done / row.planned if row.planned else 1.0
-    filled = min(width, math.floor(share * width))
-    return f"[{'#' * filled}{'.' * (width - filled)}] {share:4.0%}"
+def _bar(row: PruneRow) -> str:
+    return bar(row.done, row.planned, empty=1.0)  # nothing planned: nothing left
