@@ -4,6 +4,7 @@ list index or dict key of a bad value."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BeforeValidator, Field
@@ -57,58 +58,50 @@ def _check_fleet_name(value: str) -> str:
     return value
 
 
-def _check_region(value: str) -> str:
-    if not _REGION_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not an AWS region name (expected like us-east-1)")
-    return value
-
-
-def _check_instance_id(value: str) -> str:
-    if not _INSTANCE_ID_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not an EC2 instance id (expected i- and 8 or 17 lowercase hex digits, "
-            "like i-0123456789abcdef0)"
-        )
-    return value
-
-
 # Organizations' ParentId pattern: an OU (ou-<root>-<ou>) or the root (r-<root>).
 _OU_RE = re.compile(r"^(ou-[0-9a-z]{4,32}-[a-z0-9]{8,32}|r-[0-9a-z]{4,32})$")
 _ROLE_NAME_RE = re.compile(r"^([\w+=,.@-]{1,128}/)*[\w+=,.@-]{1,64}$")
 _ACCOUNT_ID_RE = re.compile(r"^\d{12}$")
 
 
-def _check_org_unit(value: str) -> str:
-    if not _OU_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not an organizational unit id (expected like ou-ab12-cd345678, or "
-            "the root r-ab12; `aws organizations list-organizational-units-for-parent` lists them)"
-        )
-    return value
+def _matching(pattern: re.Pattern[str], message: str) -> Callable[[str], str]:
+    """A check that ``value`` matches ``pattern`` entirely; ``message`` names it (``{value!r}``)."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(message.format(value=value))
+        return value
+
+    return check
 
 
-def _check_role_name(value: str) -> str:
-    if not _ROLE_NAME_RE.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not an IAM role name (1-64 characters of letters, digits, +=,.@_-, "
-            "optionally after a path like team/)"
-        )
-    return value
-
-
-def _check_account_id(value: str) -> str:
-    if not _ACCOUNT_ID_RE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a 12-digit AWS account id (quote it in YAML)")
-    return value
-
-
-def _check_role_arn(value: str) -> str:
-    if not _ROLE_ARN_RE.fullmatch(value):
-        raise ValueError(
-            f"role_arn {value!r} is malformed "
-            "(expected arn:aws:iam::<12-digit account>:role/<name>)"
-        )
-    return value
+_check_region = _matching(
+    _REGION_RE,
+    "{value!r} is not an AWS region name (expected like us-east-1)",
+)
+_check_instance_id = _matching(
+    _INSTANCE_ID_RE,
+    "{value!r} is not an EC2 instance id (expected i- and 8 or 17 lowercase hex digits, "
+    "like i-0123456789abcdef0)",
+)
+_check_org_unit = _matching(
+    _OU_RE,
+    "{value!r} is not an organizational unit id (expected like ou-ab12-cd345678, or the root "
+    "r-ab12; `aws organizations list-organizational-units-for-parent` lists them)",
+)
+_check_role_name = _matching(
+    _ROLE_NAME_RE,
+    "{value!r} is not an IAM role name (1-64 characters of letters, digits, +=,.@_-, "
+    "optionally after a path like team/)",
+)
+_check_account_id = _matching(
+    _ACCOUNT_ID_RE,
+    "{value!r} is not a 12-digit AWS account id (quote it in YAML)",
+)
+_check_role_arn = _matching(
+    _ROLE_ARN_RE,
+    "role_arn {value!r} is malformed (expected arn:aws:iam::<12-digit account>:role/<name>)",
+)
 
 
 def _check_tag_key(value: str) -> str:
