@@ -8,29 +8,13 @@ import random
 import anyio
 import anyio.lowlevel
 import pytest
+from test_breaker import LANE, FakeTime
 
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import BreakerState, LaneKey
+from fleetimage.core.models import BreakerState
 from fleetimage.engine.breaker import Breaker, LaneOutage, Ticket, describe_error
 
-LANE = LaneKey("111111111111", "eu-west-1")
 Change = tuple[BreakerState, str, str]
-
-
-class FakeTime:
-    """A clock that only moves when the breaker sleeps (or a test says so)."""
-
-    def __init__(self) -> None:
-        self.t = 1000.0
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.t += seconds
-        await anyio.lowlevel.checkpoint()
 
 
 def make(
