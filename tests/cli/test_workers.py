@@ -7,6 +7,7 @@ blind resend would duplicate.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -99,7 +100,9 @@ def test_two_workers_image_every_target_once_into_one_journal(
         if r.outcome is Outcome.AVAILABLE
     }
     assert available == expected
-    assert len(report.results) == len({(r.account, r.region, r.instance_id) for r in report.results})
+    assert len(report.results) == len(
+        {(r.account, r.region, r.instance_id) for r in report.results}
+    )
     _each_instance_once(mock)
     _all_settled(journal, "two-workers", len(expected))
     lanes = journal_rows(journal, "SELECT count(*) FROM lanes WHERE state = 'planned'")
@@ -185,3 +188,94 @@ def test_workers_must_be_a_count_or_auto(tmp_path: Path) -> None:
         assert ran.code == 2, ran.output
         assert "--workers" in ran.output
         assert subprocess.list2cmdline([bad]) in ran.output or bad in ran.output
+
+
+def test_one_sigint_reaches_every_worker_through_the_parent(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    # The workers run in their own session: the terminal's Ctrl-C reaches only the parent,
+    # which stops them all gracefully (in-flight calls settle), then resume finishes.
+    mock = _slow_mock(mock_thread)
+    config, journal = _slow_config(tmp_path), tmp_path / "j.sqlite3"
+    expected = imageable(mock)
+    proc = cli_process(
+        "run", "-c", config, "--journal", journal, "--run-id", "ctrl-c", "--workers", "2",
+        "--endpoint-url", mock.endpoint_url, "--yes", "--report", tmp_path / "r.json",
+    )  # fmt: skip
+    _wait_for(
+        "a few images",
+        lambda: mock.count(action="CreateImage", outcome="ok") >= 10,
+        proc,
+    )
+    workers = _children(proc.pid)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    assert proc.returncode == 130, out + err
+    assert "Traceback" not in err
+    assert not any(_alive(pid) for pid in workers)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True
+    assert report["counts"]["available"] < len(expected)
+    ran = cli("resume", "ctrl-c", "--journal", journal, "--endpoint-url", mock.endpoint_url)
+    assert ran.code == 0, ran.output
+    _each_instance_once(mock)
+
+
+def test_the_error_budget_is_the_runs_not_each_workers(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    # Every image fails: with max_errors 20 the run stops after 21 failures counted across both
+    # workers; a budget per worker would let each reach 21, so 42 or more.
+    mock = mock_thread(
+        regions=REGIONS4,
+        instances_per_region=30,
+        pending_s=0.5,
+        failure_rate=1.0,
+        state_mix={"running": 1.0},
+    )
+    cfg = fleet_config(
+        REGIONS4,
+        max_errors=20,
+        concurrency={"max_in_flight_per_region": 1, "max_pending_images_per_region": 1},
+    )
+    report = run_fleet(
+        load_config(write_config(tmp_path / "fleet.yaml", cfg)),
+        endpoint_url=mock.endpoint_url,
+        workers=2,
+    )
+    counts = report.counts
+    # After the 21st failure, what was in flight or pending still fails: one image per lane,
+    # plus what a lane started while the stop travelled to its worker (a few, never 21).
+    assert 21 <= counts["failed"] < 42, counts
+    assert counts["failed"] + counts["not_started"] == len(REGIONS4) * 30
+    not_started = [r for r in report.results if r.outcome is Outcome.NOT_STARTED]
+    assert {r.error_code for r in not_started} == {"ErrorBudgetExceeded"}
+
+
+def test_copies_of_both_workers_images_land_once_each(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    # Two source lanes (one per worker), both copying into us-west-2; eu-west-1 is a source
+    # and a destination (its worker's lane carries both).
+    sources = ("us-east-1", "eu-west-1")
+    mock = mock_thread(regions=(*sources, "us-west-2"), instances_per_region=15)
+    base = fleet_config(sources)
+    limits = {**base["limits"], "CopyImage": {"burst": 100, "rate_per_s": 50}}
+    cfg = fleet_config(sources, limits=limits, copy={"regions": ["eu-west-1", "us-west-2"]})
+    journal = tmp_path / "j.sqlite3"
+    ran = cli(
+        "run", "-c", write_config(tmp_path / "fleet.yaml", cfg), "--workers", "2",
+        "--journal", journal, "--run-id", "copies", "--endpoint-url", mock.endpoint_url,
+        "--report", tmp_path / "r.json",
+    )  # fmt: skip
+    assert ran.code == 0, ran.output
+    made = {k for k in imageable(mock) if k[1] in sources}
+    expected = sum(1 if region == "eu-west-1" else 2 for _, region, _ in made)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["copy_counts"]["available"] == report["copy_counts"]["total"] == expected
+    assert not any(mock.call(lambda m: m.copy_duplicates()).values())
+    rows = journal_rows(journal, "SELECT state, count(*) FROM copies GROUP BY state")
+    assert rows == [("available", expected)]
+    assert mock.call(lambda m: m.duplicates()) == {}
+    assert set(mock.call(lambda m: m.images_per_instance())) == made
