@@ -40,6 +40,7 @@ from fleetimage.cli.options import (
     MaxErrorsOpt,
     NoWaitOpt,
     ReportOpt,
+    WorkersOpt,
     YesOpt,
     arun,
     consoles,
@@ -52,6 +53,7 @@ from fleetimage.cli.options import (
     parse_journal_path,
     parse_max_errors,
     parse_report_path,
+    parse_workers,
     read_config,
 )
 from fleetimage.cli.prune import finish, prune_command, resume_prune_command
@@ -212,6 +214,7 @@ def run(
     run_id: str | None = RunIdOpt,
     shard: str | None = ShardOpt,
     plan_file: str | None = PlanFileOpt,
+    workers: str = WorkersOpt,
 ) -> None:
     """Image every target of the config: plan, confirm, create, wait, report."""
     if dry_run and no_wait:
@@ -228,6 +231,7 @@ def run(
         run_id=sharding.run_id,
         shard=sharding.shard,
         plan=sharding.plan,
+        workers=parse_workers(workers),
         endpoint_url=url,
         dry_run=dry_run,
         wait=False if no_wait else None,
@@ -275,6 +279,7 @@ def resume(
         "deregistering the failed AMI (this run's only) and its snapshots.",
     ),
     progress_interval: float = IntervalOpt,
+    workers: str = WorkersOpt,
 ) -> None:
     """Finish an interrupted or crashed run: keep what is done, look up before re-sending.
 
@@ -305,6 +310,7 @@ def resume(
         notifier=notifier,
         rediscover=rediscover,
         retry_failed=retry_failed,
+        workers=parse_workers(workers),
         endpoint_url=url,
         wait=False if no_wait else None,
         deadline=parse_deadline_flag(deadline),

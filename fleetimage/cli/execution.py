@@ -85,6 +85,7 @@ class RunOptions:
     shard: Shard | None = None  # run: --shard or the job's environment
     plan: Plan | None = None  # run: --plan (image exactly a saved plan)
     notifier: Notifier | None = None  # the config's notify: (observer + sender)
+    workers: int = 1  # --workers: processes the lanes are spread over
 
     def journal(self) -> Path:
         return self.journal_path or default_journal_path()
@@ -268,6 +269,7 @@ class _Watch:
             "max_errors": self.opts.max_errors,
             "stop": self.stop,
             "session": self.opts.session,
+            "workers": self.opts.workers,
         }
 
     async def execute(self, run: Awaitable[RunReport]) -> Execution:

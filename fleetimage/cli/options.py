@@ -33,6 +33,7 @@ from fleetimage.cli.execution import (
 from fleetimage.config import ErrorBudget, FleetConfig, load_config
 from fleetimage.core.durations import parse_deadline
 from fleetimage.core.errors import ConfigError, FleetImageError, JournalError
+from fleetimage.engine.workers import resolve_workers
 from fleetimage.output.logs import configure_logging
 
 T = TypeVar("T")
@@ -75,6 +76,13 @@ MaxErrorsOpt = typer.Option(
     "--max-errors",
     help="Stop starting new images past N errors, or P% of targets.",
     metavar="N|P%",
+)
+WorkersOpt = typer.Option(
+    "1",
+    "--workers",
+    help="Image the lanes in N processes (auto: one per CPU); this one stays the run: one "
+    "journal, report, progress display and Ctrl-C.",
+    metavar="N|auto",
 )
 NoWaitOpt = typer.Option(False, "--no-wait", help="Don't wait for images to become available.")
 LogFormatOpt = typer.Option(
@@ -149,6 +157,13 @@ def parse_endpoint(url: str | None) -> str | None:
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise fail(f"--endpoint-url {url!r} is not an http(s) URL (e.g. http://127.0.0.1:8000)")
     return url
+
+
+def parse_workers(value: str) -> int:
+    try:
+        return resolve_workers(value)
+    except ValueError as exc:
+        raise fail(f"--workers: {exc}") from None
 
 
 def parse_max_errors(value: str | None) -> ErrorBudget | None:

@@ -19,6 +19,7 @@ the only thing the retry policy looks at.
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from fleetimage.core.redaction import scrub_text
 
@@ -140,6 +141,18 @@ class AwsError(FleetImageError):
         self.http_status = http_status
         self.kind = kind if kind is not None else classify(code, http_status)
         super().__init__(f"{action}: {code}: {self.message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled to a worker process with a plan (a lane's planning error): the default
+        # rebuilds from ``args`` (one string) and would miss the keyword-only fields.
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[AwsError], text: str, fields: dict[str, Any]) -> AwsError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, text)
+    error.__dict__.update(fields)
+    return error
 
 
 class CredentialsExpired(AwsError):

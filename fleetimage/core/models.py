@@ -35,6 +35,7 @@ __all__ = [
     "Target",
     "TargetRecord",
     "Throttled",
+    "WorkerRestarted",
 ]
 
 
@@ -373,3 +374,16 @@ class RunStopping(Event):
     reason: str
     errors: int
     total: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRestarted(Event):
+    """A worker process of a ``--workers`` run exited before its lanes were done and was
+    started again on them from the journal (``account``/``region`` "", ``instance_id`` None).
+    ``exit_code``: how it ended (negative: the signal that killed it)."""
+
+    worker: int
+    exit_code: int
+    lanes: int
+    restart: int
+    of: int

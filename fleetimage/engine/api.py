@@ -86,6 +86,7 @@ async def image_fleet(
     plan: Plan | None = None,
     shard: Shard | None = None,
     adopt: bool = False,
+    workers: int = 1,
 ) -> RunReport:
     """Image every target of ``config``; one result per target.
 
@@ -102,7 +103,12 @@ async def image_fleet(
     gracefully (no new images; in-flight calls settle; pending images stay pending).
     ``wait``: None follows the config's ``wait.enabled``. ``deadline``, ``max_errors``: stop
     starting new images then (what never started is reported ``not_started``).
+    ``workers``: image the lanes in that many processes (:mod:`~fleetimage.engine.workers`);
+    this one plans, journals, reports and relays a stop. Each worker builds its AWS session
+    from the environment, as ``session=None`` does; a given ``session`` plans only.
     """
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
     if dry_run and journal is not None:
         raise ValueError("a dry run creates nothing and is not journaled; pass journal=None")
     adopt = adopt and not dry_run
@@ -173,6 +179,7 @@ async def image_fleet(
                 plan=plan,
                 shard=shard,
                 adopt=adopt,
+                workers=workers,
             )
             return await _journaled(ledger, run_id, run)
         finally:
@@ -195,6 +202,7 @@ async def resume_fleet(
     max_errors: ErrorBudget | None = None,
     stop: anyio.Event | None = None,
     session: AioSession | None = None,
+    workers: int = 1,
 ) -> RunReport:
     """Finish what run ``run_id`` left undone, from ``journal`` (default: the user's journal).
 
@@ -205,8 +213,10 @@ async def resume_fleet(
     instances found since (``confirm`` sees them as ``ResumePlan.new_targets``).
     ``retry_failed``: targets whose image failed are imaged again under a new name (``-r2``,
     ...) after their failed AMI, if it is this run's, is deregistered with its snapshots. The
-    config is the run's own, as journaled.
+    config is the run's own, as journaled. ``workers``: as for :func:`image_fleet`.
     """
+    if workers < 1:
+        raise UsageError(f"workers must be at least 1, got {workers}")
     async with _open(journal or default_journal_path()) as ledger:
         assert ledger is not None
         summary = await ledger.run(run_id)
@@ -260,6 +270,7 @@ async def resume_fleet(
             retry_failed=retry_failed,
             shard=shard,
             copies=tuple(await ledger.copies(run_id)),
+            workers=workers,
         )
         return await _journaled(ledger, run_id, run)
 

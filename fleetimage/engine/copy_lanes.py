@@ -51,9 +51,9 @@ from fleetimage.engine.copy import (
 from fleetimage.engine.copy_lanes_support import NOT_STARTED, settle_message
 from fleetimage.engine.copy_slots import CopySlots, DestinationStopped
 from fleetimage.engine.lane import Lane
-from fleetimage.engine.lanerun import RunState, StopReason
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.plan import CONFIRM_SHARE
+from fleetimage.engine.runstate import RunState, StopReason
 from fleetimage.engine.stop import Stopped
 from fleetimage.engine.wait import ImageWaiter
 

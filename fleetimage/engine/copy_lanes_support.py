@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fleetimage.core.models import Outcome
-from fleetimage.engine.lanerun import StopReason
+from fleetimage.engine.runstate import StopReason
 from fleetimage.engine.wait import ImageState
 
 __all__ = ["NOT_STARTED", "settle_message"]

@@ -1,16 +1,14 @@
 """One lane's imaging: a feeder under the lane's caps, a task per target, one waiter; also
-what the lanes share (:class:`RunState`) and what a lane announces before it images."""
+what a lane announces before it images."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import anyio
 import anyio.abc
 
-from fleetimage.config import ErrorBudget, FleetConfig
+from fleetimage.config import FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.core.models import (
@@ -29,64 +27,15 @@ from fleetimage.core.models import (
 )
 from fleetimage.core.states import SETTLED
 from fleetimage.engine.breaker import LaneOutage
-from fleetimage.engine.bus import LEDGER_FAILED, Bus, SubscriberError
+from fleetimage.engine.bus import Bus, SubscriberError
 from fleetimage.engine.create import check_dry_run, create_image
 from fleetimage.engine.plan import LanePlan
 from fleetimage.engine.recreate import discard_failed_image, with_retry_name
-from fleetimage.engine.stop import Stopped, Stopper
+from fleetimage.engine.runstate import RunState, StopReason
+from fleetimage.engine.stop import Stopped
 from fleetimage.engine.wait import ImageState, ImageWaiter
 
-__all__ = ["LaneRun", "RunState", "StopReason", "announce_lane", "event_fields"]
-
-
-class StopReason:
-    INTERRUPTED = "Interrupted"
-    DEADLINE = "DeadlineReached"
-    ERROR_BUDGET = "ErrorBudgetExceeded"
-    JOURNAL = LEDGER_FAILED
-    CREDENTIALS = CredentialsExpired.CODE
-
-
-@dataclass(slots=True)
-class RunState:
-    """What all lanes share: the error budget, the stop request, the hand-off to copies."""
-
-    budget: ErrorBudget
-    total: int  # targets to image, discovered so far
-    discovering: bool = True  # a percent budget means nothing until the total is known
-    errors: int = 0
-    stopper: Stopper = field(default_factory=Stopper)
-    interrupted: bool = False  # Ctrl-C / stop event, whatever stopped new work first
-    feeders: list[anyio.CancelScope] = field(default_factory=list)
-    waiters: list[ImageWaiter] = field(default_factory=list)
-    on_available: Callable[[ImageSpec, str], object] | None = None  # copy_lanes.CopyPhase
-
-    @property
-    def stop_reason(self) -> str | None:
-        return self.stopper.reason
-
-    def request_stop(self, reason: str, *, stop_waiting: bool) -> None:
-        # Token waits, backoffs and discovery pages end at once; sends in flight are answered.
-        self.stopper.request(reason)
-        for scope in self.feeders:
-            scope.cancel()
-        if stop_waiting:
-            for waiter in self.waiters:
-                waiter.release_all(ImageState("released", reason))
-
-    def stopping(self) -> bool:
-        return self.stopper.reason is not None
-
-    def record_error(self, count: int = 1) -> None:
-        self.errors += count
-        if self.discovering and self.budget.percent is not None:
-            return
-        if self.budget.exceeded(self.errors, self.total):
-            self.request_stop(StopReason.ERROR_BUDGET, stop_waiting=False)
-
-    def discovery_done(self) -> None:
-        self.discovering = False
-        self.record_error(0)
+__all__ = ["LaneRun", "announce_lane", "event_fields"]
 
 
 def event_fields(spec: ImageSpec) -> tuple[str, str, str]:

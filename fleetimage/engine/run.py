@@ -28,10 +28,12 @@ from fleetimage.core.naming import new_run_id
 from fleetimage.core.shards import Shard
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
 from fleetimage.engine.copy_lanes import CopyPhase
-from fleetimage.engine.lanerun import LaneRun, RunState, StopReason, announce_lane
-from fleetimage.engine.plan import LanePlan, Plan, open_lanes
+from fleetimage.engine.lanerun import LaneRun, announce_lane
+from fleetimage.engine.plan import LanePlan, Plan, open_lanes, plan_fleet
 from fleetimage.engine.restart import adopted_records
 from fleetimage.engine.resume import complete_from_journal
+from fleetimage.engine.runstate import RunState, StopReason
+from fleetimage.engine.workers import run_in_workers
 from fleetimage.output.collector import ReportCollector
 from fleetimage.output.copy_report import CopyCollector
 from fleetimage.output.report import RunReport
@@ -59,6 +61,8 @@ async def execute(
     shard: Shard | None = None,
     adopt: bool = False,
     copies: Sequence[CopyRecord] = (),
+    workers: int = 1,
+    state: RunState | None = None,
 ) -> RunReport:
     """Image every target of ``config``; returns one result per target.
 
@@ -75,6 +79,8 @@ async def execute(
     without its journal; images its earlier start created (found by planning, or here for a
     lane planned again) are waited for, never created again (see :mod:`.adopt`).
     ``copies``: the journal's copy records of this run (resume), see :mod:`.copy_lanes`.
+    ``workers``: image the lanes in that many processes, this one staying the run (planned
+    here first, see :mod:`.workers`). ``state``: a worker's, linked to its parent.
     """
     if plan is not None:  # its names were rendered with its run id and start time
         run_id, started_at = plan.run_id, plan.started_at
@@ -91,7 +97,7 @@ async def execute(
     collector.seed(prior.values())
     copy_collector = CopyCollector(run_id)
     copy_collector.seed(copies)
-    state = RunState(max_errors or config.max_errors, total=0)
+    state = state or RunState(max_errors or config.max_errors, total=0)
     bus = Bus(
         [collector, copy_collector, *subscribers],
         ledger,
@@ -118,6 +124,34 @@ async def execute(
 
         tg.start_soon(announce_stop)
         session = session or clients.new_session()
+        if workers > 1:
+            if plan is None:
+                plan = await plan_fleet(
+                    config,
+                    endpoint_url=endpoint_url,
+                    session=session,
+                    run_id=run_id,
+                    started_at=started_at,
+                    owns=None if shard is None else shard.owns,
+                    adopt=adopt and not dry_run,
+                )
+            await run_in_workers(
+                workers,
+                config=config,
+                plan=plan,
+                state=state,
+                bus=bus,
+                endpoint_url=endpoint_url,
+                dry_run=dry_run,
+                wait=wait,
+                retry_failed=retry_failed,
+                adopt=adopt and not dry_run,
+                resume=tuple(resume),
+                copies=tuple(copies),
+            )
+            watchers.cancel()
+            announcer.cancel()
+            return _report(collector, copy_collector, state, bus)
         phase: CopyPhase | None = None
         # Copies start from available images: with --no-wait there are none yet (resume
         # copies them), and a dry run sends nothing.
@@ -161,7 +195,7 @@ async def execute(
                         adopted=True,
                     )
                 )
-            state.total += len(lp.specs)
+            state.add_targets(len(lp.specs))
             if lp.lane is not None and lp.specs:
                 run = LaneRun(
                     lp,
@@ -205,6 +239,12 @@ async def execute(
                     phase.close()  # imaging is over: the copies of what it made finish
         watchers.cancel()
         announcer.cancel()
+    return _report(collector, copy_collector, state, bus)
+
+
+def _report(
+    collector: ReportCollector, copy_collector: CopyCollector, state: RunState, bus: Bus
+) -> RunReport:
     report = collector.report(
         finished_at=now(),
         interrupted=state.interrupted,

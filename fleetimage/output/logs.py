@@ -63,6 +63,7 @@ _LEVELS = {
     "Retried": "info",
     "Discovered": "debug",
     "RunStopping": "warning",
+    "WorkerRestarted": "warning",
 }
 
 

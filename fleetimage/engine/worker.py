@@ -1,0 +1,197 @@
+"""A worker process of a ``--workers N`` run (started by engine/workers.py, never by hand).
+
+It reads its :class:`~fleetimage.engine.workers.WorkerJob` from stdin, images those lanes with
+the ordinary engine, and talks to the run's process over stdin/stdout (engine/channel.py):
+
+- its ledger is the parent's journal: a write-ahead is sent and awaited (nothing leaves before
+  the parent committed the row); every other event is sent on, recorded there;
+- its error budget and stop are the run's (:class:`~fleetimage.engine.runstate.RunLink`).
+
+If the parent goes away (its end of the pipe closes: kill -9, a crash), the worker stops at
+once: with nobody to commit a write-ahead it must not send anything new, and the journal's
+rows are what ``fleetimage resume`` finishes from. Its stdout is the channel: anything else
+printed goes to stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import pickle
+import sys
+
+import anyio
+
+from fleetimage.config import FleetConfig
+from fleetimage.core.copies import CopyRequested
+from fleetimage.core.errors import FleetImageError
+from fleetimage.core.models import Event, Requested
+from fleetimage.core.shards import Shard
+from fleetimage.engine.channel import Channel, ChannelClosed
+from fleetimage.engine.run import execute
+from fleetimage.engine.runstate import RunState, StopReason
+from fleetimage.engine.workers import WorkerJob
+
+__all__ = ["main"]
+
+# A parent that never answers a write-ahead is gone or wedged: the send is not made.
+_WRITE_AHEAD_TIMEOUT_S = 120.0
+EXIT_PARENT_GONE = 3
+
+
+class _ParentLedger:
+    """The ledger of a worker: the parent's journal, over the channel."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._seq = itertools.count()
+        self._waiting: dict[int, anyio.Event] = {}
+        self._answers: dict[int, str | None] = {}
+        self.written: set[int] = set()  # ids of events sent as write-aheads (not sent twice)
+
+    async def before_send(self, event: Requested | CopyRequested) -> None:
+        seq = next(self._seq)
+        done = self._waiting[seq] = anyio.Event()
+        self.written.add(id(event))
+        self.channel.post(("send", seq, event))
+        try:
+            with anyio.fail_after(_WRITE_AHEAD_TIMEOUT_S):
+                await done.wait()
+        finally:
+            self._waiting.pop(seq, None)
+        refused = self._answers.pop(seq, None)
+        if refused is not None:
+            raise FleetImageError(f"the run's journal could not record the request: {refused}")
+
+    def answered(self, seq: int, refused: str | None) -> None:
+        done = self._waiting.get(seq)
+        if done is not None:
+            self._answers[seq] = refused
+            done.set()
+
+    def record(self, event: Event) -> None:
+        return None  # the parent records it when the event arrives there
+
+
+class _ParentLink:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+
+    def counted(self, *, errors: int = 0, targets: int = 0, discovered: bool = False) -> None:
+        self.channel.post(("count", errors, targets, discovered))
+
+    def stopped(self, reason: str, *, stop_waiting: bool) -> None:
+        self.channel.post(("stop", reason, stop_waiting))
+
+
+async def _work(channel: Channel) -> int:
+    messages = channel.messages()
+    try:
+        job = await anext(messages)
+    except StopAsyncIteration:
+        return EXIT_PARENT_GONE
+    assert isinstance(job, WorkerJob)
+    config = FleetConfig.from_snapshot(job.config)
+    ledger = _ParentLedger(channel)
+    state = RunState(config.max_errors, total=0, link=_ParentLink(channel))
+
+    def forward(event: Event) -> None:
+        if id(event) in ledger.written:  # the parent had it as a write-ahead
+            ledger.written.discard(id(event))
+        else:
+            channel.post(("event", event))
+
+    parent_gone = False
+    async with anyio.create_task_group() as tg:
+
+        async def listen() -> None:
+            nonlocal parent_gone
+            async for message in messages:
+                if message[0] == "ack":
+                    ledger.answered(message[1], message[2])
+                elif message[0] == "stop":
+                    state.interrupted = message[1] == StopReason.INTERRUPTED
+                    state.request_stop(message[1], stop_waiting=message[2], relay=False)
+            parent_gone = True
+            tg.cancel_scope.cancel()  # nobody commits write-aheads any more: stop now
+
+        tg.start_soon(channel.pump)
+        tg.start_soon(listen)
+        try:
+            await execute(
+                config,
+                ledger=ledger,
+                endpoint_url=job.endpoint_url,
+                on_event=forward,
+                dry_run=job.dry_run,
+                wait=job.wait,
+                run_id=job.run_id,
+                started_at=job.started_at,
+                resume=job.resume,
+                plan=job.plan,
+                retry_failed=job.retry_failed,
+                shard=Shard(job.index, job.count, lanes=frozenset(job.plan.lanes)),
+                adopt=job.adopt,
+                copies=job.copies,
+                state=state,
+            )
+            channel.post(("done",))
+        except Exception as exc:
+            channel.post(("error", _portable(exc)))
+        await channel.close()
+        tg.cancel_scope.cancel()
+    return EXIT_PARENT_GONE if parent_gone else 0
+
+
+def _portable(exc: BaseException) -> BaseException:
+    """The exception itself if it survives pickling, else a FleetImageError that says it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:
+        return FleetImageError(f"{type(exc).__name__}: {exc}")
+
+
+async def _main(out_fd: int) -> int:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+    )
+    transport, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
+    )
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    async def receive(size: int) -> bytes:
+        try:
+            return await reader.readexactly(size)
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            raise ChannelClosed(str(exc)) from None
+
+    async def send(data: bytes) -> None:
+        try:
+            writer.write(data)
+            await writer.drain()
+        except ConnectionError as exc:
+            raise ChannelClosed(str(exc)) from None
+
+    try:
+        return await _work(Channel(receive, send))
+    finally:
+        writer.close()
+
+
+def main() -> None:
+    # The channel is our stdout: keep it for frames, and point fd 1 (print, any library's
+    # chatter) at stderr so nothing else can land in the middle of a frame.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.exit(anyio.run(_main, out_fd))
+
+
+if __name__ == "__main__":
+    main()

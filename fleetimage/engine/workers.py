@@ -1,0 +1,309 @@
+"""``--workers N``: one run's lanes spread over N worker processes; this process stays the run.
+
+One process is CPU-bound past about 70 busy lanes (signing, HTTP, parsing). With workers,
+this process plans, deals whole lanes to workers by target count (like shards: a lane's
+buckets, caps and waiter are never split) and remains the run's only journal writer, report,
+progress display and Ctrl-C. Each worker (engine/worker.py) images its lanes and sends back:
+
+- every event, which is recorded and observed here as if it happened here;
+- each write-ahead (``Requested``, ``CopyRequested``), which it awaits: the worker sends the
+  request only once this process has committed the row, exactly as in one process;
+- its errors and targets, so the error budget is the run's, and its own stop requests.
+
+A stop (Ctrl-C, deadline, error budget, journal failure) is sent to every worker. A worker
+that dies is started again on its lanes with their journal rows, as a resume would: a
+``requesting`` row is looked up by name before anything is sent again, so nothing is
+created twice. Without a journal, or after :data:`MAX_RESTARTS`, its lanes fail instead
+(their open targets stay for ``fleetimage resume``). Workers run in their own session, so a
+terminal's Ctrl-C reaches only this process; a worker whose parent is gone (its pipe closed)
+stops at once, and resume finishes the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+from datetime import datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from fleetimage.config import FleetConfig
+from fleetimage.core.clock import now
+from fleetimage.core.copies import CopyRecord
+from fleetimage.core.errors import FleetImageError
+from fleetimage.core.models import (
+    LaneFailed,
+    LaneKey,
+    RunStopping,
+    TargetRecord,
+    WorkerRestarted,
+)
+from fleetimage.core.shards import balance_lanes
+from fleetimage.engine.bus import Bus
+from fleetimage.engine.channel import Channel, ChannelClosed, Receive, Send
+from fleetimage.engine.plan import Plan
+from fleetimage.engine.runstate import RunState
+from fleetimage.engine.stop import Stopped
+from fleetimage.journal import Journal
+
+__all__ = ["MAX_RESTARTS", "WORKER_MODULE", "WorkerJob", "resolve_workers", "run_in_workers"]
+
+WORKER_MODULE = "fleetimage.engine.worker"
+MAX_RESTARTS = 3  # per worker; a worker that keeps dying is not a passing fault
+_EXIT_GRACE_S = 30.0  # a worker that said "done" and does not exit is killed after this
+
+
+def resolve_workers(value: int | str | None) -> int:
+    """``--workers``: a count ≥ 1, or ``auto`` (the CPUs this process may run on)."""
+    if value is None:
+        return 1
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "auto":
+            return max(1, len(os.sched_getaffinity(0)))
+        if not text.isdigit():
+            raise ValueError(f"workers must be a count (e.g. 2) or 'auto', got {value!r}")
+        value = int(text)
+    if value < 1:
+        raise ValueError(f"workers must be at least 1, got {value}")
+    return value
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerJob:
+    """What one worker images: its share of the plan, with the journal rows of its lanes."""
+
+    index: int
+    count: int
+    config: dict[str, Any]  # the config's snapshot (FleetConfig.from_snapshot)
+    plan: Plan
+    run_id: str
+    started_at: datetime
+    endpoint_url: str | None
+    dry_run: bool
+    wait: bool
+    retry_failed: bool
+    adopt: bool
+    resume: tuple[TargetRecord, ...] = ()
+    copies: tuple[CopyRecord, ...] = ()
+
+
+async def run_in_workers(
+    count: int,
+    *,
+    config: FleetConfig,
+    plan: Plan,
+    state: RunState,
+    bus: Bus,
+    endpoint_url: str | None,
+    dry_run: bool,
+    wait: bool,
+    retry_failed: bool,
+    adopt: bool,
+    resume: tuple[TargetRecord, ...],
+    copies: tuple[CopyRecord, ...],
+) -> None:
+    """Image ``plan`` in ``count`` worker processes; events go to ``bus``, stops to ``state``."""
+    owner = balance_lanes({k: max(1, len(lp.specs)) for k, lp in plan.lanes.items()}, count)
+    snapshot = config.model_dump(mode="json")
+    workers: list[_Worker] = []
+    for index in range(count):
+        lanes = {k: lp for k, lp in plan.lanes.items() if owner[k] == index}
+        if not lanes:
+            continue
+        share = Plan(plan.run_id, plan.started_at, lanes, plan.units if index == 0 else [])
+        job = WorkerJob(
+            index,
+            count,
+            snapshot,
+            share,
+            plan.run_id,
+            plan.started_at,
+            endpoint_url,
+            dry_run,
+            wait,
+            retry_failed,
+            adopt,
+            tuple(r for r in resume if LaneKey(r.account, r.region) in lanes),
+            tuple(c for c in copies if LaneKey(c.key.account, c.key.source_region) in lanes),
+        )
+        workers.append(_Worker(job, state, bus, workers))
+
+    def tell_all(reason: str, stop_waiting: bool) -> None:
+        for worker in workers:
+            worker.post(("stop", reason, stop_waiting))
+
+    state.on_stop = tell_all
+    try:
+        async with anyio.create_task_group() as tg:
+            for worker in workers:
+                tg.start_soon(worker.supervise)
+    finally:
+        state.on_stop = None
+
+
+class _Worker:
+    """One worker process's life: started, fed, listened to, and started again if it dies."""
+
+    def __init__(self, job: WorkerJob, state: RunState, bus: Bus, all_: list[_Worker]) -> None:
+        self.job, self.state, self.bus, self.all = job, state, bus, all_
+        self.channel: Channel | None = None
+        self.targets = 0  # what this worker added to the run's total (taken back on restart)
+        self.discovered = False
+
+    def post(self, message: Any) -> None:
+        if self.channel is not None:
+            self.channel.post(message)
+
+    async def supervise(self) -> None:
+        job = self.job
+        for restart in range(MAX_RESTARTS + 1):
+            returncode = await self._run(job)
+            if returncode is None:
+                return  # it finished its lanes
+            journal = self.bus.ledger if isinstance(self.bus.ledger, Journal) else None
+            what = f"worker {job.index} exited with code {returncode}"
+            if journal is None or restart == MAX_RESTARTS or self.state.stopping():
+                await self._lanes_failed(what)
+                return
+            job = await self._restarted(job, journal)
+            await self.bus.emit(
+                WorkerRestarted(
+                    job.run_id,
+                    "",
+                    "",
+                    None,
+                    now(),
+                    job.index,
+                    returncode,
+                    len(job.plan.lanes),
+                    restart + 1,
+                    MAX_RESTARTS,
+                )
+            )
+
+    async def _restarted(self, job: WorkerJob, journal: Journal) -> WorkerJob:
+        """The job again, with what the journal now knows of its lanes (a resume's input)."""
+        await journal.flush()  # every event it sent before dying is in the journal
+        lanes = job.plan.lanes
+        rows = [
+            r for r in await journal.targets(job.run_id) if LaneKey(r.account, r.region) in lanes
+        ]
+        copies = [
+            c
+            for c in await journal.copies(job.run_id)
+            if LaneKey(c.key.account, c.key.source_region) in lanes
+        ]
+        self.state.total -= self.targets  # the new worker counts its lanes again
+        self.targets, self.discovered = 0, False
+        return dataclasses.replace(job, resume=tuple(rows), copies=tuple(copies))
+
+    async def _lanes_failed(self, what: str) -> None:
+        message = f"{what}; its open targets are left for `fleetimage resume`"
+        for key in self.job.plan.lanes:
+            await self.bus.emit(
+                LaneFailed(
+                    self.job.run_id,
+                    key.account,
+                    key.region,
+                    None,
+                    now(),
+                    "Worker",
+                    "WorkerExited",
+                    message,
+                )
+            )
+        self._discovered()
+
+    async def _run(self, job: WorkerJob) -> int | None:
+        """Run one worker process to its end: None when it finished, else its exit code."""
+        finished = False
+        async with await anyio.open_process(
+            [sys.executable, "-m", WORKER_MODULE],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,  # a worker's own complaints go where ours go
+            start_new_session=True,  # the terminal's Ctrl-C is ours to relay, not theirs
+        ) as process:
+            channel = Channel(*_ends(process))
+            self.channel = channel
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(channel.pump)
+                    channel.post(job)
+                    if self.state.stop_reason is not None:
+                        channel.post(("stop", self.state.stop_reason, True))
+                    async for message in channel.messages():
+                        if message[0] == "done":
+                            finished = True
+                        else:
+                            await self._handle(message, tg)
+                    tg.cancel_scope.cancel()
+            finally:
+                self.channel = None
+            with anyio.move_on_after(_EXIT_GRACE_S if finished else 5.0) as waited:
+                returncode = await process.wait()
+            if waited.cancel_called:
+                process.kill()
+                returncode = await process.wait()
+        return None if finished else returncode
+
+    async def _handle(self, message: tuple[Any, ...], tg: anyio.abc.TaskGroup) -> None:
+        kind = message[0]
+        if kind == "event":
+            if not isinstance(message[1], RunStopping):  # the run announces its own stop
+                await self.bus.emit(message[1])
+        elif kind == "send":
+            tg.start_soon(self._write_ahead, message[1], message[2])
+        elif kind == "count":
+            _, errors, targets, discovered = message
+            if targets:
+                self.targets += targets
+                self.state.total += targets
+            if discovered:
+                self._discovered()
+            if errors:
+                self.state.record_error(errors)
+        elif kind == "stop":
+            self.state.request_stop(message[1], stop_waiting=message[2])
+        elif kind == "error":
+            raise message[1]
+        else:
+            raise FleetImageError(f"worker {self.job.index} sent an unknown message {kind!r}")
+
+    async def _write_ahead(self, seq: int, event: Any) -> None:
+        try:
+            await self.bus.before_send(event)
+            self.post(("ack", seq, None))
+        except Stopped as exc:  # the journal failed: nothing may be sent
+            self.post(("ack", seq, exc.reason))
+
+    def _discovered(self) -> None:
+        self.discovered = True
+        if all(w.discovered for w in self.all):
+            self.state.discovery_done()
+
+
+def _ends(process: anyio.abc.Process) -> tuple[Receive, Send]:
+    """Read from the worker's stdout and write to its stdin; ChannelClosed once it is gone."""
+    assert process.stdin is not None and process.stdout is not None
+    stdin, stdout = process.stdin, BufferedByteReceiveStream(process.stdout)
+
+    async def receive(size: int) -> bytes:
+        try:
+            return await stdout.receive_exactly(size)
+        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
+            raise ChannelClosed(str(exc)) from None
+
+    async def send(data: bytes) -> None:
+        try:
+            await stdin.send(data)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+            raise ChannelClosed(str(exc)) from None
+
+    return receive, send
