@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.bound import run_bound
-from benchmarks.contenders import SAMPLED, ContenderJob, child_main
+from benchmarks.contenders import SAMPLED, WORKERS, ContenderJob, child_main, unavailable
 from benchmarks.mockproc import IMAGEABLE, MockProcess
 from benchmarks.scenarios import Scenario
 from fleetimage.mock.fleet import Fleet
@@ -29,7 +29,9 @@ STARTUP_GRACE_S = 120.0
 def _spawn(job: ContenderJob) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_main, args=(job, child), daemon=True)
+    # Not daemonic: a daemonic process may not start children, and fleetimage's workers are
+    # its children. The finally below still ends it whatever happens here.
+    proc = ctx.Process(target=child_main, args=(job, child), daemon=False)
     proc.start()
     child.close()
     try:
@@ -97,7 +99,15 @@ def run_contender(
     sc = scenario
     with MockProcess(sc.mock_config) as mock:
         stats0 = mock.stats()
-        job = ContenderJob(contender, sc, mock.endpoint_url, mock.credentials, limit_s, run_tag)
+        job = ContenderJob(
+            contender,
+            sc,
+            mock.endpoint_url,
+            mock.credentials,
+            limit_s,
+            run_tag,
+            workers=WORKERS.get(contender, 1),
+        )
         raw = _spawn(job)
         counters = mock.counters()
         duplicates = mock.duplicates()
@@ -106,6 +116,7 @@ def run_contender(
     row: dict[str, Any] = {
         "scenario": sc.name,
         "contender": contender,
+        "workers": WORKERS.get(contender, 1),
         "time_scale": sc.time_scale,
         "cutoff_s": limit_s,
     }
@@ -184,9 +195,16 @@ def run_contender(
             "describe_images_per_image": describe_images / n_ok if (n_ok and finished) else None,
             "describe_instances_calls": _count(counters, "DescribeInstances"),
             "requests": sum(c["count"] for c in counters),
+            # The contender's whole process tree: itself and its children (fleetimage's workers).
             "cpu_s": raw["cpu_s"],
+            "cpu_self_s": raw["cpu_self_s"],
+            "cpu_children_s": raw["cpu_children_s"],
             "cpu_ms_per_image": 1000.0 * raw["cpu_s"] / n_ok if (n_ok and finished) else None,
             "peak_rss_mb": raw["peak_rss_mb"],
+            "peak_rss_children_mb": raw["peak_rss_children_mb"],
+            # Completion instants taken from fleetimage's report, not its events (see
+            # engine_contender); 0 when every event reached the contender's subscriber.
+            "completions_from_report": raw.get("completions_from_report", 0),
             "mock_cpu_s": stats1["cpu_s"] - stats0["cpu_s"],
             "completions": [(round(t, 4), o == "available") for t, _, _, _, o in completions],
         }
@@ -213,6 +231,10 @@ def run_scenario(
     bound_aws_s, bound_lane = scenario_bound(sc)
     if sc.throttling:
         log(f"  bound {sc.wall(bound_aws_s):.2f} s ({bound_aws_s:.1f} AWS s), lane {bound_lane}")
+    skipped = {c: why for c in contenders if (why := unavailable(c)) is not None}
+    for contender, why in skipped.items():
+        log(f"  {contender} skipped: {why}")
+    contenders = [c for c in contenders if c not in skipped]
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     reps = {c: sc.sample_repeats if c in SAMPLED else sc.repeats for c in contenders}
     for rep in range(max(reps.values(), default=0)):
@@ -235,6 +257,7 @@ def run_scenario(
         "bound_lane": bound_lane,
         "rows": [summarise(rows) for rows in runs.values() if rows],
         "runs": runs,
+        "skipped_contenders": skipped,
     }
 
 
@@ -257,6 +280,8 @@ MEDIAN_KEYS = (
     "describe_images_calls",
     "describe_images_per_image",
     "cpu_s",
+    "cpu_self_s",
+    "cpu_children_s",
     "cpu_ms_per_image",
     "peak_rss_mb",
     "elapsed_s",
