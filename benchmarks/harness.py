@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -97,6 +98,9 @@ def run_contender(
 ) -> dict[str, Any]:
     """One contender against a fresh mock; returns the metrics row (wall = scaled seconds)."""
     sc = scenario
+    # The machine's 1-minute load before and after: on a shared machine the CPU a contender
+    # gets depends on it, so a CPU-bound scenario's figures are read with it.
+    load = [os.getloadavg()[0]]
     with MockProcess(sc.mock_config) as mock:
         stats0 = mock.stats()
         job = ContenderJob(
@@ -113,12 +117,14 @@ def run_contender(
         duplicates = mock.duplicates()
         stats1 = mock.stats()
         snap = mock.snapshot()
+    load.append(os.getloadavg()[0])
     row: dict[str, Any] = {
         "scenario": sc.name,
         "contender": contender,
         "workers": WORKERS.get(contender, 1),
         "time_scale": sc.time_scale,
         "cutoff_s": limit_s,
+        "load_avg_1m": load,
     }
     if "error" in raw:
         row["error"] = raw["error"]
@@ -200,6 +206,8 @@ def run_contender(
             "cpu_self_s": raw["cpu_self_s"],
             "cpu_children_s": raw["cpu_children_s"],
             "cpu_ms_per_image": 1000.0 * raw["cpu_s"] / n_ok if (n_ok and finished) else None,
+            # Cores the contender kept busy on average: near 1 for one process, CPU-bound.
+            "cores_used": raw["cpu_s"] / raw["elapsed_s"] if raw["elapsed_s"] > 0 else None,
             "peak_rss_mb": raw["peak_rss_mb"],
             "peak_rss_children_mb": raw["peak_rss_children_mb"],
             # Completion instants taken from fleetimage's report, not its events (see
@@ -283,6 +291,7 @@ MEDIAN_KEYS = (
     "cpu_self_s",
     "cpu_children_s",
     "cpu_ms_per_image",
+    "cores_used",
     "peak_rss_mb",
     "elapsed_s",
     "available",
@@ -347,7 +356,7 @@ def _brief(row: dict[str, Any]) -> str:
     return (
         f"{span}  {row['available']}/{row['targets']} ok"
         + (f"  eff {eff:.3f}/{row['efficiency_imaging'] or 0:.3f}" if eff is not None else "")
-        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img"
+        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img ({row['cores_used'] or 0:.2f} cores)"
         f"  DI/img {row['describe_images_per_image'] or 0:.3f}  thr {row['create_throttled_pct']:.1f}%"
         f"  dup {row['duplicates']} lost {row['lost']} failed {row['failed']}"
         f"  first/last create {row['first_create_s'] or 0:.2f}/{row['last_create_s'] or 0:.2f}"
