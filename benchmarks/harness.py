@@ -208,6 +208,15 @@ def run_contender(
             "cpu_ms_per_image": 1000.0 * raw["cpu_s"] / n_ok if (n_ok and finished) else None,
             # Cores the contender kept busy on average: near 1 for one process, CPU-bound.
             "cores_used": raw["cpu_s"] / raw["elapsed_s"] if raw["elapsed_s"] > 0 else None,
+            # Share of the run its main thread (fleetimage's event loop; the parent's with
+            # workers) was on a CPU or runnable waiting for one: ~1 = CPU-bound. (For the
+            # scripts the main thread only waits for theirs.)
+            "main_thread_busy": (raw["main_thread_run_s"] + raw["main_thread_wait_s"])
+            / raw["elapsed_s"]
+            if raw["elapsed_s"] > 0
+            else None,
+            "main_thread_run_s": raw["main_thread_run_s"],
+            "main_thread_wait_s": raw["main_thread_wait_s"],
             "peak_rss_mb": raw["peak_rss_mb"],
             "peak_rss_children_mb": raw["peak_rss_children_mb"],
             # Completion instants taken from fleetimage's report, not its events (see
@@ -292,6 +301,7 @@ MEDIAN_KEYS = (
     "cpu_children_s",
     "cpu_ms_per_image",
     "cores_used",
+    "main_thread_busy",
     "peak_rss_mb",
     "elapsed_s",
     "available",
@@ -356,7 +366,8 @@ def _brief(row: dict[str, Any]) -> str:
     return (
         f"{span}  {row['available']}/{row['targets']} ok"
         + (f"  eff {eff:.3f}/{row['efficiency_imaging'] or 0:.3f}" if eff is not None else "")
-        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img ({row['cores_used'] or 0:.2f} cores)"
+        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img ({row['cores_used'] or 0:.2f} cores,"
+        f" main thread busy {row['main_thread_busy'] or 0:.2f})"
         f"  DI/img {row['describe_images_per_image'] or 0:.3f}  thr {row['create_throttled_pct']:.1f}%"
         f"  dup {row['duplicates']} lost {row['lost']} failed {row['failed']}"
         f"  first/last create {row['first_create_s'] or 0:.2f}/{row['last_create_s'] or 0:.2f}"

@@ -5,6 +5,11 @@ is the whole process tree's: the process itself (``RUSAGE_SELF``, all threads), 
 it has already waited for (``RUSAGE_CHILDREN``, which also holds their own waited-for
 descendants), and any descendant still alive when the run ends (read with psutil; a helper
 such as multiprocessing's resource tracker outlives the run, and its CPU is the run's too).
+
+And whether the main thread (fleetimage's event loop) is CPU-bound: Linux's schedstat says how
+long it ran and how long it was runnable but waiting for a CPU. Run + wait close to the
+elapsed time means it always had work: it was CPU-bound, and got the share of a core that the
+machine's other load left it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,17 @@ def _cpu(ru: Any) -> float:
     return float(ru.ru_utime + ru.ru_stime)
 
 
+def _main_thread_sched() -> tuple[float, float]:
+    """(s on a CPU, s runnable waiting for one) of this process's main thread; (0, 0) where
+    there is no /proc/self/schedstat (not Linux, or schedstats off)."""
+    try:
+        with open("/proc/self/schedstat", encoding="ascii") as f:
+            run_ns, wait_ns, _ = f.read().split()
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
 class Meter:
     """Wall time and process-tree CPU since construction."""
 
@@ -43,6 +59,7 @@ class Meter:
         self.self0 = resource.getrusage(resource.RUSAGE_SELF)
         self.children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.live0 = _live_descendants_cpu()
+        self.sched0 = _main_thread_sched()
 
     def now(self) -> float:
         return time.perf_counter() - self.t0
@@ -54,6 +71,7 @@ class Meter:
         ru_self = resource.getrusage(resource.RUSAGE_SELF)
         ru_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         live = _live_descendants_cpu()
+        run, wait = _main_thread_sched()
         own = _cpu(ru_self) - _cpu(self.self0)
         reaped = _cpu(ru_children) - _cpu(self.children0)
         alive = sum(cpu - self.live0.get(pid, 0.0) for pid, cpu in live.items())
@@ -65,5 +83,7 @@ class Meter:
             "live_children": float(len(live)),
             "peak_rss_mb": ru_self.ru_maxrss / 1024,
             "peak_rss_children_mb": ru_children.ru_maxrss / 1024,
+            "main_thread_run_s": run - self.sched0[0],
+            "main_thread_wait_s": wait - self.sched0[1],
             "t0_monotonic": self.t0_monotonic,
         }

@@ -23,7 +23,7 @@ COLUMNS = (
     ("dup", "dup"),
     ("failed", "failed / lost"),
     ("cpu", "CPU ms / image"),
-    ("cpu_total", "CPU s (of it in children)"),
+    ("cpu_total", "CPU s (of it in children), cores busy"),
     ("rss", "peak RSS MB"),
 )
 
@@ -65,7 +65,8 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "dup": f"{row.get('duplicates_max', row['duplicates'])}",
         "failed": f"{row['failed']:.0f} / {row.get('lost_max', row['lost'])}",
         "cpu": _f(row["cpu_ms_per_image"], ".2f"),
-        "cpu_total": f"{row['cpu_s']:.1f} ({row.get('cpu_children_s') or 0.0:.1f})",
+        "cpu_total": f"{row['cpu_s']:.1f} ({row.get('cpu_children_s') or 0.0:.1f}), "
+        + _f(row.get("cores_used"), ".2f"),
         "rss": f"{row['peak_rss_mb']:.0f}",
     }
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -183,6 +185,9 @@ def test_meter_counts_children_that_ended_and_children_still_alive() -> None:
     )
     try:
         assert alive.stdout is not None and alive.stdout.readline() == "burnt\n"
+        mine = time.process_time() + BURN_S
+        while time.process_time() < mine:  # the main thread's own CPU
+            pass
         measured = meter.result()
     finally:
         alive.communicate("", timeout=60)
@@ -190,3 +195,7 @@ def test_meter_counts_children_that_ended_and_children_still_alive() -> None:
     assert measured["cpu_children_s"] >= 0.9 * 2 * BURN_S  # /proc counts whole ticks
     assert measured["live_children"] >= 1
     assert measured["cpu_s"] == pytest.approx(measured["cpu_self_s"] + measured["cpu_children_s"])
+    assert measured["cpu_self_s"] >= 0.9 * BURN_S
+    if Path("/proc/self/schedstat").exists():  # Linux: the main thread's time on a CPU
+        assert measured["main_thread_run_s"] >= 0.9 * BURN_S
+        assert measured["main_thread_wait_s"] >= 0
