@@ -121,7 +121,9 @@ async def test_five_accounts_image_through_assumed_roles(org: Scenario, mock_ec2
 async def test_the_scripts_assume_roles_in_five_accounts(org: Scenario, mock_ec2: Any) -> None:
     """Each boto3 (account, region) client lists that account's own instances, in the order
     the bound assumes (the fleet's, as fleet_lanes reads it)."""
-    sc = small(org)
+    # The scripts' assumed-role sessions do not renew: an hour on the mock's clock must
+    # outlast the test on a loaded machine (at 500x it is 7 s).
+    sc = replace(small(org), time_scale=20.0)
     mock = await mock_ec2(sc.mock_config())
     expected = {
         (a, r, i.instance_id)
@@ -151,26 +153,36 @@ def test_opt_in_contenders_run_only_where_named(org: Scenario) -> None:
     assert _contenders_for(org, everyone, set()) == [c for c in everyone if c in org.contenders]
 
 
-def test_workers_contender_is_skipped_with_its_reason_or_runs_in_worker_processes(
+def test_workers_contender_is_skipped_with_its_reason_where_the_engine_has_none(
     org: Scenario,
 ) -> None:
-    """Without the engine's ``workers`` parameter the contender is skipped, saying why; with
-    it, it images a small org through the harness and its CPU includes its children's."""
     has_workers = "workers" in inspect.signature(image_fleet).parameters
     reason = unavailable("fleetimage-w2")
     assert unavailable("fleetimage") is None
     assert (reason is None) == has_workers
+    if has_workers:  # the run itself: test_workers_contender_images_in_worker_processes
+        return
     logged: list[str] = []
     outcome = run_scenario(small(org), ["fleetimage-w2"], log=logged.append)
-    if not has_workers:
-        assert reason is not None and "workers" in reason
-        assert outcome["skipped_contenders"] == {"fleetimage-w2": reason}
-        assert outcome["rows"] == [] and any("skipped" in line for line in logged)
-        return
+    assert reason is not None and "workers" in reason
+    assert outcome["skipped_contenders"] == {"fleetimage-w2": reason}
+    assert outcome["rows"] == [] and outcome["runs"] == {}
+    assert any(line.strip() == f"fleetimage-w2 skipped: {reason}" for line in logged)
+
+
+@pytest.mark.slow  # a mock process and a contender process: ~20 s on a loaded 2-core machine
+def test_workers_contender_images_in_worker_processes(org: Scenario) -> None:
+    if unavailable("fleetimage-w2") is not None:
+        pytest.skip("image_fleet has no workers parameter in this checkout")
+    sc = replace(small(org), repeats=1)
+    # Its bound is milliseconds of wall time: cut off after two minutes, not 20 bounds.
+    sc = replace(sc, cutoff_bounds=120.0 / sc.wall(scenario_bound(sc)[0]))
+    outcome = run_scenario(sc, ["fleetimage-w2"], log=lambda _: None)
     (row,) = outcome["runs"]["fleetimage-w2"]
     assert "error" not in row, row.get("traceback")
     assert row["finished"] and row["available"] == row["targets"] > 0
     assert row["duplicates"] == 0 and row["lost"] == 0 and row["workers"] == 2
+    # The workers' CPU is counted: they are the contender's children.
     assert row["cpu_children_s"] > 0 and row["cpu_s"] >= row["cpu_children_s"]
 
 
