@@ -221,7 +221,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("wall seconds (x time scale = AWS seconds)")
         ax.set_ylabel("images available")
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("median run of each contender; bound = the buckets and pending times alone")
+    fig.suptitle(
+        "median run of each contender; bound = the buckets and pending times alone",
+        fontsize=9 if cols == 1 else 12,  # one panel: the title must fit its width
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
