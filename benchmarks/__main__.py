@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from benchmarks.contenders import CONTENDERS
+from benchmarks.contenders import CONTENDERS, OPT_IN
 from benchmarks.copy_bench import run_copy_scenario, write_copy_results
 from benchmarks.harness import run_scenario
 from benchmarks.prune_bench import run_prune_scenario, write_prune_results
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [replace(s, repeats=args.repeats, sample_repeats=args.repeats) for s in chosen]
     default = QUICK_CONTENDERS if args.quick else tuple(CONTENDERS)
     contenders = args.contenders.split(",") if args.contenders else list(default)
+    named = set(contenders) if args.contenders else set()
     bad = [c for c in contenders if c not in CONTENDERS]
     if bad:
         print(f"unknown contender(s): {', '.join(bad)}; known: {', '.join(CONTENDERS)}")
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failed or copy_failed else 0
     for sc in chosen:
         print(f"{sc.name}: {sc.description} (time scale {sc.time_scale:g})", flush=True)
-        mine = [c for c in contenders if sc.contenders is None or c in sc.contenders]
+        mine = _contenders_for(sc, contenders, named)
         outcome = run_scenario(sc, mine, log=lambda line: print(line, flush=True))
         targets = max((r.get("targets", 0) for r in outcome["rows"]), default=0)
         results["scenarios"][sc.name] = {
@@ -131,6 +132,14 @@ def main(argv: list[str] | None = None) -> int:
         "error" in r for s in results["scenarios"].values() for rs in s["runs"].values() for r in rs
     )
     return 1 if failed else 0
+
+
+def _contenders_for(sc: Any, contenders: list[str], named: set[str]) -> list[str]:
+    """The contenders a scenario runs: its own list if it has one; otherwise all, less the
+    opt-in ones that ``--contenders`` did not name."""
+    if sc.contenders is not None:
+        return [c for c in contenders if c in sc.contenders]
+    return [c for c in contenders if c not in OPT_IN or c in named]
 
 
 def _settings(sc: Any) -> dict[str, Any]:

@@ -2,7 +2,11 @@
 
 * ``fleetimage``            the engine through its public API (``run_fleet``) with its default
                             configuration (plus the scenario's ``time_scale`` and stated
-                            overrides); completion times from its ``Available``/``Failed`` events.
+                            overrides); completion times from its ``Available``/``Failed`` events
+                            (:mod:`benchmarks.engine_contender`).
+* ``fleetimage-w2``         the same with ``workers=2`` (its lanes over 2 worker processes); run
+                            only where a scenario or ``--contenders`` names it, and skipped
+                            where the checkout's engine has no ``workers`` parameter.
 * ``boto3-script``          a loop of ``create_image`` + ``image_available`` waiter per image
                             (the cron/Lambda script); botocore's default (legacy) retries.
 * ``boto3-waiters``         the usual script: 32 threads create every image, then one
@@ -18,25 +22,34 @@
 Every contender discovers the fleet itself (DescribeInstances, paginated, state filter), images
 every running/stopping/stopped instance and stops starting work at its cut-off. Waiter delays,
 poll intervals and every botocore backoff (legacy, standard, and the adaptive limiter's clock)
-are divided by the time scale, like the mock's clock. The child measures its own CPU time
-(``getrusage``, all threads) over the run and its peak RSS.
+are divided by the time scale, like the mock's clock. The child measures the CPU time of its
+whole process tree over the run (itself, all threads, and any worker processes:
+:class:`~benchmarks.meter.Meter`) and its peak RSS.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import resource
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from benchmarks.engine_contender import run_fleetimage, workers_unsupported
+from benchmarks.meter import Meter
 from benchmarks.scenarios import Scenario
 
-__all__ = ["CONTENDERS", "SAMPLED", "ContenderJob", "child_main"]
+__all__ = [
+    "CONTENDERS",
+    "OPT_IN",
+    "SAMPLED",
+    "WORKERS",
+    "ContenderJob",
+    "child_main",
+    "unavailable",
+]
 
 IMAGEABLE = ["running", "stopping", "stopped"]
 THREADS = 32
@@ -53,6 +66,7 @@ class ContenderJob:
     credentials: dict[str, str]  # the default account's
     time_limit_s: float
     run_tag: str
+    workers: int = 1  # fleetimage's worker processes (passed to the engine only when > 1)
 
 
 def _isolate_env(job: ContenderJob) -> None:
@@ -64,79 +78,6 @@ def _isolate_env(job: ContenderJob) -> None:
     os.environ["AWS_CONFIG_FILE"] = os.devnull
     os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
-
-
-class _Meter:
-    """CPU seconds (all threads) and wall time since construction."""
-
-    def __init__(self) -> None:
-        self.t0 = time.perf_counter()
-        self.t0_monotonic = time.monotonic()  # the mock's clock (CLOCK_MONOTONIC, system-wide)
-        self.ru0 = resource.getrusage(resource.RUSAGE_SELF)
-
-    def now(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def result(self) -> dict[str, float]:
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        cpu = (ru.ru_utime - self.ru0.ru_utime) + (ru.ru_stime - self.ru0.ru_stime)
-        return {
-            "elapsed_s": self.now(),
-            "cpu_s": cpu,
-            "peak_rss_mb": ru.ru_maxrss / 1024,
-            "t0_monotonic": self.t0_monotonic,
-        }
-
-
-# --- fleetimage ------------------------------------------------------------------------------
-
-
-def run_fleetimage(job: ContenderJob) -> dict[str, Any]:
-    from fleetimage import Available, Event, Failed, Skipped, parse_config, run_fleet
-
-    config = parse_config(job.scenario.fleet_config())
-    completions: list[Completion] = []
-    skipped = 0
-    meter = _Meter()
-
-    def on_event(event: Event) -> None:
-        nonlocal skipped
-        kind = type(event)
-        if kind is Available:
-            completions.append(
-                (meter.now(), event.account, event.region, event.instance_id or "", "available")
-            )
-        elif kind is Failed:
-            assert isinstance(event, Failed)
-            completions.append(
-                (
-                    meter.now(),
-                    event.account,
-                    event.region,
-                    event.instance_id or "",
-                    f"{event.outcome.value}:{event.error_code}",
-                )
-            )
-        elif kind is Skipped:
-            skipped += 1
-
-    deadline = datetime.now(UTC) + timedelta(seconds=job.time_limit_s)
-    report = run_fleet(config, endpoint_url=job.endpoint_url, on_event=on_event, deadline=deadline)
-    measured = meter.result()
-    counts = report.counts
-    unfinished = (
-        counts["not_started"]
-        + counts["pending"]
-        + sum(1 for r in report.results if r.error_code == "DeadlineReached")
-    )
-    return {
-        **measured,
-        "completions": completions,
-        "targets": counts["total"] - counts["skipped"],
-        "skipped": skipped,
-        "finished": unfinished == 0,
-        "counts": counts,
-    }
 
 
 # --- boto3 baselines -------------------------------------------------------------------------
@@ -272,7 +213,7 @@ class _Run:
 
     def __init__(self, job: ContenderJob) -> None:
         self.job = job
-        self.meter = _Meter()
+        self.meter = Meter()
         self.completions: list[Completion] = []
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -423,6 +364,7 @@ def run_boto3_batch_adaptive(job: ContenderJob) -> dict[str, Any]:
 
 CONTENDERS: dict[str, Callable[[ContenderJob], dict[str, Any]]] = {
     "fleetimage": run_fleetimage,
+    "fleetimage-w2": run_fleetimage,
     "boto3-batch-standard": run_boto3_batch_standard,
     "boto3-batch-adaptive": run_boto3_batch_adaptive,
     "boto3-waiters": run_boto3_waiters,
@@ -431,6 +373,16 @@ CONTENDERS: dict[str, Callable[[ContenderJob], dict[str, Any]]] = {
 # Sampled (not run to the end): far slower than the bound by construction; their makespan is
 # projected from the rate they reached (see the harness).
 SAMPLED = frozenset({"boto3-waiters", "boto3-script"})
+# fleetimage's worker processes per contender (the others run in one process).
+WORKERS = {"fleetimage-w2": 2}
+# Run only where a scenario's ``contenders`` or the command's ``--contenders`` names them: a
+# second fleetimage per scenario would lengthen a full run for a question only some ask.
+OPT_IN = frozenset({"fleetimage-w2"})
+
+
+def unavailable(contender: str) -> str | None:
+    """Why this checkout cannot run ``contender`` (None: it can)."""
+    return workers_unsupported(WORKERS.get(contender, 1))
 
 
 def child_main(job: ContenderJob, out: Any) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 import multiprocessing as mp
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.bound import run_bound
-from benchmarks.contenders import SAMPLED, ContenderJob, child_main
+from benchmarks.contenders import SAMPLED, WORKERS, ContenderJob, child_main, unavailable
 from benchmarks.mockproc import IMAGEABLE, MockProcess
 from benchmarks.scenarios import Scenario
 from fleetimage.mock.fleet import Fleet
@@ -29,7 +30,9 @@ STARTUP_GRACE_S = 120.0
 def _spawn(job: ContenderJob) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=child_main, args=(job, child), daemon=True)
+    # Not daemonic: a daemonic process may not start children, and fleetimage's workers are
+    # its children. The finally below still ends it whatever happens here.
+    proc = ctx.Process(target=child_main, args=(job, child), daemon=False)
     proc.start()
     child.close()
     try:
@@ -95,19 +98,33 @@ def run_contender(
 ) -> dict[str, Any]:
     """One contender against a fresh mock; returns the metrics row (wall = scaled seconds)."""
     sc = scenario
+    # The machine's 1-minute load before and after: on a shared machine the CPU a contender
+    # gets depends on it, so a CPU-bound scenario's figures are read with it.
+    load = [os.getloadavg()[0]]
     with MockProcess(sc.mock_config) as mock:
         stats0 = mock.stats()
-        job = ContenderJob(contender, sc, mock.endpoint_url, mock.credentials, limit_s, run_tag)
+        job = ContenderJob(
+            contender,
+            sc,
+            mock.endpoint_url,
+            mock.credentials,
+            limit_s,
+            run_tag,
+            workers=WORKERS.get(contender, 1),
+        )
         raw = _spawn(job)
         counters = mock.counters()
         duplicates = mock.duplicates()
         stats1 = mock.stats()
         snap = mock.snapshot()
+    load.append(os.getloadavg()[0])
     row: dict[str, Any] = {
         "scenario": sc.name,
         "contender": contender,
+        "workers": WORKERS.get(contender, 1),
         "time_scale": sc.time_scale,
         "cutoff_s": limit_s,
+        "load_avg_1m": load,
     }
     if "error" in raw:
         row["error"] = raw["error"]
@@ -184,9 +201,27 @@ def run_contender(
             "describe_images_per_image": describe_images / n_ok if (n_ok and finished) else None,
             "describe_instances_calls": _count(counters, "DescribeInstances"),
             "requests": sum(c["count"] for c in counters),
+            # The contender's whole process tree: itself and its children (fleetimage's workers).
             "cpu_s": raw["cpu_s"],
+            "cpu_self_s": raw["cpu_self_s"],
+            "cpu_children_s": raw["cpu_children_s"],
             "cpu_ms_per_image": 1000.0 * raw["cpu_s"] / n_ok if (n_ok and finished) else None,
+            # Cores the contender kept busy on average: near 1 for one process, CPU-bound.
+            "cores_used": raw["cpu_s"] / raw["elapsed_s"] if raw["elapsed_s"] > 0 else None,
+            # Share of the run its main thread (fleetimage's event loop; the parent's with
+            # workers) was on a CPU or runnable waiting for one: ~1 = CPU-bound. (For the
+            # scripts the main thread only waits for theirs.)
+            "main_thread_busy": (raw["main_thread_run_s"] + raw["main_thread_wait_s"])
+            / raw["elapsed_s"]
+            if raw["elapsed_s"] > 0
+            else None,
+            "main_thread_run_s": raw["main_thread_run_s"],
+            "main_thread_wait_s": raw["main_thread_wait_s"],
             "peak_rss_mb": raw["peak_rss_mb"],
+            "peak_rss_children_mb": raw["peak_rss_children_mb"],
+            # Completion instants taken from fleetimage's report, not its events (see
+            # engine_contender); 0 when every event reached the contender's subscriber.
+            "completions_from_report": raw.get("completions_from_report", 0),
             "mock_cpu_s": stats1["cpu_s"] - stats0["cpu_s"],
             "completions": [(round(t, 4), o == "available") for t, _, _, _, o in completions],
         }
@@ -213,6 +248,10 @@ def run_scenario(
     bound_aws_s, bound_lane = scenario_bound(sc)
     if sc.throttling:
         log(f"  bound {sc.wall(bound_aws_s):.2f} s ({bound_aws_s:.1f} AWS s), lane {bound_lane}")
+    skipped = {c: why for c in contenders if (why := unavailable(c)) is not None}
+    for contender, why in skipped.items():
+        log(f"  {contender} skipped: {why}")
+    contenders = [c for c in contenders if c not in skipped]
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     reps = {c: sc.sample_repeats if c in SAMPLED else sc.repeats for c in contenders}
     for rep in range(max(reps.values(), default=0)):
@@ -235,6 +274,7 @@ def run_scenario(
         "bound_lane": bound_lane,
         "rows": [summarise(rows) for rows in runs.values() if rows],
         "runs": runs,
+        "skipped_contenders": skipped,
     }
 
 
@@ -257,7 +297,11 @@ MEDIAN_KEYS = (
     "describe_images_calls",
     "describe_images_per_image",
     "cpu_s",
+    "cpu_self_s",
+    "cpu_children_s",
     "cpu_ms_per_image",
+    "cores_used",
+    "main_thread_busy",
     "peak_rss_mb",
     "elapsed_s",
     "available",
@@ -322,7 +366,8 @@ def _brief(row: dict[str, Any]) -> str:
     return (
         f"{span}  {row['available']}/{row['targets']} ok"
         + (f"  eff {eff:.3f}/{row['efficiency_imaging'] or 0:.3f}" if eff is not None else "")
-        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img"
+        + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img ({row['cores_used'] or 0:.2f} cores,"
+        f" main thread busy {row['main_thread_busy'] or 0:.2f})"
         f"  DI/img {row['describe_images_per_image'] or 0:.3f}  thr {row['create_throttled_pct']:.1f}%"
         f"  dup {row['duplicates']} lost {row['lost']} failed {row['failed']}"
         f"  first/last create {row['first_create_s'] or 0:.2f}/{row['last_create_s'] or 0:.2f}"

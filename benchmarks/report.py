@@ -23,6 +23,7 @@ COLUMNS = (
     ("dup", "dup"),
     ("failed", "failed / lost"),
     ("cpu", "CPU ms / image"),
+    ("cpu_total", "CPU s (of it in children), cores busy"),
     ("rss", "peak RSS MB"),
 )
 
@@ -64,6 +65,8 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "dup": f"{row.get('duplicates_max', row['duplicates'])}",
         "failed": f"{row['failed']:.0f} / {row.get('lost_max', row['lost'])}",
         "cpu": _f(row["cpu_ms_per_image"], ".2f"),
+        "cpu_total": f"{row['cpu_s']:.1f} ({row.get('cpu_children_s') or 0.0:.1f}), "
+        + _f(row.get("cores_used"), ".2f"),
         "rss": f"{row['peak_rss_mb']:.0f}",
     }
 
@@ -109,8 +112,28 @@ def summary(results: dict[str, Any]) -> list[str]:
         "Cells: median makespan (wall s): `efficiency` / `efficiency_imaging` (bound / makespan,"
         " from the start of the run / from the contender's first CreateImage). Makespans within "
         f"{TOLERANCE:.0%} of each other are a tie.",
+        *_workers_lines(results),
     ]
     return lines
+
+
+def _workers_lines(results: dict[str, Any]) -> list[str]:
+    """fleetimage with N worker processes against itself in one process, where both ran."""
+    lines = []
+    for name, sc in results["scenarios"].items():
+        rows = {r["contender"]: r for r in sc["rows"] if "error" not in r}
+        one = rows.get("fleetimage")
+        for contender, row in rows.items():
+            if one is None or row.get("workers", 1) <= 1:
+                continue
+            a, b = one.get("images_per_s"), row.get("images_per_s")
+            ratio = "—" if not (a and b) else f"{b / a:.2f}x"
+            lines.append(
+                f"- {name}: {contender} ({row['workers']} workers) reaches {ratio} the images/s "
+                f"of fleetimage in one process; CPU {_f(row['cpu_ms_per_image'], '.2f')} against "
+                f"{_f(one['cpu_ms_per_image'], '.2f')} ms per image."
+            )
+    return ["", *lines] if lines else []
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -152,6 +175,8 @@ def markdown(results: dict[str, Any]) -> str:
         for row in sc["rows"]:
             cells = _cells(row)
             lines.append("| " + " | ".join(cells.get(key, "") for key, _ in COLUMNS) + " |")
+        for contender, why in sc.get("skipped_contenders", {}).items():
+            lines += ["", f"{contender} skipped: {why}."]
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +194,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_visible(False)
     styles = {
         "fleetimage": {"color": "tab:blue", "linewidth": 2.0},
+        "fleetimage-w2": {"color": "tab:purple", "linewidth": 2.0, "linestyle": "--"},
         "boto3-batch-standard": {"color": "tab:orange", "linewidth": 1.6},
         "boto3-batch-adaptive": {"color": "tab:green", "linewidth": 1.6, "linestyle": "-."},
         "boto3-waiters": {"color": "tab:grey", "linewidth": 1.0, "linestyle": ":"},
@@ -195,7 +221,10 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_xlabel("wall seconds (x time scale = AWS seconds)")
         ax.set_ylabel("images available")
         ax.legend(fontsize=7, loc="lower right")
-    fig.suptitle("median run of each contender; bound = the buckets and pending times alone")
+    fig.suptitle(
+        "median run of each contender; bound = the buckets and pending times alone",
+        fontsize=9 if cols == 1 else 12,  # one panel: the title must fit its width
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -32,8 +32,13 @@ REGIONS = (
     "us-west-1",
     "eu-west-3",
     "ap-northeast-2",
+    # org-scale's 20 regions (real EC2 region names: fleetimage checks only their shape)
+    "eu-south-1",
+    "ap-northeast-3",
+    "me-central-1",
+    "af-south-1",
 )
-ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444")
+ACCOUNTS = ("111111111111", "222222222222", "333333333333", "444444444444", "555555555555")
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,5 +168,11 @@ def load_scenarios(path: Path = SCENARIOS_FILE) -> dict[str, Scenario]:
         data["fault_actions"] = tuple(data.get("fault_actions", ()))
         if data.get("contenders") is not None:
             data["contenders"] = tuple(data["contenders"])
-        out[name] = Scenario(name=name, **data)
+        scenario = Scenario(name=name, **data)
+        # Slicing past the end would silently give a smaller fleet than the file says.
+        if not 1 <= scenario.regions <= len(REGIONS):
+            raise ValueError(f"{path}: {name}.regions must be 1..{len(REGIONS)}")
+        if not 1 <= scenario.accounts <= len(ACCOUNTS):
+            raise ValueError(f"{path}: {name}.accounts must be 1..{len(ACCOUNTS)}")
+        out[name] = scenario
     return out
