@@ -25,11 +25,11 @@ from fleetimage.engine.bus import Bus
 from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
-from fleetimage.engine.organizations import UnitAccounts, resolve_units
+from fleetimage.engine.organizations import OrgUnits, UnitAccounts, resolve_units
 from fleetimage.engine.specs import build_spec
 from fleetimage.engine.stop import Stopped, Stopper
 
-__all__ = ["LanePlan", "Plan", "open_lanes", "plan_fleet"]
+__all__ = ["LanePlan", "Plan", "lane_keys", "open_lanes", "plan_fleet"]
 
 # The throttle-confirmation rule, from AWS's bucket model. A lane paces itself with a copy of
 # the server's bucket, so alone it is never throttled. If the server's bucket refills at r_s
@@ -128,41 +128,7 @@ async def open_lanes(
     ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
     engine can start imaging it while other lanes still discover.
     """
-    # 1. who: the accounts under each OU item, then one STS call per distinct account
-    # selector, concurrently.
-    units = await resolve_units(config, session=session, endpoint_url=endpoint_url)
-    selectors: dict[AccountSpec | OrgUnitSpec | None, list[TargetSpec]] = {}
-    for spec in config.targets:
-        for item in spec.accounts or (None,):
-            for account in units.expand(item):
-                selectors.setdefault(account, []).append(spec)
-    access: dict[AccountSpec | OrgUnitSpec | None, Access] = {}
-
-    async def resolve(account: AccountSpec | OrgUnitSpec | None, specs: list[TargetSpec]) -> None:
-        if isinstance(account, OrgUnitSpec):  # the OU could not be listed: its lanes say why
-            unit = units.found[account]
-            access[account] = Access(account=unit.unit, error=unit.error)
-            return
-        access[account] = await resolve_account(
-            session, account, region=specs[0].regions[0], endpoint_url=endpoint_url, config=config
-        )
-
-    async with anyio.create_task_group() as tg:
-        for account, specs in selectors.items():
-            tg.start_soon(resolve, account, specs)
-
-    # 2. where: lanes, each with the selectors that cover it.
-    lanes: dict[LaneKey, LanePlan] = {}
-    covering: dict[LaneKey, tuple[Access, list[TargetSpec]]] = {}
-    for account, specs in selectors.items():
-        acc = access[account]
-        for spec in specs:
-            for region in spec.regions:
-                key = LaneKey(acc.account or "self", region)
-                if owns is not None and not owns(key):
-                    continue  # another shard's lane
-                lanes.setdefault(key, LanePlan(key, error=acc.error))
-                covering.setdefault(key, (acc, []))[1].append(spec)
+    units, lanes, covering = await _who_and_where(config, session, endpoint_url, owns)
 
     pool = config.concurrency.max_in_flight_per_region + 8  # + waiter, lookups, discovery
     cfg = clients.client_config(
@@ -256,6 +222,68 @@ async def open_lanes(
         for key in lanes:
             tg.start_soon(open_one, key)
     return Plan(run_id, started_at, lanes, list(units.found.values()))
+
+
+Covering = dict[LaneKey, tuple[Access, list[TargetSpec]]]
+
+
+async def _who_and_where(
+    config: FleetConfig,
+    session: AioSession,
+    endpoint_url: str | None,
+    owns: Callable[[LaneKey], bool] | None,
+) -> tuple[OrgUnits, dict[LaneKey, LanePlan], Covering]:
+    """Accounts (OU listings, then STS) and the lanes they give, each with its selectors."""
+    # 1. who: the accounts under each OU item, then one STS call per distinct account
+    # selector, concurrently.
+    units = await resolve_units(config, session=session, endpoint_url=endpoint_url)
+    selectors: dict[AccountSpec | OrgUnitSpec | None, list[TargetSpec]] = {}
+    for spec in config.targets:
+        for item in spec.accounts or (None,):
+            for account in units.expand(item):
+                selectors.setdefault(account, []).append(spec)
+    access: dict[AccountSpec | OrgUnitSpec | None, Access] = {}
+
+    async def resolve(account: AccountSpec | OrgUnitSpec | None, specs: list[TargetSpec]) -> None:
+        if isinstance(account, OrgUnitSpec):  # the OU could not be listed: its lanes say why
+            unit = units.found[account]
+            access[account] = Access(account=unit.unit, error=unit.error)
+            return
+        access[account] = await resolve_account(
+            session, account, region=specs[0].regions[0], endpoint_url=endpoint_url, config=config
+        )
+
+    async with anyio.create_task_group() as tg:
+        for account, specs in selectors.items():
+            tg.start_soon(resolve, account, specs)
+
+    # 2. where: lanes, each with the selectors that cover it.
+    lanes: dict[LaneKey, LanePlan] = {}
+    covering: Covering = {}
+    for account, specs in selectors.items():
+        acc = access[account]
+        for spec in specs:
+            for region in spec.regions:
+                key = LaneKey(acc.account or "self", region)
+                if owns is not None and not owns(key):
+                    continue  # another shard's lane
+                lanes.setdefault(key, LanePlan(key, error=acc.error))
+                covering.setdefault(key, (acc, []))[1].append(spec)
+
+    return units, lanes, covering
+
+
+async def lane_keys(
+    config: FleetConfig,
+    *,
+    session: AioSession,
+    endpoint_url: str | None = None,
+    owns: Callable[[LaneKey], bool] | None = None,
+) -> list[LaneKey]:
+    """The run's lanes: OU listings and STS only (no client, no discovery), so worker
+    processes can be dealt their lanes at once and discover them themselves."""
+    _, lanes, _ = await _who_and_where(config, session, endpoint_url, owns)
+    return list(lanes)
 
 
 def _lane_error(exc: Exception, action: str) -> AwsError:

@@ -29,7 +29,7 @@ from fleetimage.core.shards import Shard
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
 from fleetimage.engine.copy_lanes import CopyPhase
 from fleetimage.engine.lanerun import LaneRun, announce_lane
-from fleetimage.engine.plan import LanePlan, Plan, open_lanes, plan_fleet
+from fleetimage.engine.plan import LanePlan, Plan, lane_keys, open_lanes
 from fleetimage.engine.restart import adopted_records
 from fleetimage.engine.resume import complete_from_journal
 from fleetimage.engine.runstate import RunState, StopReason
@@ -125,19 +125,22 @@ async def execute(
         tg.start_soon(announce_stop)
         session = session or clients.new_session()
         if workers > 1:
-            if plan is None:
-                plan = await plan_fleet(
+            keys = (
+                list(plan.lanes)
+                if plan is not None
+                else await lane_keys(
                     config,
-                    endpoint_url=endpoint_url,
                     session=session,
-                    run_id=run_id,
-                    started_at=started_at,
+                    endpoint_url=endpoint_url,
                     owns=None if shard is None else shard.owns,
-                    adopt=adopt and not dry_run,
                 )
+            )
             await run_in_workers(
                 workers,
                 config=config,
+                run_id=run_id,
+                started_at=started_at,
+                lanes=keys,
                 plan=plan,
                 state=state,
                 bus=bus,

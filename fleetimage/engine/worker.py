@@ -131,7 +131,7 @@ async def _work(channel: Channel) -> int:
                 resume=job.resume,
                 plan=job.plan,
                 retry_failed=job.retry_failed,
-                shard=Shard(job.index, job.count, lanes=frozenset(job.plan.lanes)),
+                shard=Shard(job.index, job.count, lanes=job.lanes),
                 adopt=job.adopt,
                 copies=job.copies,
                 state=state,

@@ -25,6 +25,7 @@ import dataclasses
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +48,7 @@ from fleetimage.core.shards import balance_lanes
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.channel import Channel, ChannelClosed, Receive, Send
 from fleetimage.engine.plan import Plan
+from fleetimage.engine.resume import journal_plan
 from fleetimage.engine.runstate import RunState
 from fleetimage.engine.stop import Stopped
 from fleetimage.journal import Journal
@@ -81,7 +83,8 @@ class WorkerJob:
     index: int
     count: int
     config: dict[str, Any]  # the config's snapshot (FleetConfig.from_snapshot)
-    plan: Plan
+    lanes: frozenset[LaneKey]
+    plan: Plan | None  # None: the worker discovers its lanes
     run_id: str
     started_at: datetime
     endpoint_url: str | None
@@ -97,7 +100,10 @@ async def run_in_workers(
     count: int,
     *,
     config: FleetConfig,
-    plan: Plan,
+    run_id: str,
+    started_at: datetime,
+    lanes: Sequence[LaneKey],
+    plan: Plan | None,
     state: RunState,
     bus: Bus,
     endpoint_url: str | None,
@@ -108,31 +114,47 @@ async def run_in_workers(
     resume: tuple[TargetRecord, ...],
     copies: tuple[CopyRecord, ...],
 ) -> None:
-    """Image ``plan`` in ``count`` worker processes; events go to ``bus``, stops to ``state``."""
-    owner = balance_lanes({k: max(1, len(lp.specs)) for k, lp in plan.lanes.items()}, count)
+    """Image ``lanes`` in ``count`` worker processes; events go to ``bus``, stops to ``state``.
+
+    With a ``plan`` (confirmed, saved or a resume's) each worker images its share of it, the
+    lanes dealt by target count; without, the lanes are dealt in turn and each worker
+    discovers its own, imaging each lane as soon as it is discovered (as one process does)."""
+    if plan is not None:
+        owner = balance_lanes({k: max(1, len(lp.specs)) for k, lp in plan.lanes.items()}, count)
+    else:  # sizes unknown before discovery: by count, each worker a mix of regions
+        order = sorted(lanes, key=lambda k: (k.account, k.region))
+        owner = {key: n % count for n, key in enumerate(order)}
     snapshot = config.model_dump(mode="json")
     workers: list[_Worker] = []
     for index in range(count):
-        lanes = {k: lp for k, lp in plan.lanes.items() if owner[k] == index}
-        if not lanes:
+        mine = frozenset(k for k in lanes if owner[k] == index)
+        if not mine:
             continue
-        share = Plan(plan.run_id, plan.started_at, lanes, plan.units if index == 0 else [])
+        share = None
+        if plan is not None:
+            share = Plan(
+                run_id,
+                started_at,
+                {k: plan.lanes[k] for k in mine},
+                plan.units if index == 0 else [],
+            )
         job = WorkerJob(
             index,
             count,
             snapshot,
+            mine,
             share,
-            plan.run_id,
-            plan.started_at,
+            run_id,
+            started_at,
             endpoint_url,
             dry_run,
             wait,
             retry_failed,
             adopt,
-            tuple(r for r in resume if LaneKey(r.account, r.region) in lanes),
-            tuple(c for c in copies if LaneKey(c.key.account, c.key.source_region) in lanes),
+            tuple(r for r in resume if LaneKey(r.account, r.region) in mine),
+            tuple(c for c in copies if LaneKey(c.key.account, c.key.source_region) in mine),
         )
-        workers.append(_Worker(job, state, bus, workers))
+        workers.append(_Worker(job, config, state, bus, workers))
 
     def tell_all(reason: str, stop_waiting: bool) -> None:
         for worker in workers:
@@ -150,8 +172,10 @@ async def run_in_workers(
 class _Worker:
     """One worker process's life: started, fed, listened to, and started again if it dies."""
 
-    def __init__(self, job: WorkerJob, state: RunState, bus: Bus, all_: list[_Worker]) -> None:
-        self.job, self.state, self.bus, self.all = job, state, bus, all_
+    def __init__(
+        self, job: WorkerJob, config: FleetConfig, state: RunState, bus: Bus, all_: list[_Worker]
+    ) -> None:
+        self.job, self.config, self.state, self.bus, self.all = job, config, state, bus, all_
         self.channel: Channel | None = None
         self.targets = 0  # what this worker added to the run's total (taken back on restart)
         self.discovered = False
@@ -181,31 +205,36 @@ class _Worker:
                     now(),
                     job.index,
                     returncode,
-                    len(job.plan.lanes),
+                    len(job.lanes),
                     restart + 1,
                     MAX_RESTARTS,
                 )
             )
 
     async def _restarted(self, job: WorkerJob, journal: Journal) -> WorkerJob:
-        """The job again, with what the journal now knows of its lanes (a resume's input)."""
+        """The job again as a resume of its lanes: what the journal knows of them, and the
+        lanes whose discovery completed planned from it (the others are discovered again)."""
         await journal.flush()  # every event it sent before dying is in the journal
-        lanes = job.plan.lanes
+        mine = job.lanes
         rows = [
-            r for r in await journal.targets(job.run_id) if LaneKey(r.account, r.region) in lanes
+            r for r in await journal.targets(job.run_id) if LaneKey(r.account, r.region) in mine
         ]
         copies = [
             c
             for c in await journal.copies(job.run_id)
-            if LaneKey(c.key.account, c.key.source_region) in lanes
+            if LaneKey(c.key.account, c.key.source_region) in mine
         ]
+        planned = [
+            (a, r) for a, r in await journal.planned_lanes(job.run_id) if LaneKey(a, r) in mine
+        ]
+        plan = journal_plan(job.run_id, job.started_at, rows, planned, self.config)
         self.state.total -= self.targets  # the new worker counts its lanes again
         self.targets, self.discovered = 0, False
-        return dataclasses.replace(job, resume=tuple(rows), copies=tuple(copies))
+        return dataclasses.replace(job, plan=plan, resume=tuple(rows), copies=tuple(copies))
 
     async def _lanes_failed(self, what: str) -> None:
         message = f"{what}; its open targets are left for `fleetimage resume`"
-        for key in self.job.plan.lanes:
+        for key in sorted(self.job.lanes, key=lambda k: (k.account, k.region)):
             await self.bus.emit(
                 LaneFailed(
                     self.job.run_id,
