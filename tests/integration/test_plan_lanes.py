@@ -310,7 +310,7 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
         for key, lp in plan.lanes.items():
             lane = lp.lane
             assert lane is not None and lp.error is None
-            assert (lane.run_id, lane.bus, lane.stopper) == (RUN_ID, bus, stopper)
+            assert lane.run_id == RUN_ID and lane.bus is bus and lane.stopper is stopper
             # the caller's own renewing credentials sign the lane's requests
             assert lane.credentials is not None and lane.credentials.own
             client_config = lane.client.meta.config
