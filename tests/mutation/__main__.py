@@ -66,7 +66,11 @@ MODULES: dict[str, Module] = {
     "ledger": Module("fleetimage/core/ledger.py", ("tests/unit/test_journal.py",)),
     "plan": Module(
         "fleetimage/engine/plan.py",
-        ("tests/unit/test_plan.py", "tests/integration/test_plan_lanes.py"),
+        (
+            "tests/unit/test_plan.py",
+            "tests/integration/test_plan_lanes.py",
+            "tests/integration/test_plan_accounts.py",
+        ),
     ),
     "discovery": Module("fleetimage/engine/discovery.py", ("tests/integration/test_discovery.py",)),
 }
