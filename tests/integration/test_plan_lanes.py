@@ -307,6 +307,7 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
             stopper=stopper,
         )
         assert sorted(k.region for k in plan.lanes) == [EAST, WEST]
+        assert mock.count(action="DescribeImages") == 0  # adoption only when asked for
         for key, lp in plan.lanes.items():
             lane = lp.lane
             assert lane is not None and lp.error is None
