@@ -28,11 +28,11 @@ from fleetimage.mock.buckets import load_default_limits
 from fleetimage.mock.config import (
     DEFAULT_STATE_MIX,
     INSTANCE_STATES,
-    FaultConfig,
     InstanceEvent,
     MockConfig,
     Outage,
 )
+from fleetimage.mock.fault_config import FaultConfig
 from fleetimage.mock.fleet import ImageRecord, InstanceRecord
 from fleetimage.mock.organizations import OrgAccount, OrgTree
 from fleetimage.mock.runner import MockEC2Thread, serve

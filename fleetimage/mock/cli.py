@@ -8,7 +8,8 @@ from __future__ import annotations
 import typer
 
 from fleetimage.core.errors import MockError
-from fleetimage.mock.config import FaultConfig, MockConfig, Outage
+from fleetimage.mock.config import MockConfig, Outage
+from fleetimage.mock.fault_config import FaultConfig
 from fleetimage.mock.runner import serve
 from fleetimage.mock.server import MockEC2
 

@@ -24,11 +24,8 @@ import random
 import time
 from collections.abc import Mapping
 
-from fleetimage.mock.config import (
-    MockConfig,
-    _check_finite,
-    check_region_latency,
-)
+from fleetimage.mock.checks import check_finite
+from fleetimage.mock.config import MockConfig, check_region_latency
 
 __all__ = ["Latency", "MockClock"]
 
@@ -95,9 +92,9 @@ class Latency:
     ) -> None:
         """Change the knobs given (the others stay); validated like :class:`MockConfig`."""
         if latency_s is not None:
-            _check_finite("latency_s", latency_s)
+            check_finite("latency_s", latency_s)
         if latency_jitter_s is not None:
-            _check_finite("latency_jitter_s", latency_jitter_s)
+            check_finite("latency_jitter_s", latency_jitter_s)
         regions = check_region_latency(region_latency_s) if region_latency_s is not None else None
         if latency_s is not None:
             self.base_s = float(latency_s)

@@ -1,6 +1,8 @@
-"""The mock endpoint's knobs: :class:`MockConfig` and :class:`FaultConfig`.
+"""The mock endpoint's knobs: :class:`MockConfig`, with its scheduled :class:`Outage` windows
+and :class:`InstanceEvent` s (the faults drawn per request are mock/fault_config.py's
+:class:`FaultConfig`, CopyImage's mock/copy_config.py's :class:`CopyConfig`).
 
-Both are frozen dataclasses that reject bad values at construction time with
+All are frozen dataclasses that reject bad values at construction time with
 :class:`~fleetimage.core.errors.MockError`, so a typo in a test or benchmark fails loudly before any
 server starts.
 
@@ -21,7 +23,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from fleetimage.core.errors import MockError
+from fleetimage.mock.checks import check_finite, check_non_negative, check_rate, check_region
 from fleetimage.mock.copy_config import CopyConfig
+from fleetimage.mock.fault_config import FaultConfig
 from fleetimage.mock.organizations import OrgTree
 
 __all__ = [
@@ -29,7 +33,6 @@ __all__ = [
     "INSTANCE_STATES",
     "OUTAGE_MODES",
     "REFILL_MODES",
-    "FaultConfig",
     "InstanceEvent",
     "MockConfig",
     "Outage",
@@ -46,32 +49,10 @@ DEFAULT_STATE_MIX: Mapping[str, float] = MappingProxyType(
 OUTAGE_MODES = ("error", "timeout")
 
 _ACCOUNT_RE = re.compile(r"^\d{12}$")
-_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _ROLE_ARN_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]+$")
 _INSTANCE_ID_RE = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
 #: AWS's bounds of a role's MaxSessionDuration (IAM), and its default.
 MAX_SESSION_RANGE_S = (3600, 43200)
-
-
-def _check_rate(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or math.isnan(value) or not 0.0 <= value <= 1.0:
-        raise MockError(f"{name} must be a rate between 0 and 1, got {value!r}")
-
-
-def _check_non_negative(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or math.isnan(value) or value < 0:
-        raise MockError(f"{name} must be a number >= 0, got {value!r}")
-
-
-def _check_finite(name: str, value: float) -> None:
-    _check_non_negative(name, value)
-    if math.isinf(value):
-        raise MockError(f"{name} must be finite, got {value!r}")
-
-
-def _check_region(name: str, region: object) -> None:
-    if not isinstance(region, str) or not _REGION_RE.match(region):
-        raise MockError(f"{name}: {region!r} is not a region name")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +72,12 @@ class Outage:
     mode: str = "error"
 
     def __post_init__(self) -> None:
-        _check_finite("Outage.start_s", self.start_s)
-        _check_non_negative("Outage.end_s", self.end_s)
+        check_finite("Outage.start_s", self.start_s)
+        check_non_negative("Outage.end_s", self.end_s)
         if self.end_s <= self.start_s:
             raise MockError(f"Outage.end_s must be > start_s, got {self.start_s}..{self.end_s}")
         if self.region is not None:
-            _check_region("Outage.region", self.region)
+            check_region("Outage.region", self.region)
         if self.action is not None and (not isinstance(self.action, str) or not self.action):
             raise MockError(f"Outage.action must be an action name or None, got {self.action!r}")
         if self.mode not in OUTAGE_MODES:
@@ -128,11 +109,11 @@ class InstanceEvent:
     remove_tags: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        _check_finite("InstanceEvent.at_s", self.at_s)
+        check_finite("InstanceEvent.at_s", self.at_s)
         if not isinstance(self.instance_id, str) or not _INSTANCE_ID_RE.match(self.instance_id):
             raise MockError(f"InstanceEvent.instance_id: {self.instance_id!r} is not an i-... id")
         if self.region is not None:
-            _check_region("InstanceEvent.region", self.region)
+            check_region("InstanceEvent.region", self.region)
         if self.account is not None and (
             not isinstance(self.account, str) or not _ACCOUNT_RE.match(self.account)
         ):
@@ -152,63 +133,6 @@ class InstanceEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class FaultConfig:
-    """Injected faults. Each rate is a probability per request (0..1), drawn from a
-    ``random.Random`` seeded by :attr:`MockConfig.seed`, so a run is reproducible.
-
-    ``internal_error``   HTTP 500 ``InternalError``, nothing applied.
-    ``unavailable``      HTTP 503 ``Unavailable``, nothing applied.
-    ``throttle``         extra HTTP 503 ``RequestLimitExceeded``, nothing applied.
-    ``reset``            the connection is closed without an answer, nothing applied.
-    ``lost_answer``      the action IS applied, then the connection is closed without an
-                         answer (what makes naive CreateImage retries duplicate AMIs).
-    ``slow``/``slow_s``  the answer is delayed by ``slow_s`` AWS seconds (/ time_scale).
-    ``actions``          restrict all faults to these actions (None: every action).
-
-    The failing rates (all but ``slow``) are exclusive and must sum to <= 1.
-    """
-
-    internal_error: float = 0.0
-    unavailable: float = 0.0
-    throttle: float = 0.0
-    reset: float = 0.0
-    lost_answer: float = 0.0
-    slow: float = 0.0
-    slow_s: float = 1.0
-    actions: frozenset[str] | None = None
-
-    def __post_init__(self) -> None:
-        for name in (
-            "internal_error",
-            "unavailable",
-            "throttle",
-            "reset",
-            "lost_answer",
-            "slow",
-        ):
-            _check_rate(f"FaultConfig.{name}", getattr(self, name))
-        if self.failure_total > 1.0 + 1e-9:
-            raise MockError("FaultConfig: the failing rates (all but slow) must sum to <= 1")
-        _check_non_negative("FaultConfig.slow_s", self.slow_s)
-        if self.actions is not None:
-            acts: object = self.actions
-            if isinstance(acts, str) or not all(isinstance(a, str) for a in self.actions):
-                raise MockError("FaultConfig.actions must be a set of action names or None")
-            object.__setattr__(self, "actions", frozenset(self.actions))
-
-    @property
-    def failure_total(self) -> float:
-        """The probability that a request in scope fails (or loses its answer)."""
-        return (
-            self.internal_error + self.unavailable + self.throttle + self.reset + self.lost_answer
-        )
-
-    @property
-    def enabled(self) -> bool:
-        return self.failure_total > 0 or self.slow > 0
-
-
-@dataclass(frozen=True, slots=True)
 class MockConfig:
     """What the mock serves and how it behaves.
 
@@ -217,7 +141,9 @@ class MockConfig:
     not carry an account id land there). ``pending_s`` is the median time an image stays
     ``pending`` (log-normal with ``pending_sigma`` > 0, fixed otherwise); ``failure_rate`` of
     the images end ``failed``. ``visibility_lag_s`` hides a new image from DescribeImages for
-    that long. ``limits`` overrides ``fleetimage/config/limits.yaml`` as
+    that long; ``deregistered_listed_s`` keeps a deregistered image listed (state
+    ``deregistered``) for that long, as EC2 does "for a short interval" (DescribeImages API
+    reference); 0: gone at once. ``limits`` overrides ``fleetimage/config/limits.yaml`` as
     ``{action: (burst, rate_per_s)}``; actions not listed are unlimited. ``neighbour_load``
     is the share of every bucket drained by other tools. ``state_mix`` maps instance states to
     weights. ``denied_roles`` holds role ARNs or 12-digit accounts whose AssumeRole is denied.
@@ -239,6 +165,17 @@ class MockConfig:
     EC2), before anything else.
     ``refill`` is how buckets refill: ``continuous`` or ``per_second`` (whole AWS seconds).
     ``organization``: the AWS Organizations tree the mock lists (:class:`OrgTree`), or None.
+
+    An endpoint that is not quite EC2 (a proxy, another cloud's EC2 API), for what the engine
+    must survive; all False by default, as EC2 behaves:
+
+    ``ignore_dry_run``       every action ignores ``DryRun=true`` and is applied as if it were
+                             absent (EC2 answers ``DryRunOperation`` and applies nothing).
+    ``duplicate_message_without_id``  ``InvalidAMIName.Duplicate`` says only that the name is
+                             in use, naming no AMI (EC2's message names it: "... is already in
+                             use by AMI ami-...", which the engine reads).
+    ``create_image_answer_without_id``  CreateImage is applied and answered 200 without
+                             its ``imageId`` (a proxy that drops the member).
     """
 
     regions: tuple[str, ...] = ("us-east-1",)
@@ -272,6 +209,10 @@ class MockConfig:
     refill: str = "continuous"
     organization: OrgTree | None = field(default=None, hash=False)
     copies: CopyConfig = field(default_factory=CopyConfig)  # CopyImage (mock/copy_config.py)
+    deregistered_listed_s: float = 0.0
+    ignore_dry_run: bool = False
+    duplicate_message_without_id: bool = False
+    create_image_answer_without_id: bool = False
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -280,8 +221,7 @@ class MockConfig:
             raise MockError("MockConfig.regions must be a non-empty tuple of region names")
         set_(self, "regions", tuple(self.regions))
         for region in self.regions:
-            if not isinstance(region, str) or not _REGION_RE.match(region):
-                raise MockError(f"MockConfig.regions: {region!r} is not a region name")
+            check_region("MockConfig.regions", region)
         accounts: object = self.accounts
         if isinstance(accounts, str) or not self.accounts:
             raise MockError("MockConfig.accounts must be a non-empty tuple of 12-digit ids")
@@ -301,10 +241,10 @@ class MockConfig:
             or self.time_scale <= 0
         ):
             raise MockError(f"MockConfig.time_scale must be > 0, got {self.time_scale!r}")
-        for name in ("pending_s", "pending_sigma", "visibility_lag_s"):
-            _check_non_negative(f"MockConfig.{name}", getattr(self, name))
-        _check_rate("MockConfig.failure_rate", self.failure_rate)
-        _check_rate("MockConfig.neighbour_load", self.neighbour_load)
+        for name in ("pending_s", "pending_sigma", "visibility_lag_s", "deregistered_listed_s"):
+            check_non_negative(f"MockConfig.{name}", getattr(self, name))
+        check_rate("MockConfig.failure_rate", self.failure_rate)
+        check_rate("MockConfig.neighbour_load", self.neighbour_load)
         if self.limits is not None:
             clean: dict[str, tuple[float, float]] = {}
             for action, pair in self.limits.items():
@@ -314,15 +254,15 @@ class MockConfig:
                     raise MockError(
                         f"MockConfig.limits[{action!r}] must be (burst, rate_per_s)"
                     ) from None
-                _check_non_negative(f"MockConfig.limits[{action!r}] burst", burst)
-                _check_non_negative(f"MockConfig.limits[{action!r}] rate_per_s", rate)
+                check_non_negative(f"MockConfig.limits[{action!r}] burst", burst)
+                check_non_negative(f"MockConfig.limits[{action!r}] rate_per_s", rate)
                 clean[action] = (float(burst), float(rate))
             set_(self, "limits", MappingProxyType(clean))
         if self.state_mix is not None:
             for state, weight in self.state_mix.items():
                 if state not in INSTANCE_STATES:
                     raise MockError(f"MockConfig.state_mix: unknown instance state {state!r}")
-                _check_non_negative(f"MockConfig.state_mix[{state!r}]", weight)
+                check_non_negative(f"MockConfig.state_mix[{state!r}]", weight)
             if sum(self.state_mix.values()) <= 0:
                 raise MockError("MockConfig.state_mix weights must not all be 0")
             set_(self, "state_mix", MappingProxyType(dict(self.state_mix)))
@@ -331,6 +271,13 @@ class MockConfig:
         if not isinstance(self.faults, FaultConfig):
             raise MockError("MockConfig.faults must be a FaultConfig")
         set_(self, "denied_roles", frozenset(self.denied_roles))
+        for name in (
+            "ignore_dry_run",
+            "duplicate_message_without_id",
+            "create_image_answer_without_id",
+        ):
+            if not isinstance(getattr(self, name), bool):
+                raise MockError(f"MockConfig.{name} must be True or False")
         self._check_time_knobs()
 
     def _check_time_knobs(self) -> None:
@@ -342,7 +289,7 @@ class MockConfig:
                 MappingProxyType(check_role_max(self.role_max_session_s)),
             )
         if self.own_credentials_expire_after_s is not None:
-            _check_non_negative(
+            check_non_negative(
                 "MockConfig.own_credentials_expire_after_s", self.own_credentials_expire_after_s
             )
         for name, kind in (("outages", Outage), ("instance_events", InstanceEvent)):
@@ -350,8 +297,8 @@ class MockConfig:
             if not isinstance(value, tuple | list) or not all(isinstance(v, kind) for v in value):
                 raise MockError(f"MockConfig.{name} must be a tuple of {kind.__name__}")
             set_(self, name, tuple(value))
-        _check_finite("MockConfig.latency_s", self.latency_s)
-        _check_finite("MockConfig.latency_jitter_s", self.latency_jitter_s)
+        check_finite("MockConfig.latency_s", self.latency_s)
+        check_finite("MockConfig.latency_jitter_s", self.latency_jitter_s)
         if self.region_latency_s is not None:
             set_(
                 self,
@@ -393,7 +340,7 @@ def check_region_latency(value: Mapping[str, float]) -> dict[str, float]:
     """Validate ``region_latency_s`` (region -> extra AWS seconds >= 0)."""
     clean: dict[str, float] = {}
     for region, seconds in value.items():
-        _check_region("MockConfig.region_latency_s", region)
-        _check_finite(f"MockConfig.region_latency_s[{region!r}]", seconds)
+        check_region("MockConfig.region_latency_s", region)
+        check_finite(f"MockConfig.region_latency_s[{region!r}]", seconds)
         clean[region] = float(seconds)
     return clean

@@ -190,9 +190,10 @@ def create_image(ctx: Ctx, params: Params) -> str:
         )
     existing = st.names.get(name)
     if existing is not None:
-        raise ApiError(
-            "InvalidAMIName.Duplicate", f"AMI name {name} is already in use by AMI {existing}"
-        )
+        message = f"AMI name {name} is already in use by AMI {existing}"
+        if ctx.fleet.config.duplicate_message_without_id:  # an endpoint that is not EC2
+            message = f"AMI name {name} is already in use by another AMI"
+        raise ApiError("InvalidAMIName.Duplicate", message)
     dry_run(params)
 
     fleet = ctx.fleet
@@ -232,6 +233,8 @@ def create_image(ctx: Ctx, params: Params) -> str:
         image.devices.append((vol.device, snap.snapshot_id, vol.size_gib))
     st.add_image(image)
     fleet.images_created[(ctx.account, ctx.region, iid)] += 1
+    if fleet.config.create_image_answer_without_id:  # an endpoint that is not EC2
+        return ""
     return f"<imageId>{image_id}</imageId>"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import random
 
-from fleetimage.mock.config import FaultConfig
+from fleetimage.mock.fault_config import FaultConfig
 
 __all__ = ["Fault", "FaultInjector"]
 

@@ -132,6 +132,7 @@ class Image:
     state_override: str | None = None
     reason_override: tuple[str, str] | None = None
     deregistered: bool = False
+    deregistered_at: float = 0.0  # monotonic; listed until + deregistered_listed_s
     # Retention (mock/lifecycle.py): deregistration protection, last launch (wall clock).
     protection: str = "disabled"  # disabled | enabled | enabled-with-cooldown
     protected_until: float | None = None  # monotonic end of a cooldown after disabling
@@ -249,7 +250,7 @@ class RegionState:
         self.snapshot_list.append(snapshot)
 
     def deregister(self, image: Image) -> None:
-        image.deregistered = True
+        image.deregistered, image.deregistered_at = True, time.monotonic()
         if self.names.get(image.name) == image.image_id:
             del self.names[image.name]
 

@@ -133,9 +133,12 @@ def describe_images(ctx: Ctx, params: Params) -> str:
     st, now = ctx.st, ctx.now
     owned = _owned(ctx, params)
     include_disabled = bool_param(params, "IncludeDisabled")
+    listed_s = ctx.fleet.config.scaled(ctx.fleet.config.deregistered_listed_s)
 
     def visible(image: Image) -> bool:
-        if image.deregistered or now < image.visible_at:
+        if image.deregistered and now >= image.deregistered_at + listed_s:
+            return False  # EC2 lists a deregistered image for a short while only
+        if now < image.visible_at:
             return False
         return include_disabled or image.state_override != "disabled"
 
@@ -148,7 +151,7 @@ def describe_images(ctx: Ctx, params: Params) -> str:
         candidates = [st.images[i] for i in dict.fromkeys(ids)]
     elif "MaxResults" not in params and (fast := exact_ids(params, "image-id")):
         candidates = [st.images[i] for i in dict.fromkeys(fast) if i in st.images]
-    elif "MaxResults" not in params and (names := exact_ids(params, "name")):
+    elif "MaxResults" not in params and not listed_s and (names := exact_ids(params, "name")):
         candidates = [st.images[st.names[n]] for n in dict.fromkeys(names) if n in st.names]
     else:
         candidates = []

@@ -212,6 +212,8 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         params = parse_form(body) if body else {}
         if request.query_string:
             params = {**dict(request.query), **params}
+        if self.config.ignore_dry_run:  # an endpoint that is not EC2: applied all the same
+            params.pop("DryRun", None)
         action = params.get("Action", "")
         rid = request_id()
         now = time.monotonic()

@@ -4,23 +4,18 @@ in exactly one image, and a name that is someone else's is never adopted."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import pytest
-from aiohttp import web
-from lane_helpers import LIMITS, REGION, RUN_ID, _config, lane_on
+from lane_helpers import LIMITS, REGION, RUN_ID, lane_on
 
 from fleetimage.core.errors import AwsError, ErrorKind
-from fleetimage.core.models import Event, ImageSpec, LaneKey, Requested, Retried, Target
+from fleetimage.core.models import Event, ImageSpec, Requested, Retried, Target
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.create import _adopt, check_dry_run, create_image, create_params
-from fleetimage.engine.lane import Lane
-from fleetimage.engine.limiter import Limiter
 from fleetimage.mock import FaultConfig, MockConfig, MockEC2
 
 
@@ -275,87 +270,48 @@ async def test_a_resumed_target_whose_lane_stops_before_sending_may_have_been_re
     assert mock.count(action="CreateImage") == 0  # it stopped before anything was sent
 
 
-@asynccontextmanager
-async def fake_ec2(
-    ec2_client: Any, answer: Callable[[str], tuple[int, str]]
-) -> AsyncIterator[Lane]:
-    """A lane on a minimal EC2 stand-in on loopback: ``answer(action) -> (status, xml)``.
-    For endpoints that behave in ways the mock (rightly) does not."""
-
-    async def handle(request: web.Request) -> web.Response:
-        form = await request.post()
-        status, body = answer(str(form.get("Action")))
-        return web.Response(status=status, text=body, content_type="text/xml")
-
-    app = web.Application()
-    app.router.add_post("/", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    port = runner.addresses[0][1]
-    try:
-        async with ec2_client(f"http://127.0.0.1:{port}", REGION) as client:
-            yield Lane(
-                LaneKey("123456789012", REGION),
-                client,
-                Limiter.from_limits(LIMITS),
-                _config().wall_retry,
-                run_id=RUN_ID,
-                bus=Bus([]),
-            )
-    finally:
-        await runner.cleanup()
-
-
-_NS = 'xmlns="http://ec2.amazonaws.com/doc/2016-11-15/"'
 TARGET = Target("123456789012", REGION, "i-0123456789abcdef0")
 
 
-async def test_an_endpoint_that_ignores_dry_run_is_called_out(ec2_client: Any) -> None:
-    """An endpoint that answers every CreateImage as if it made an image: the dry run must
-    not pass for a success."""
-
-    def answer(action: str) -> tuple[int, str]:
-        return 200, (
-            f"<CreateImageResponse {_NS}><requestId>r-1</requestId>"
-            "<imageId>ami-0123456789abcdef0</imageId></CreateImageResponse>"
-        )
-
-    spec = ImageSpec(TARGET, "nightly-image", "", True, {"Purpose": "test"}, False)
-    async with fake_ec2(ec2_client, answer) as lane:
+async def test_an_endpoint_that_ignores_dry_run_is_called_out(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """An endpoint that ignores DryRun applies the CreateImage and answers with an image id:
+    the dry run must not pass for a success, and must say what the endpoint did."""
+    mock = await mock_ec2(_mock(ignore_dry_run=True))
+    spec = spec_for(mock)
+    async with lane_on(mock, ec2_client) as lane:
         verdict = await check_dry_run(lane, spec)
+        made = await images_named(lane, spec.name)
     assert verdict == (
         False,
         "DryRunIgnored",
         "the endpoint ignored DryRun and answered as if it created an image",
     )
+    # what such an endpoint did (EC2 itself applies nothing: test_dry_run_creates_nothing)
+    assert [i["Name"] for i in made] == [spec.name]
+    assert mock.count(action="CreateImage", outcome="ok") == 1
 
 
-async def test_a_duplicate_answer_that_names_no_ami_is_still_explained(ec2_client: Any) -> None:
+async def test_a_duplicate_answer_that_names_no_ami_is_still_explained(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
     """A Duplicate answer whose message names no AMI (an endpoint other than EC2, or a
     wording EC2 may change): when the image stays invisible, the error says so instead of
     failing to parse an id."""
-
-    def answer(action: str) -> tuple[int, str]:
-        if action == "CreateImage":
-            return 400, (
-                "<Response><Errors><Error><Code>InvalidAMIName.Duplicate</Code><Message>"
-                "The specified AMI name is already in use by another AMI.</Message></Error>"
-                "</Errors><RequestID>r-2</RequestID></Response>"
-            )
-        return 200, (
-            f"<DescribeImagesResponse {_NS}><requestId>r-3</requestId><imagesSet/>"
-            "</DescribeImagesResponse>"
-        )
-
-    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
-    async with fake_ec2(ec2_client, answer) as lane:
+    mock = await mock_ec2(_mock(visibility_lag_s=3600, duplicate_message_without_id=True))
+    spec = spec_for(mock)
+    async with lane_on(mock, ec2_client) as lane:
+        await lane.client.create_image(**create_params(spec))  # applied, still invisible
         with anyio.fail_after(30), pytest.raises(AwsError) as caught:
             await create_image(lane, spec, grace_s=0.1)
     assert caught.value.code == "InvalidAMIName.Duplicate"
-    assert "is already used by an image this account cannot see yet, which stayed" in (
-        caught.value.message
+    assert caught.value.message.startswith(
+        f"AMI name {spec.name!r} is already used by an image this account cannot see yet, "
+        "which stayed invisible to DescribeImages for 0.1 s"
     )
+    assert "ami-" not in caught.value.message
+    assert mock.count(action="CreateImage", outcome="error") == 1
 
 
 @pytest.mark.parametrize(
@@ -385,117 +341,71 @@ def test_only_an_image_of_this_run_and_instance_is_ours(tags: dict[str, str] | N
     assert _adopt(spec, RUN_ID, []) is None
 
 
-async def test_a_deregistered_image_under_the_name_is_not_adopted(ec2_client: Any) -> None:
+async def test_a_deregistered_image_under_the_name_is_not_adopted(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
     """EC2 lists a deregistered image for a while: resume's lookup by name must not adopt
     it (its snapshots may be gone), but create the image again."""
-    tags = {RUN_TAG: RUN_ID, INSTANCE_TAG: TARGET.instance_id}
-
-    def answer(action: str) -> tuple[int, str]:
-        if action == "CreateImage":
-            return 200, (
-                f"<CreateImageResponse {_NS}><requestId>r-4</requestId>"
-                "<imageId>ami-0ccccccccccccccc0</imageId></CreateImageResponse>"
-            )
-        tag_set = "".join(f"<item><key>{k}</key><value>{v}</value></item>" for k, v in tags.items())
-        return 200, (
-            f"<DescribeImagesResponse {_NS}><requestId>r-5</requestId><imagesSet><item>"
-            "<imageId>ami-0dddddddddddddddd0</imageId><name>nightly-image</name>"
-            f"<imageState>deregistered</imageState><tagSet>{tag_set}</tagSet>"
-            "</item></imagesSet></DescribeImagesResponse>"
-        )
-
-    spec = ImageSpec(TARGET, "nightly-image", "", True, tags, False)
-    async with fake_ec2(ec2_client, answer) as lane:
+    mock = await mock_ec2(_mock(deregistered_listed_s=3600))
+    spec = spec_for(mock)
+    async with lane_on(mock, ec2_client) as lane:
+        earlier = await lane.client.create_image(**create_params(spec))
+        await lane.client.deregister_image(ImageId=earlier["ImageId"])
+        listed = await images_named(lane, spec.name)
         created = await create_image(lane, spec, lookup_first=True)
-    assert (created.image_id, created.adopted, created.attempts) == (
-        "ami-0ccccccccccccccc0",
-        False,
-        1,
-    )
+    assert [(i["ImageId"], i["State"]) for i in listed] == [(earlier["ImageId"], "deregistered")]
+    assert created.image_id != earlier["ImageId"]
+    assert (created.adopted, created.attempts) == (False, 1)
+    assert mock.count(action="CreateImage", outcome="ok") == 2
 
 
-def _stateful(*create_answers: tuple[int, str], images: str = "") -> Any:
-    """``fake_ec2`` answers: CreateImage answers in turn; DescribeImages lists ``images``."""
-    queue = list(create_answers)
-    calls: list[str] = []
-
-    def answer(action: str) -> tuple[int, str]:
-        calls.append(action)
-        if action == "CreateImage":
-            return queue.pop(0)
-        return 200, (
-            f"<DescribeImagesResponse {_NS}><requestId>r</requestId><imagesSet>{images}"
-            "</imagesSet></DescribeImagesResponse>"
-        )
-
-    answer.calls = calls  # type: ignore[attr-defined]
-    return answer
-
-
-_OK = (
-    200,
-    (
-        f"<CreateImageResponse {_NS}><requestId>r</requestId>"
-        "<imageId>ami-0eeeeeeeeeeeeeee0</imageId></CreateImageResponse>"
-    ),
-)
-_UNAVAILABLE = (
-    503,
-    (
-        "<Response><Errors><Error><Code>Unavailable</Code><Message>try again</Message></Error>"
-        "</Errors><RequestID>r</RequestID></Response>"
-    ),
-)
+def _faults_once(kind: str) -> MockConfig:
+    """A mock whose first CreateImage gets fault ``kind`` and the next goes through: the
+    faults are drawn from a stream seeded by ``seed``, whose first two draws are 0.32, 0.93."""
+    return _mock(seed=2, faults=FaultConfig(**{kind: 0.5}, actions=frozenset({"CreateImage"})))
 
 
 async def test_every_send_is_written_ahead_and_an_ambiguous_one_looked_up_once(
-    ec2_client: Any,
+    mock_ec2: Any, ec2_client: Any
 ) -> None:
     """A 503 to CreateImage may have been applied (no ClientToken): the name is looked up
     once, then the request is sent again; each send is announced (write-ahead) with its
     attempt number before it leaves."""
-    answer = _stateful(_UNAVAILABLE, _OK)
-    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
+    mock = await mock_ec2(_faults_once("unavailable"))
+    spec = spec_for(mock)
     events: list[Event] = []
-    async with fake_ec2(ec2_client, answer) as lane:
+    async with lane_on(mock, ec2_client) as lane:
         lane.bus = Bus([events.append])
         created = await create_image(lane, spec)
-    assert (created.image_id, created.adopted, created.attempts) == (
-        "ami-0eeeeeeeeeeeeeee0",
-        False,
-        2,
-    )
-    assert answer.calls == ["CreateImage", "DescribeImages", "CreateImage"]
+    (image,) = mock.images(spec.target.account, REGION)
+    assert (created.image_id, created.adopted, created.attempts) == (image["image_id"], False, 2)
+    assert mock.count(action="CreateImage", outcome="fault") == 1
+    assert mock.count(action="CreateImage", outcome="ok") == 1
+    assert mock.count(action="DescribeImages") == 1  # the lookup between the two sends
     requested = [e for e in events if isinstance(e, Requested)]
+    t = spec.target
     assert [
         (e.run_id, e.account, e.region, e.instance_id, e.image_name, e.attempt) for e in requested
-    ] == [(RUN_ID, TARGET.account, REGION, TARGET.instance_id, "nightly-image", n) for n in (1, 2)]
+    ] == [(RUN_ID, t.account, REGION, t.instance_id, spec.name, n) for n in (1, 2)]
     assert all(e.at is not None for e in requested)
     assert lane.create_successes == 1
 
 
-async def test_a_200_without_an_image_id_is_resolved_by_name(ec2_client: Any) -> None:
+async def test_a_200_without_an_image_id_is_resolved_by_name(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
     """A success answer that names no image (a proxy, a broken endpoint) may or may not have
     been applied: it is resolved like any ambiguous answer, by looking the name up."""
-    tags = {RUN_TAG: RUN_ID, INSTANCE_TAG: TARGET.instance_id}
-    tag_set = "".join(f"<item><key>{k}</key><value>{v}</value></item>" for k, v in tags.items())
-    ours = (
-        "<item><imageId>ami-0fffffffffffffff0</imageId><name>nightly-image</name>"
-        f"<imageState>pending</imageState><tagSet>{tag_set}</tagSet></item>"
-    )
-    no_id = 200, f"<CreateImageResponse {_NS}><requestId>r</requestId></CreateImageResponse>"
-    answer = _stateful(no_id, images=ours)
-    spec = ImageSpec(TARGET, "nightly-image", "", True, tags, False)
+    mock = await mock_ec2(_mock(create_image_answer_without_id=True))
+    spec = spec_for(mock)
     events: list[Event] = []
-    async with fake_ec2(ec2_client, answer) as lane:
+    async with lane_on(mock, ec2_client) as lane:
         lane.bus = Bus([events.append])
         created = await create_image(lane, spec)
-    assert (created.image_id, created.adopted, created.attempts) == (
-        "ami-0fffffffffffffff0",
-        True,
-        1,
-    )
-    assert answer.calls == ["CreateImage", "DescribeImages"]
+    (image,) = mock.images(spec.target.account, REGION)
+    assert (created.image_id, created.adopted, created.attempts) == (image["image_id"], True, 1)
+    assert mock.count(action="CreateImage") == 1
+    assert mock.count(action="DescribeImages") == 1
     retried = [(e.action, e.error_code) for e in events if isinstance(e, Retried)]
     assert retried == [("CreateImage", "InvalidResponse")]
     # the breaker counted it as a failure of the endpoint, with its cause
@@ -503,27 +413,17 @@ async def test_a_200_without_an_image_id_is_resolved_by_name(ec2_client: Any) ->
     assert last is not None and (last.action, last.code) == ("CreateImage", "InvalidResponse")
 
 
-_THROTTLED = (
-    503,
-    (
-        "<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>Request limit "
-        "exceeded.</Message></Error></Errors><RequestID>r</RequestID></Response>"
-    ),
-)
-
-
 async def test_a_resume_lookup_that_found_nothing_is_not_repeated_after_a_throttle(
-    ec2_client: Any,
+    mock_ec2: Any, ec2_client: Any
 ) -> None:
     """Resume looks the name up once; when nothing is there and the send is then throttled
     (EC2 applied nothing), the resend goes straight out: no second lookup."""
-    answer = _stateful(_THROTTLED, _OK)
-    spec = ImageSpec(TARGET, "nightly-image", "", True, {RUN_TAG: RUN_ID}, False)
-    async with fake_ec2(ec2_client, answer) as lane:
+    mock = await mock_ec2(_faults_once("throttle"))
+    spec = spec_for(mock)
+    async with lane_on(mock, ec2_client) as lane:
         created = await create_image(lane, spec, lookup_first=True)
-    assert (created.image_id, created.adopted, created.attempts) == (
-        "ami-0eeeeeeeeeeeeeee0",
-        False,
-        2,
-    )
-    assert answer.calls == ["DescribeImages", "CreateImage", "CreateImage"]
+    (image,) = mock.images(spec.target.account, REGION)
+    assert (created.image_id, created.adopted, created.attempts) == (image["image_id"], False, 2)
+    assert mock.count(action="DescribeImages") == 1
+    assert mock.count(action="CreateImage", outcome="fault") == 1
+    assert mock.count(action="CreateImage", outcome="ok") == 1

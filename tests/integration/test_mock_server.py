@@ -133,6 +133,10 @@ async def test_binds_loopback_addresses(mock_ec2: Any) -> None:
         {"limits": {"CreateImage": (-1, 1)}},
         {"state_mix": {"exploded": 1.0}},
         {"state_mix": {"running": 0.0}},
+        {"deregistered_listed_s": -1},
+        {"ignore_dry_run": "yes"},
+        {"duplicate_message_without_id": 1},
+        {"create_image_answer_without_id": None},
     ],
 )
 def test_config_rejects_bad_values(kwargs: dict[str, Any]) -> None:

@@ -262,6 +262,12 @@ async def test_outage_error_window_per_region_and_action(mock_ec2: Any, ec2_clie
         MockConfig(regions=(REGION, "eu-west-1"), time_scale=100, outages=(window,))
     )
     async with ec2_client(mock, REGION) as ec2, ec2_client(mock, "eu-west-1") as eu:
+        # Making the clients and their first request can take seconds on a loaded machine,
+        # past the window's start (2 s wall): warm them up outside the window's scope, then
+        # restart the mock's clock so the call before the window is one request away.
+        await ec2.describe_images(Owners=["self"])
+        await eu.describe_instances()
+        mock.reset()
         await ec2.describe_instances()
         await until_aws(mock, 210)
         with pytest.raises(ClientError) as exc:

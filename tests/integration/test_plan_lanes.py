@@ -7,6 +7,7 @@ import contextlib
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 
 from fleetimage import parse_config
@@ -16,8 +17,8 @@ from fleetimage.core.models import LaneKey
 from fleetimage.engine import plan as plan_module
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.plan import LanePlan, open_lanes, plan_fleet
-from fleetimage.engine.stop import Stopped
-from fleetimage.mock import MockConfig
+from fleetimage.engine.stop import Stopped, Stopper
+from fleetimage.mock import FaultConfig, MockConfig
 
 STARTED = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 RUN_ID = "run-plan-test"
@@ -274,3 +275,91 @@ async def test_without_a_run_id_or_start_plan_fleet_makes_them(fleet_mock: Any) 
     plan = await plan_fleet(_config(), endpoint_url=mock.endpoint_url)
     assert before <= plan.started_at <= datetime.now(UTC)  # aware, in UTC
     assert plan.run_id and plan.run_id in plan.specs[0].name
+
+
+async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> None:
+    """What imaging gets from ``open_lanes``: the client's pool and timeouts, the lane's
+    buckets (the region's own limits, the throttle-confirmation share, the limiter's
+    coalescing window), and the run's id, bus, stopper and credentials."""
+    mock = await _fleet(fleet_mock, (EAST, WEST))
+    config = parse_config(
+        {
+            "targets": [{"regions": [EAST, WEST], "all_instances": True}],
+            "limits": {
+                "CreateImage": {"burst": 40, "rate_per_s": 500},
+                "regions": {WEST: {"CreateImage": {"burst": 7, "rate_per_s": 900}}},
+            },
+            "concurrency": {"max_in_flight_per_region": 13},
+            "retry": {"request_timeout_s": 7.5},
+            "limiter": {"min_coalesce_s": 0.001},
+        }
+    )
+    bus, stopper = Bus([]), Stopper()
+    async with contextlib.AsyncExitStack() as stack:
+        plan = await open_lanes(
+            config,
+            session=clients.new_session(),
+            endpoint_url=mock.endpoint_url,
+            run_id=RUN_ID,
+            started_at=STARTED,
+            bus=bus,
+            stack=stack,
+            stopper=stopper,
+        )
+        assert sorted(k.region for k in plan.lanes) == [EAST, WEST]
+        assert mock.count(action="DescribeImages") == 0  # adoption only when asked for
+        for key, lp in plan.lanes.items():
+            lane = lp.lane
+            assert lane is not None and lp.error is None
+            assert lane.run_id == RUN_ID and lane.bus is bus and lane.stopper is stopper
+            # the caller's own renewing credentials sign the lane's requests
+            assert lane.credentials is not None and lane.credentials.own
+            client_config = lane.client.meta.config
+            # room for every CreateImage in flight plus the waiter, lookups and discovery
+            assert client_config.max_pool_connections == 13 + 8
+            assert (client_config.read_timeout, client_config.connect_timeout) == (7.5, 7.5)
+            assert (
+                client_config.retries["total_max_attempts"] == 1
+            )  # tenacity retries, not botocore
+            limits = config.limits_for(key.region)
+            assert set(lane.limiter.actions) == set(limits)
+            for action, (burst, rate) in limits.items():
+                bucket = lane.limiter.bucket(action)
+                assert (bucket.burst, bucket.ceiling_per_s) == (burst, rate), (key, action)
+
+        # The limiter's settings, seen through its answers to throttles (no clock is
+        # injected here: the windows involved are 1 ms against a 50 ms pause, and a slower
+        # machine only widens the gap).
+        bucket = plan.lanes[LaneKey(mock.config.accounts[0], WEST)].lane.limiter.bucket(  # type: ignore[union-attr]
+            "CreateImage"
+        )
+        assert bucket.ceiling_per_s == 900
+        # an isolated throttle is not acted on: only a share of 20 % of answers confirms it
+        assert bucket.on_throttle() == 900
+        assert bucket.on_throttle() == 900
+        cut = bucket.on_throttle()  # the third in a row confirms the shortage
+        assert cut < 900
+        assert bucket.on_throttle() == cut  # within the coalescing window: the same event
+        # limiter.min_coalesce_s (1 ms) has passed: a new throttle is a new cut (the
+        # default window, 1 s, would still hold it)
+        await anyio.sleep(0.05)
+        assert bucket.on_throttle() < cut
+
+
+async def test_planning_reports_its_lanes_retries_on_a_bus_of_its_own(fleet_mock: Any) -> None:
+    """``plan_fleet`` has no bus from a caller; a throttled DescribeInstances is retried and
+    reported all the same, and the lane is planned."""
+    mock = await fleet_mock(
+        MockConfig(
+            regions=(EAST,),
+            instances_per_region=3,
+            state_mix={"running": 1.0},
+            faults=FaultConfig(throttle=0.5, actions=frozenset({"DescribeInstances"})),
+            seed=2,  # the faults' draws: the first DescribeInstances is throttled, not the next
+        )
+    )
+    plan = await _plan(mock, _config())
+    (lp,) = plan.lanes.values()
+    assert lp.error is None and len(lp.specs) == 3
+    assert mock.count("DescribeInstances", "fault") == 1  # throttled once, then answered
+    assert mock.count("DescribeInstances", "ok") == 1

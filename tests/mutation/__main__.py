@@ -10,6 +10,7 @@ survivor. The copy keeps the work tree clean and lets mutmut's ``mutants/`` and 
     python -m tests.mutation limiter wait          # some of them
     python -m tests.mutation --changed-since main  # those a change touches (none: exits 0)
     python -m tests.mutation --json scores.json    # also write the scores
+    python -m tests.mutation wait --sample 10      # every 10th mutant only (time-bounded)
 
 Each module's tests are chosen for speed: mutmut runs, per mutant, only the selected tests
 that executed the mutated function. Expect minutes per module on two cores.
@@ -66,7 +67,11 @@ MODULES: dict[str, Module] = {
     "ledger": Module("fleetimage/core/ledger.py", ("tests/unit/test_journal.py",)),
     "plan": Module(
         "fleetimage/engine/plan.py",
-        ("tests/unit/test_plan.py", "tests/integration/test_plan_lanes.py"),
+        (
+            "tests/unit/test_plan.py",
+            "tests/integration/test_plan_lanes.py",
+            "tests/integration/test_plan_accounts.py",
+        ),
     ),
     "discovery": Module("fleetimage/engine/discovery.py", ("tests/integration/test_discovery.py",)),
 }
@@ -117,13 +122,47 @@ def _scratch(module: Module, into: Path) -> None:
         )
 
 
+# mutmut's own generator, run in the scratch copy (it reads [tool.mutmut] from there): the
+# names of every mutant of one file, in mutmut's order, without running anything.
+_LIST_MUTANTS = """
+import sys
+from pathlib import Path
+from mutmut.mutation.file_mutation import mutate_file_contents
+from mutmut.utils.format_utils import get_mutant_name
+path = Path(sys.argv[1])
+for name in mutate_file_contents(str(path), path.read_text(), None, None).mutant_names:
+    print(get_mutant_name(path, name))
+"""
+
+
+def _sample(module: Module, work: Path, every: int) -> list[str]:
+    """Every ``every``-th mutant (the 1st, the 1+every-th, ...): deterministic, so a sampled
+    score can be repeated and compared."""
+    names = subprocess.run(
+        [sys.executable, "-c", _LIST_MUTANTS, module.path],
+        cwd=work,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return names[::every]
+
+
 def run_module(
-    name: str, *, children: int, keep: bool, only: list[str] | None = None
+    name: str,
+    *,
+    children: int,
+    keep: bool,
+    only: list[str] | None = None,
+    sample: int | None = None,
 ) -> dict[str, object]:
     module = MODULES[name]
     work = Path(tempfile.mkdtemp(prefix=f"mutation-{name}-"))
     try:
         _scratch(module, work)
+        if sample is not None:
+            sampled = _sample(module, work, sample)
+            only = sampled if only is None else [k for k in sampled if k in only]
         started = time.monotonic()
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         mutmut = [sys.executable, "-m", "mutmut"]
@@ -182,9 +221,17 @@ def main(argv: list[str] | None = None) -> int:
         help="run only the mutants named in FILE (one per line; e.g. an earlier run's survivors)",
     )
     parser.add_argument(
+        "--sample",
+        type=int,
+        metavar="N",
+        help="run only every N-th mutant, in mutmut's order (a deterministic sample)",
+    )
+    parser.add_argument(
         "--fail-under", type=float, default=0.0, help="exit 1 if a module scores below this"
     )
     args = parser.parse_args(argv)
+    if args.sample is not None and args.sample < 1:
+        parser.error("--sample must be >= 1")
     unknown = sorted(set(args.modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module {', '.join(unknown)}; choose from {', '.join(MODULES)}")
@@ -198,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         print(f"{name}: mutating {MODULES[name].path} ...", flush=True)
         only = args.retest.read_text(encoding="utf-8").split() if args.retest else None
-        result = run_module(name, children=args.children, keep=args.keep, only=only)
+        result = run_module(
+            name, children=args.children, keep=args.keep, only=only, sample=args.sample
+        )
         results.append(result)
         print(
             f"{name}: {result['killed']}/{result['mutants']} killed "
