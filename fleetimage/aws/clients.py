@@ -9,7 +9,9 @@ The IAM permissions each call needs are declared here, next to the calls, as dat
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import os
+import platform
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -174,6 +176,20 @@ def parse_timestamp(value: str | int | float) -> datetime:
     return cast(datetime, botocore.utils.parse_timestamp(value))
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fleetimage")
+    except importlib.metadata.PackageNotFoundError:  # a checkout that was never installed
+        return "0"
+
+
+# The session adds botocore's own name and version after it.
+USER_AGENT = (
+    f"fleetimage/{_version()} Python/{platform.python_version()} "
+    f"{platform.system()}/{platform.release()}"
+)
+
+
 def client_config(*, max_pool_connections: int, request_timeout_s: float) -> AioConfig:
     # botocore's own retries would stack with tenacity's and hide throttles from the limiter.
     # Its parameter validation is skipped: every value we send was built from a validated
@@ -181,6 +197,9 @@ def client_config(*, max_pool_connections: int, request_timeout_s: float) -> Aio
     return AioConfig(
         retries={"total_max_attempts": 1},
         parameter_validation=False,
+        # A fixed User-Agent (botocore's documented override): botocore otherwise builds it
+        # again for every request from ~30 sanitised components, ~8 % of a call's CPU.
+        user_agent=USER_AGENT,
         max_pool_connections=max_pool_connections,
         connect_timeout=min(10.0, request_timeout_s),
         read_timeout=request_timeout_s,

@@ -314,5 +314,7 @@ def render_description(
             out.append(tags.get(part.tag_key, ""))
         else:
             out.append(values[part.field])
-    text = "".join(ch for ch in "".join(out) if unicodedata.category(ch) not in ("Cc", "Cf"))
+    text = "".join(out)
+    if not text.isprintable():  # printable text has no Cc/Cf character: the common case
+        text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf"))
     return text[:DESCRIPTION_MAX]

@@ -321,6 +321,16 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
             assert (
                 client_config.retries["total_max_attempts"] == 1
             )  # tenacity retries, not botocore
+            # one fixed User-Agent, on the wire too (botocore builds none per request)
+            assert client_config.user_agent.startswith(clients.USER_AGENT)
+            sent: list[str] = []
+
+            def record(request: Any, sent: list[str] = sent, **_: Any) -> None:
+                sent.append(request.headers["User-Agent"].decode())
+
+            lane.client.meta.events.register("before-send.ec2.DescribeInstances", record)
+            await lane.client.describe_instances(MaxResults=5)
+            assert len(sent) == 1 and sent[0].startswith(clients.USER_AGENT + " ")
             limits = config.limits_for(key.region)
             assert set(lane.limiter.actions) == set(limits)
             for action, (burst, rate) in limits.items():
