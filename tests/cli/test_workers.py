@@ -50,7 +50,7 @@ def _children(pid: int) -> list[int]:
 def _slow_mock(mock_thread: MockFactory) -> MockEC2Thread:
     return mock_thread(
         regions=REGIONS4,
-        instances_per_region=25,
+        instances_per_region=16,
         seed=12,
         time_scale=1.0,
         pending_s=2.0,
