@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -126,6 +127,8 @@ class _LeanLoader(Loader):  # type: ignore[misc]
     def __init__(self, extra_search_paths: list[str]) -> None:
         super().__init__(extra_search_paths=extra_search_paths)
         self._lean: dict[tuple[str, str, str | None], Any] = {}
+        # aiobotocore warms the cache up in worker threads, one per client being created.
+        self._cutting = threading.Lock()
 
     def load_service_model(
         self, service_name: str, type_name: str, api_version: str | None = None
@@ -135,14 +138,15 @@ class _LeanLoader(Loader):  # type: ignore[misc]
         if service_name != "ec2" or type_name != "service-2":
             return super().load_service_model(service_name, type_name, api_version)
         key = (service_name, type_name, api_version)
-        if key not in self._lean:
-            model = super().load_service_model(service_name, type_name, api_version)
-            self._lean[key] = _cut_ec2_model(model)
-            # botocore's instance cache holds the full model (as the file's data and as the
-            # model): only the lean one is read from now on, so let the full one go.
-            for cached in [k for k, v in self._cache.items() if _is_full(k, v, model)]:
-                del self._cache[cached]
-        return self._lean[key]
+        with self._cutting:
+            if key not in self._lean:
+                model = super().load_service_model(service_name, type_name, api_version)
+                self._lean[key] = _cut_ec2_model(model)
+                # botocore's instance cache holds the full model (as the file's data and as
+                # the model): only the lean one is read from now on, so let the full one go.
+                for cached in [k for k, v in list(self._cache.items()) if _is_full(k, v, model)]:
+                    self._cache.pop(cached, None)
+            return self._lean[key]
 
 
 def _is_full(key: tuple[Any, ...], value: Any, model: Any) -> bool:
