@@ -21,11 +21,7 @@ __all__ = ["IMAGEABLE_STATES", "LaneDiscovery", "discover_lane"]
 
 # CreateImage answers InvalidParameterValue for an instance in any other state.
 IMAGEABLE_STATES = frozenset({"running", "stopping", "stopped"})
-# A page's answer is parsed whole (XML tree, then dicts) before its first instance is read:
-# ~14 MiB for 1,000 of the mock's instances (real ones are larger), times the lanes
-# discovering at once (plan.DISCOVERY_CONCURRENCY). 200 costs 5x the calls of a 1,000 page,
-# ~1 ms of CPU each, from a bucket of 100 + 20/s.
-PAGE_SIZE = 200
+PAGE_SIZE = 1000
 ID_CHUNK = 200
 
 
