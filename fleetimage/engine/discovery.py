@@ -8,6 +8,7 @@ are reported as missing.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,13 +55,15 @@ async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> AsyncIterator[
 
 
 def _target(lane: Lane, instance: dict[str, Any], role_arn: str | None) -> Target:
-    # Only members in aws.clients.DESCRIBED_INSTANCE_MEMBERS are parsed from the answer.
+    # Only members in aws.clients.DESCRIBED_INSTANCE_MEMBERS are parsed from the answer. The
+    # parser makes a new string per element: the few states and tag keys, repeated on every
+    # target of a fleet, are interned (one object each instead of one per target).
     return Target(
         account=lane.key.account,
         region=lane.key.region,
         instance_id=instance["InstanceId"],
-        state=instance.get("State", {}).get("Name", "unknown"),
-        tags={t["Key"]: t["Value"] for t in instance.get("Tags", []) if "Key" in t},
+        state=sys.intern(instance.get("State", {}).get("Name", "unknown")),
+        tags={sys.intern(t["Key"]): t["Value"] for t in instance.get("Tags", []) if "Key" in t},
         role_arn=role_arn,
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 from fleetimage.config import FleetConfig
@@ -15,6 +16,7 @@ __all__ = ["MAX_TAGS", "build_spec", "build_tags", "start_tag_value"]
 MAX_TAGS = 50
 
 
+@functools.lru_cache(maxsize=4)  # one run, one start: one string, not one per target
 def start_tag_value(started_at: datetime) -> str:
     """The run's start as the START_TAG value: UTC, ISO 8601 (a naive time is taken as UTC)."""
     utc = started_at.replace(tzinfo=UTC) if started_at.tzinfo is None else started_at

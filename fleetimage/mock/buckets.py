@@ -17,7 +17,11 @@ import yaml
 from fleetimage.core.errors import MockError
 from fleetimage.mock.config import MockConfig
 
-__all__ = ["Buckets", "TokenBucket", "load_default_limits"]
+__all__ = ["WATCHED", "Buckets", "TokenBucket", "load_default_limits"]
+
+#: Actions whose every bucket decision is kept (``Buckets.decisions``): CopyImage, the hardest
+#: bucket (1/s), which copies from several shards share in their destination region.
+WATCHED = frozenset({"CopyImage"})
 
 
 def load_default_limits() -> dict[str, tuple[float, float]]:
@@ -87,9 +91,17 @@ class Buckets:
         # per_second: whole AWS seconds, i.e. 1 / time_scale wall seconds.
         self._period = 1.0 / config.time_scale if config.refill == "per_second" else 0.0
         self._buckets: dict[tuple[str, str, str], TokenBucket] = {}
+        # (account, region, action) -> [(monotonic, passed)] for the actions in WATCHED
+        self.decisions: dict[tuple[str, str, str], list[tuple[float, bool]]] = {}
 
     def limited(self, action: str) -> bool:
         return self.enabled and action in self._shape
+
+    def shape(self, action: str) -> tuple[float, float] | None:
+        """``(burst, refill per wall second)`` of ``action``'s buckets as enforced (time scale
+        and neighbour load applied); None when the action is not limited."""
+        shape = self._shape.get(action) if self.enabled else None
+        return None if shape is None else (shape[0], shape[1])
 
     def try_take(self, account: str, region: str, action: str, now: float) -> bool:
         """True when the request may proceed (unlimited actions always may)."""
@@ -103,7 +115,11 @@ class Buckets:
                 return True
             burst, rate, initial = shape
             bucket = self._buckets[key] = TokenBucket(burst, rate, initial, now, self._period)
-        return bucket.try_take(now)
+        passed = bucket.try_take(now)
+        if action in WATCHED:
+            self.decisions.setdefault(key, []).append((now, passed))
+        return passed
 
     def reset(self) -> None:
         self._buckets.clear()
+        self.decisions.clear()

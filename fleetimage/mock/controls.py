@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from fleetimage.core.errors import MockError
+from fleetimage.mock import copies
 from fleetimage.mock.buckets import Buckets
 from fleetimage.mock.clock import Latency, MockClock
 from fleetimage.mock.config import INSTANCE_STATES, InstanceEvent, MockConfig, Outage
@@ -188,6 +190,11 @@ class MockControls:
     def duplicates(self) -> dict[tuple[str, str, str], int]:
         """The instances that got more than one image."""
         return {k: n for k, n in self.fleet.images_created.items() if n > 1}
+
+    def copy_stats(self) -> list[dict[str, Any]]:
+        """CopyImage per (account, destination region), from the mock's own accounting: see
+        :func:`fleetimage.mock.copies.copy_stats`."""
+        return copies.copy_stats(self.fleet, self.counters, self.buckets, self.clock)
 
     def copy_duplicates(self) -> dict[str, dict[tuple[str, ...], int]]:
         """CopyImage's duplicates: copies made more than once per ClientToken, per name and

@@ -18,13 +18,17 @@ What the mock holds to AWS's word (the CopyImage API reference):
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
+from fleetimage.mock.buckets import Buckets
+from fleetimage.mock.clock import MockClock
 from fleetimage.mock.ec2 import AMI_NAME_RE, tag_specs
-from fleetimage.mock.fleet import Image, Snapshot
+from fleetimage.mock.fleet import Fleet, Image, Snapshot
 from fleetimage.mock.protocol import ApiError, Params, bool_param
 from fleetimage.mock.query import Ctx, Handler, dry_run, require
 
-__all__ = ["HANDLERS", "KMS_REF", "copy_image"]
+__all__ = ["HANDLERS", "KMS_REF", "copy_image", "copy_stats"]
 
 #: A key id (UUID or multi-Region mrk-), a key ARN, an alias name or an alias ARN.
 KMS_REF = re.compile(
@@ -123,6 +127,7 @@ def copy_image(ctx: Ctx, params: Params) -> str:
         )
     pending = sum(1 for i in st.image_list if i.source_image_id and i.state(ctx.now) == "pending")
     if pending >= fleet.config.copies.max_concurrent:
+        copies.limit_refused[(ctx.account, ctx.region)] += 1
         raise ApiError(
             "ResourceLimitExceeded",
             f"You have reached the limit of {fleet.config.copies.max_concurrent} concurrent "
@@ -130,6 +135,8 @@ def copy_image(ctx: Ctx, params: Params) -> str:
         )
     dry_run(params)
     image = _new_copy(ctx, params, source, name)
+    peak = copies.peak_pending
+    peak[(ctx.account, ctx.region)] = max(peak[(ctx.account, ctx.region)], pending + 1)
     if token:
         copies.tokens[(ctx.account, ctx.region, token)] = (signature, image.image_id)
     copies.by_token[(ctx.account, ctx.region, token)] += 1
@@ -190,6 +197,54 @@ def _new_copy(ctx: Ctx, params: Params, source: Image, name: str) -> Image:
         image.devices.append((device, snap.snapshot_id, size))
     st.add_image(image)
     return image
+
+
+def copy_stats(
+    fleet: Fleet,
+    counters: Mapping[tuple[str, str, str, str], int],
+    buckets: Buckets,
+    clock: MockClock,
+) -> list[dict[str, Any]]:
+    """CopyImage per (account, destination region), for tests that share one destination
+    between several clients (shards). Times are AWS seconds since the mock started.
+
+    ``passed_at_s``/``throttled_at_s``: when each request passed the token bucket (whatever
+    the handler answered next) or was refused by it; ``bucket``: its ``burst`` and
+    ``rate_per_s`` per AWS second (None: unlimited); ``throttled``: the requests it refused
+    (faults injected as throttles not included); ``made``: copies created;
+    ``limit_refused``: ``ResourceLimitExceeded`` answers; ``peak_pending``: the most copies
+    pending at once, against the cap ``max_concurrent``.
+    """
+    c = fleet.copies
+    decisions = {
+        (a, r): d for (a, r, action), d in buckets.decisions.items() if action == "CopyImage"
+    }
+    keys = set(decisions) | {(a, r) for a, r, _, _ in c.by_source} | set(c.limit_refused)
+    shape = buckets.shape("CopyImage")
+    bucket = (
+        None if shape is None else {"burst": shape[0], "rate_per_s": shape[1] / clock.time_scale}
+    )
+    made: dict[tuple[str, str], int] = {}
+    for (account, region, _, _), n in c.by_source.items():
+        made[(account, region)] = made.get((account, region), 0) + n
+    out = []
+    for account, region in sorted(keys):
+        seen = decisions.get((account, region), [])
+        out.append(
+            {
+                "account": account,
+                "region": region,
+                "passed_at_s": [clock.aws_now(t) for t, ok in seen if ok],
+                "throttled_at_s": [clock.aws_now(t) for t, ok in seen if not ok],
+                "bucket": bucket,
+                "throttled": counters.get((account, region, "CopyImage", "throttled"), 0),
+                "made": made.get((account, region), 0),
+                "limit_refused": c.limit_refused[(account, region)],
+                "peak_pending": c.peak_pending[(account, region)],
+                "max_concurrent": fleet.config.copies.max_concurrent,
+            }
+        )
+    return out
 
 
 HANDLERS: dict[str, Handler] = {"CopyImage": copy_image}

@@ -296,6 +296,10 @@ class CopyLedger:
     tokens: dict[tuple[str, str, str], tuple[tuple[tuple[str, str], ...], str]] = field(
         default_factory=dict
     )
+    # Per (account, destination), for /_mock/copy_stats: ResourceLimitExceeded answers, and
+    # the most copies pending at once.
+    limit_refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    peak_pending: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 class Fleet:

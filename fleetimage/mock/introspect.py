@@ -7,6 +7,9 @@ GET  /_mock/counters          per (account, region, action, outcome) request cou
 GET  /_mock/images            image states per (account, region)
 GET  /_mock/duplicates        instances that got more than one image
 GET  /_mock/copy_duplicates   copies made more than once, per ClientToken, name and source
+GET  /_mock/copy_stats        CopyImage per (account, destination): when each request passed
+                              the bucket, the bucket, throttled, made, ResourceLimitExceeded
+                              answers, peak pending copies against the cap
 GET  /_mock/stats             total requests, process CPU seconds
 GET  /_mock/clock             {"aws_now_s", "time_scale", "start_wall"}
 GET  /_mock/credentials       AssumeRole counts per role ARN and per account, issued sessions
@@ -103,6 +106,10 @@ def _copy_duplicates(mock: MockEC2, _: dict[str, Any]) -> Any:
     return {kind: [[*k, n] for k, n in d.items()] for kind, d in mock.copy_duplicates().items()}
 
 
+def _copy_stats(mock: MockEC2, _: dict[str, Any]) -> Any:
+    return mock.copy_stats()
+
+
 def _stats(mock: MockEC2, _: dict[str, Any]) -> Any:
     return {"requests": sum(mock.counters.values()), "cpu_s": time.process_time()}
 
@@ -187,6 +194,7 @@ _GET: dict[str, Route] = {
     "/_mock/images": _images,
     "/_mock/duplicates": _duplicates,
     "/_mock/copy_duplicates": _copy_duplicates,
+    "/_mock/copy_stats": _copy_stats,
     "/_mock/stats": _stats,
     "/_mock/clock": _clock,
     "/_mock/credentials": _credentials,

@@ -33,7 +33,7 @@ from fleetimage.output.report import RunReport
 __all__ = ["ReportCollector"]
 
 
-@dataclass
+@dataclass(slots=True)  # one per target, for the whole run
 class _Target:
     """One target's state and what is known of it (the journal row's columns)."""
 
@@ -129,9 +129,10 @@ class ReportCollector:
         kind = event_kind(event)
         if kind is None or event.instance_id is None:
             return
-        target = self._targets.setdefault(
-            (event.account, event.region, event.instance_id), _Target()
-        )
+        key = (event.account, event.region, event.instance_id)
+        target = self._targets.get(key)
+        if target is None:
+            target = self._targets[key] = _Target()
         new = transition(target.state, kind)
         if new is None:
             return  # stale, or it would forget something: the journal ignores it too
