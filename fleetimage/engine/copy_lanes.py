@@ -297,6 +297,7 @@ class CopyPhase:
             while True:
                 try:
                     created = await copy_image(dest.lane, spec, lookup_first=maybe_sent)
+                    dest.slots.accepted()
                     break
                 except CopyLimitReached as limit:
                     held, refused = False, True  # answered, nothing applied

@@ -6,8 +6,11 @@ them; AWS's own cap may be lower (documented as 50, then 100, lately more), and 
 answers ``ResourceLimitExceeded``, a code that also means the 50,000-AMI quota. So a limit
 answer pauses the destination: the slot goes back, the cap shrinks to the copies still in
 flight, and the request waits for one of them to settle. A limit answer with no copy of ours
-in flight, or no copy settling within ``retry.max_outage_s``, cannot be our concurrency: the
-destination stops, with one line naming both causes.
+in flight may be someone else's concurrency — other shards or workers of the run, or other
+tools, copying into the same destination (the cap is the region's, not ours) — or the AMI
+quota: the destination is probed again, one copy at a time, after a growing pause. Only when
+no copy goes through within ``retry.max_outage_s`` of the first such refusal, or none of ours
+settles within it while paused, does the destination stop, with one line naming the causes.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from __future__ import annotations
 import anyio
 
 __all__ = ["CopySlots", "DestinationStopped"]
+
+# Refused with nothing of ours in flight: the first probe after max_wait_s / _PROBES, each
+# pause twice the last, at most a quarter of max_wait_s (so several probes before the stop).
+_PROBES = 64
 
 
 class DestinationStopped(Exception):
@@ -36,6 +43,9 @@ class CopySlots:
         self.max_wait_s = max_wait_s
         self.stopped: DestinationStopped | None = None
         self._changed = anyio.Event()
+        # Refused with nothing of ours in flight: since when, and the pause before a probe.
+        self._refused_since: float | None = None
+        self._probe_pause_s = max_wait_s / _PROBES
 
     async def acquire(self) -> None:
         """Wait for a free slot (bounded while paused by a limit answer)."""
@@ -45,6 +55,9 @@ class CopySlots:
             if self.in_flight < self.limit:
                 self.in_flight += 1
                 return
+            if self.limit == 0:  # refused with nothing of ours in flight: probe later
+                await self._probe_later()
+                continue
             paused = self.limit < self.cap
             changed = self._changed
             if paused:
@@ -64,22 +77,51 @@ class CopySlots:
             self.limit += 1
         self._notify()
 
+    def accepted(self) -> None:
+        """CopyImage went through. After probing, the destination has room again: one more
+        slot opens with each copy it accepts (and each that settles), as after a pause."""
+        if self._refused_since is None:
+            return
+        self._refused_since = None
+        self._probe_pause_s = self.max_wait_s / _PROBES
+        self.limit = min(self.cap, self.limit + 1)
+        self._notify()
+
     def on_limit(self, message: str) -> None:
         """A ``ResourceLimitExceeded`` for a request holding a slot: give it back, pause at the
-        copies in flight; with none in flight, stop the destination."""
+        copies in flight; with none in flight, probe later (see the module's note)."""
         self.in_flight -= 1
-        if self.in_flight <= 0:
-            self._stop(f"none of our copies into {self.destination} was in flight ({message})")
-        else:
+        if self.in_flight > 0:
             self.limit = max(1, self.in_flight)
+        else:
+            now = anyio.current_time()
+            if self._refused_since is None:
+                self._refused_since = now
+            if now - self._refused_since >= self.max_wait_s:
+                self._stop(
+                    f"none of our copies into {self.destination} was in flight and none went "
+                    f"through within {self.max_wait_s:g} s ({message})"
+                )
+            else:
+                self.limit = 0
         self._notify()
+
+    async def _probe_later(self) -> None:
+        assert self._refused_since is not None
+        left = self._refused_since + self.max_wait_s - anyio.current_time()
+        await anyio.sleep(max(0.0, min(self._probe_pause_s, left)))
+        self._probe_pause_s = min(2 * self._probe_pause_s, self.max_wait_s / 4)
+        if self.limit == 0:  # the first waiter awake lets one probe through
+            self.limit = 1
 
     def _stop(self, why: str) -> None:
         self.stopped = DestinationStopped(
             f"CopyImage into {self.destination} answered ResourceLimitExceeded and {why}: "
             "either the region's AMI quota (50,000 by default, Recycle Bin included) is full "
-            "or its concurrent-copy limit is lower than copy.max_concurrent_per_region "
-            f"({self.cap}); no new copies there — free quota or lower the cap, then resume"
+            "or its concurrent copies (ours and other processes', e.g. other shards or "
+            f"workers of this run) exceed its limit; copy.max_concurrent_per_region is {self.cap}"
+            " (give each of N processes copying there about 1/N of it); no new copies there — "
+            "free quota or lower the cap, then resume"
         )
         self._notify()
 

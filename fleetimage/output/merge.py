@@ -89,6 +89,7 @@ def merge_reports(reports: Sequence[tuple[str, RunReport]]) -> RunReport:
         finished_at=max(r.finished_at for r in ordered),
         results=tuple(x for r in ordered for x in r.results),
         lane_failures=tuple(f for r in ordered for f in r.lane_failures),
+        copies=tuple(c for r in ordered for c in r.copies),
         dry_run=any(r.dry_run for r in ordered),
         interrupted=any(r.interrupted for r in ordered),
         journal_error="; ".join(errors) or None,

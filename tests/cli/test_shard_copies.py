@@ -296,11 +296,6 @@ def test_four_shards_600_copies_into_one_destination(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/copy_slots.py: a ResourceLimitExceeded with none of the shard's own copies "
-    "in flight stops its destination, though the copies in the way are another shard's",
-)
 def test_a_shard_meeting_a_destination_full_of_another_shards_copies_waits(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:

@@ -36,15 +36,42 @@ async def test_a_limit_answer_pauses_until_a_copy_settles() -> None:
     assert slots.in_flight == 2 and slots.limit == 3
 
 
-async def test_a_limit_answer_with_nothing_in_flight_stops_the_destination() -> None:
-    slots = CopySlots("eu-west-1", cap=100, max_wait_s=30)
+async def test_a_limit_answer_with_nothing_of_ours_in_flight_probes_until_max_outage() -> None:
+    # Nothing of ours is in flight: other processes (shards, workers, tools) may hold the
+    # destination's slots, or its AMI quota is full. Probes, one copy at a time, after a
+    # growing pause; no copy through within max_wait_s of the first refusal: stop.
+    slots = CopySlots("eu-west-1", cap=100, max_wait_s=0.4)
     await slots.acquire()
     slots.on_limit("You have reached the limit")
-    assert slots.stopped is not None
-    message = slots.stopped.message
-    assert "AMI quota" in message and "concurrent-copy limit" in message  # both causes
+    assert (slots.stopped, slots.limit, slots.in_flight) == (None, 0, 0)
+    probes = 0
+    with anyio.fail_after(5), pytest.raises(DestinationStopped) as stop:
+        while True:
+            await slots.acquire()  # a probe: one slot, after a pause
+            probes += 1
+            assert slots.in_flight == 1 and slots.limit == 1
+            slots.on_limit("You have reached the limit")
+    assert 3 <= probes <= 64  # several probes, paused between them, not a storm
+    message = stop.value.message
+    assert "AMI quota" in message and "other processes" in message  # every cause named
+    assert "within 0.4 s" in message
     with pytest.raises(DestinationStopped):
         await slots.acquire()
+
+
+async def test_a_probe_that_goes_through_opens_the_destination_again() -> None:
+    slots = CopySlots("eu-west-1", cap=3, max_wait_s=30)
+    await slots.acquire()
+    slots.on_limit("limit")  # another shard's copies fill the destination
+    with anyio.fail_after(5):
+        await slots.acquire()  # the probe
+    slots.accepted()  # it went through: room again
+    assert (slots.limit, slots.in_flight, slots.stopped) == (2, 1, None)
+    await slots.acquire()
+    slots.accepted()  # not probing any more: the cap is what bounds us again
+    assert slots.limit == 2
+    slots.release(settled=True)
+    assert slots.limit == 3 and slots.in_flight == 1
 
 
 async def test_no_copy_settling_within_max_outage_stops_the_destination() -> None:
