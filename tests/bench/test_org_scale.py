@@ -98,16 +98,20 @@ def test_the_bound_over_100_lanes_is_the_slowest_lanes_own(
     assert sum(len(lane["pending_aws_s"]) for lane in lanes.values()) > 8_000
 
 
-async def test_five_accounts_image_through_assumed_roles(org: Scenario, mock_ec2: Any) -> None:
-    sc = small(org)
-    mock = await mock_ec2(sc.mock_config())
-    expected = {
+def _imageable(sc: Scenario, mock: Any) -> set[tuple[str, str, str]]:
+    return {
         (a, r, i.instance_id)
         for a in sc.account_ids
         for r in sc.region_names
         for i in mock.fleet.state(a, r).instance_list
         if i.state in IMAGEABLE
     }
+
+
+async def test_five_accounts_image_through_assumed_roles(org: Scenario, mock_ec2: Any) -> None:
+    sc = small(org)
+    mock = await mock_ec2(sc.mock_config())
+    expected = _imageable(sc, mock)
     # fleetimage: one role per other account, from the scenario's own config.
     report = await image_fleet(parse_config(sc.fleet_config()), endpoint_url=mock.endpoint_url)
     imaged = [r for r in report.results if r.outcome is not Outcome.SKIPPED]
@@ -125,13 +129,7 @@ async def test_the_scripts_assume_roles_in_five_accounts(org: Scenario, mock_ec2
     # outlast the test on a loaded machine (at 500x it is 7 s).
     sc = replace(small(org), time_scale=20.0)
     mock = await mock_ec2(sc.mock_config())
-    expected = {
-        (a, r, i.instance_id)
-        for a in sc.account_ids
-        for r in sc.region_names
-        for i in mock.fleet.state(a, r).instance_list
-        if i.state in IMAGEABLE
-    }
+    expected = _imageable(sc, mock)
     job = ContenderJob("boto3-batch-standard", sc, mock.endpoint_url, mock.credentials(), 30, "t")
     lanes = await anyio.to_thread.run_sync(lambda: _boto3_lanes(job, {"mode": "standard"}, 2))
     order = fleet_lanes(sc)  # the bound's order: imageable instances as the fleet lists them

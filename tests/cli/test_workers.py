@@ -71,6 +71,29 @@ def _slow_config(tmp_path: Path) -> Path:
     )
 
 
+def _mid_create(
+    mock_thread: MockFactory, tmp_path: Path, run_id: str, created: int | None = None
+) -> tuple[MockEC2Thread, Path, set[tuple[str, str, str]], subprocess.Popen[str], list[int]]:
+    """``run --workers 2`` on the slow mock, once ``created`` images (default: a third) are
+    made: (mock, journal, imageable targets, the run's process, its two workers)."""
+    mock = _slow_mock(mock_thread)
+    config, journal = _slow_config(tmp_path), tmp_path / "j.sqlite3"
+    expected = imageable(mock)
+    proc = cli_process(
+        "run", "-c", config, "--journal", journal, "--run-id", run_id, "--workers", "2",
+        "--endpoint-url", mock.endpoint_url, "--yes", "--report", tmp_path / "r.json",
+    )  # fmt: skip
+    wanted = len(expected) // 3 if created is None else created
+    _wait_for(
+        f"{wanted} images",
+        lambda: mock.count(action="CreateImage", outcome="ok") >= wanted,
+        proc,
+    )
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    return mock, journal, expected, proc, workers
+
+
 def _all_settled(journal: Path, run_id: str, imageable: int) -> None:
     states = _states(journal, run_id)
     assert states.pop("available") == imageable
@@ -112,20 +135,7 @@ def test_two_workers_image_every_target_once_into_one_journal(
 def test_a_killed_worker_is_started_again_and_nothing_is_made_twice(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
-    mock = _slow_mock(mock_thread)
-    config, journal = _slow_config(tmp_path), tmp_path / "j.sqlite3"
-    expected = imageable(mock)
-    proc = cli_process(
-        "run", "-c", config, "--journal", journal, "--run-id", "worker-kill", "--workers", "2",
-        "--endpoint-url", mock.endpoint_url, "--yes", "--report", tmp_path / "r.json",
-    )  # fmt: skip
-    _wait_for(
-        "a third of the images",
-        lambda: mock.count(action="CreateImage", outcome="ok") >= len(expected) // 3,
-        proc,
-    )
-    workers = _children(proc.pid)
-    assert len(workers) == 2, workers
+    mock, journal, expected, proc, workers = _mid_create(mock_thread, tmp_path, "worker-kill")
     os.kill(workers[0], signal.SIGKILL)
     assert mock.count(action="CreateImage", outcome="ok") < len(expected)
     out, err = proc.communicate(timeout=180)
@@ -139,20 +149,7 @@ def test_a_killed_worker_is_started_again_and_nothing_is_made_twice(
 def test_kill_9_of_the_parent_stops_its_workers_and_resume_finishes(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
-    mock = _slow_mock(mock_thread)
-    config, journal = _slow_config(tmp_path), tmp_path / "j.sqlite3"
-    expected = imageable(mock)
-    proc = cli_process(
-        "run", "-c", config, "--journal", journal, "--run-id", "parent-kill", "--workers", "2",
-        "--endpoint-url", mock.endpoint_url, "--yes", "--report", tmp_path / "r.json",
-    )  # fmt: skip
-    _wait_for(
-        "a third of the images",
-        lambda: mock.count(action="CreateImage", outcome="ok") >= len(expected) // 3,
-        proc,
-    )
-    workers = _children(proc.pid)
-    assert len(workers) == 2, workers
+    mock, journal, expected, proc, workers = _mid_create(mock_thread, tmp_path, "parent-kill")
     _kill(proc)
     # Their pipe closed, the workers stop at once (bounded: a hung one fails the test).
     deadline = time.monotonic() + 60
@@ -187,7 +184,7 @@ def test_workers_must_be_a_count_or_auto(tmp_path: Path) -> None:
         ran = cli("run", "-c", config, "--workers", bad, "--yes")
         assert ran.code == 2, ran.output
         assert "--workers" in ran.output
-        assert subprocess.list2cmdline([bad]) in ran.output or bad in ran.output
+        assert bad in ran.output
 
 
 def test_one_sigint_reaches_every_worker_through_the_parent(
@@ -195,19 +192,9 @@ def test_one_sigint_reaches_every_worker_through_the_parent(
 ) -> None:
     # The workers run in their own session: the terminal's Ctrl-C reaches only the parent,
     # which stops them all gracefully (in-flight calls settle), then resume finishes.
-    mock = _slow_mock(mock_thread)
-    config, journal = _slow_config(tmp_path), tmp_path / "j.sqlite3"
-    expected = imageable(mock)
-    proc = cli_process(
-        "run", "-c", config, "--journal", journal, "--run-id", "ctrl-c", "--workers", "2",
-        "--endpoint-url", mock.endpoint_url, "--yes", "--report", tmp_path / "r.json",
-    )  # fmt: skip
-    _wait_for(
-        "a few images",
-        lambda: mock.count(action="CreateImage", outcome="ok") >= 10,
-        proc,
+    mock, journal, expected, proc, workers = _mid_create(
+        mock_thread, tmp_path, "ctrl-c", created=10
     )
-    workers = _children(proc.pid)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
 
