@@ -13,7 +13,6 @@ import importlib.metadata
 import os
 import platform
 import re
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +23,9 @@ import botocore.exceptions
 import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
-from botocore.loaders import Loader
 from botocore.parsers import ResponseParserError
 
+from fleetimage.aws.model import LeanLoader
 from fleetimage.core.errors import AwsError, ErrorKind
 
 __all__ = [
@@ -93,96 +92,10 @@ class Credentials:
         return kwargs
 
 
-# What discovery reads of an instance (engine/discovery.py) and of a reservation. botocore
-# parses an answer member by member along the output shape, and an instance has ~60 members
-# (block devices, interfaces, ...): with the shape cut to these, DescribeInstances answers
-# cost a fraction of the CPU. Add a member here before reading it there.
-DESCRIBED_INSTANCE_MEMBERS = frozenset({"InstanceId", "State", "Tags"})
-_DESCRIBED_RESERVATION_MEMBERS = frozenset({"Instances"})
-# Likewise what the waiter, the lookups by name and prune read of a DescribeImages image.
-DESCRIBED_IMAGE_MEMBERS = frozenset(
-    {
-        "ImageId",
-        "Name",
-        "State",
-        "StateReason",
-        "Tags",
-        "CreationDate",
-        "BlockDeviceMappings",
-        "LastLaunchedTime",
-        "DeregistrationProtection",
-    }
-)
-
-
 # The EC2 operations a client of ours has: those declared in PERMISSIONS (so a call missing
 # there fails in every test, not in a user's IAM policy). A client builds a method per
 # operation of its model when it is created; EC2 has ~800, which cost ~60 ms a client.
 _EC2_OPERATIONS = frozenset(a for a, p in PERMISSIONS.items() if p.startswith("ec2:"))
-
-
-class _LeanLoader(Loader):  # type: ignore[misc]
-    """botocore's loader, with EC2's model cut to our operations and the shapes they reach, and
-    its Instance, Reservation and Image output shapes to what we read (no request of ours sends
-    them). The full model (~20 MB of objects for the run's whole life) is not kept."""
-
-    def __init__(self, extra_search_paths: list[str]) -> None:
-        super().__init__(extra_search_paths=extra_search_paths)
-        self._lean: dict[tuple[str, str, str | None], Any] = {}
-        # aiobotocore warms the cache up in worker threads, one per client being created.
-        self._cutting = threading.Lock()
-
-    def load_service_model(
-        self, service_name: str, type_name: str, api_version: str | None = None
-    ) -> Any:
-        if service_name == "ec2" and type_name == "examples-1":
-            return {"version": "1.0", "examples": {}}  # only botocore's docs read them
-        if service_name != "ec2" or type_name != "service-2":
-            return super().load_service_model(service_name, type_name, api_version)
-        key = (service_name, type_name, api_version)
-        with self._cutting:
-            if key not in self._lean:
-                model = super().load_service_model(service_name, type_name, api_version)
-                self._lean[key] = _cut_ec2_model(model)
-                # botocore's instance cache holds the full model (as the file's data and as
-                # the model): only the lean one is read from now on, so let the full one go.
-                for cached in [k for k, v in list(self._cache.items()) if _is_full(k, v, model)]:
-                    self._cache.pop(cached, None)
-            return self._lean[key]
-
-
-def _is_full(key: tuple[Any, ...], value: Any, model: Any) -> bool:
-    if key[0] == "load_data_with_path":
-        return isinstance(value, tuple) and bool(value) and value[0] is model
-    return key[0] == "load_service_model" and value is model
-
-
-def _cut_ec2_model(model: Any) -> dict[str, Any]:
-    shapes = dict(model["shapes"])
-    for name, keep in (
-        ("Instance", DESCRIBED_INSTANCE_MEMBERS),
-        ("Reservation", _DESCRIBED_RESERVATION_MEMBERS),
-        ("Image", DESCRIBED_IMAGE_MEMBERS),
-    ):
-        members = shapes[name]["members"]
-        shapes[name] = {**shapes[name], "members": {k: members[k] for k in keep}}
-    operations = {k: v for k, v in model["operations"].items() if k in _EC2_OPERATIONS}
-    # Only the shapes our operations reach (input, output, errors, and what they contain).
-    todo = [
-        ref["shape"]
-        for op in operations.values()
-        for ref in (op.get("input"), op.get("output"), *op.get("errors", ()))
-        if ref
-    ]
-    reached: dict[str, Any] = {}
-    while todo:
-        name = todo.pop()
-        if name in reached:
-            continue
-        shape = reached[name] = shapes[name]
-        refs = [*shape.get("members", {}).values(), shape.get("member"), shape.get("key")]
-        todo.extend(ref["shape"] for ref in (*refs, shape.get("value")) if ref)
-    return {**model, "operations": operations, "shapes": reached}
 
 
 def new_session() -> AioSession:
@@ -190,7 +103,9 @@ def new_session() -> AioSession:
     session = get_session()
     data_path = session.get_config_variable("data_path")
     paths = [os.path.expanduser(os.path.expandvars(p)) for p in (data_path or "").split(os.pathsep)]
-    session.register_component("data_loader", _LeanLoader([p for p in paths if p]))
+    session.register_component(
+        "data_loader", LeanLoader([p for p in paths if p], operations=_EC2_OPERATIONS)
+    )
     # botocore parses every timestamp with dateutil: ~60 % of planning's CPU goes to
     # DescribeInstances answers, half of it to their LaunchTime/AttachTime fields.
     session.get_component("response_parser_factory").set_parser_defaults(

@@ -118,10 +118,11 @@ class CopySlots:
         self.stopped = DestinationStopped(
             f"CopyImage into {self.destination} answered ResourceLimitExceeded and {why}: "
             "either the region's AMI quota (50,000 by default, Recycle Bin included) is full "
-            "or its concurrent copies (ours and other processes', e.g. other shards or "
-            f"workers of this run) exceed its limit; copy.max_concurrent_per_region is {self.cap}"
-            " (give each of N processes copying there about 1/N of it); no new copies there — "
-            "free quota or lower the cap, then resume"
+            "or its concurrent-copy limit is lower than the copies in flight there (ours, "
+            "and other processes', e.g. other shards or workers of this run); "
+            f"copy.max_concurrent_per_region is {self.cap} (give each of N processes copying "
+            "there about 1/N of it); no new copies there — free quota or lower the cap, then "
+            "resume"
         )
         self._notify()
 

@@ -55,7 +55,7 @@ async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> AsyncIterator[
 
 
 def _target(lane: Lane, instance: dict[str, Any], role_arn: str | None) -> Target:
-    # Only members in aws.clients.DESCRIBED_INSTANCE_MEMBERS are parsed from the answer. The
+    # Only members in aws.model.DESCRIBED_INSTANCE_MEMBERS are parsed from the answer. The
     # parser makes a new string per element: the few states and tag keys, repeated on every
     # target of a fleet, are interned (one object each instead of one per target).
     return Target(

@@ -109,7 +109,7 @@ class PrunePlan:
 
 
 def from_wire(account: str, region: str, image: dict[str, Any]) -> FleetImage:
-    # Only members in aws.clients.DESCRIBED_IMAGE_MEMBERS are parsed from the answer.
+    # Only members in aws.model.DESCRIBED_IMAGE_MEMBERS are parsed from the answer.
     tags = {t["Key"]: t.get("Value", "") for t in image.get("Tags", [])}
     snaps, size = [], 0
     for mapping in image.get("BlockDeviceMappings", []):

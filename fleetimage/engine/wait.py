@@ -170,7 +170,7 @@ class ImageWaiter:
             answer = await self.lane.call(
                 "DescribeImages", {"Filters": filters}, interruptible=False
             )
-            # (members read here must be in aws.clients.DESCRIBED_IMAGE_MEMBERS to be parsed)
+            # (members read here must be in aws.model.DESCRIBED_IMAGE_MEMBERS to be parsed)
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:
