@@ -4,8 +4,10 @@ assertion is about calls and outcomes, not about how long anything took."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -64,6 +66,20 @@ def _mock(n: int, **kw: Any) -> MockConfig:
     )
 
 
+@contextlib.asynccontextmanager
+async def waits_started(
+    waiter: ImageWaiter, ids: list[str]
+) -> AsyncIterator[dict[str, ImageState]]:
+    """A wait for each of ``ids`` started and blocked (the test then polls with
+    ``waiter.poll_once``); yields their results as they settle. Bounded at 60 s."""
+    results: dict[str, ImageState] = {}
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            start_waits(tg, waiter, ids, results)
+            await anyio.wait_all_tasks_blocked()
+            yield results
+
+
 async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: Any) -> None:
     """250 pending images in one lane: each round asks in two chunks (200 + 50), and all
     250 settle in the round after they became available — none is left to time out."""
@@ -73,21 +89,17 @@ async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: 
     async with lane_on(mock, ec2_client) as lane:
         ids = await create_images(mock, lane, n)
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                before = mock.count(action="DescribeImages")
-                await waiter.poll_once()
-                assert mock.count(action="DescribeImages") - before == 2
-                await anyio.wait_all_tasks_blocked()
-                assert results == {}  # all still pending
-                for image_id in ids:
-                    mock.set_image_state(account, REGION, image_id, "available")
-                before = mock.count(action="DescribeImages")
-                await waiter.poll_once()
-                assert mock.count(action="DescribeImages") - before == 2
+        async with waits_started(waiter, ids) as results:
+            before = mock.count(action="DescribeImages")
+            await waiter.poll_once()
+            assert mock.count(action="DescribeImages") - before == 2
+            await anyio.wait_all_tasks_blocked()
+            assert results == {}  # all still pending
+            for image_id in ids:
+                mock.set_image_state(account, REGION, image_id, "available")
+            before = mock.count(action="DescribeImages")
+            await waiter.poll_once()
+            assert mock.count(action="DescribeImages") - before == 2
     assert len(results) == n
     assert all(r.state == "available" for r in results.values())
 
@@ -98,19 +110,15 @@ async def test_failed_images_carry_ec2s_reason(mock_ec2: Any, ec2_client: Any) -
     async with lane_on(mock, ec2_client) as lane:
         ids = await create_images(mock, lane, 3)
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                mock.set_image_state(
-                    account, REGION, ids[0], "failed", ("Client.Boom", "the volume went away")
-                )
-                mock.set_image_state(account, REGION, ids[1], "available")
-                await waiter.poll_once()
-                await anyio.wait_all_tasks_blocked()  # the settled waits record their results
-                assert set(results) == {ids[0], ids[1]}  # the third is still pending
-                waiter.release_all(ImageState("unknown", "Stopped", "test over"))
+        async with waits_started(waiter, ids) as results:
+            mock.set_image_state(
+                account, REGION, ids[0], "failed", ("Client.Boom", "the volume went away")
+            )
+            mock.set_image_state(account, REGION, ids[1], "available")
+            await waiter.poll_once()
+            await anyio.wait_all_tasks_blocked()  # the settled waits record their results
+            assert set(results) == {ids[0], ids[1]}  # the third is still pending
+            waiter.release_all(ImageState("unknown", "Stopped", "test over"))
     assert results[ids[0]] == ImageState("failed", "Client.Boom", "the volume went away")
     assert results[ids[1]] == ImageState("available")
     assert results[ids[2]] == ImageState("unknown", "Stopped", "test over")
@@ -126,23 +134,19 @@ async def test_census_notices_a_deregistered_image_only_after_the_grace(
     async with lane_on(mock, ec2_client) as lane:
         ids = await create_images(mock, lane, 2)
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                mock.deregister_image(account, REGION, ids[0])
-                await waiter.poll_once()  # not a census round: absent just means pending
-                await anyio.wait_all_tasks_blocked()
-                assert results == {}
-                waiter.not_found_grace_s = 0.0  # the grace is over: the next round is a census
-                await waiter.poll_once()
-                await anyio.wait_all_tasks_blocked()
-                assert set(results) == {ids[0]}
-                await waiter.poll_once()  # census again: the live image is still pending
-                await anyio.wait_all_tasks_blocked()
-                assert set(results) == {ids[0]}
-                waiter.release_all(ImageState("unknown"))
+        async with waits_started(waiter, ids) as results:
+            mock.deregister_image(account, REGION, ids[0])
+            await waiter.poll_once()  # not a census round: absent just means pending
+            await anyio.wait_all_tasks_blocked()
+            assert results == {}
+            waiter.not_found_grace_s = 0.0  # the grace is over: the next round is a census
+            await waiter.poll_once()
+            await anyio.wait_all_tasks_blocked()
+            assert set(results) == {ids[0]}
+            await waiter.poll_once()  # census again: the live image is still pending
+            await anyio.wait_all_tasks_blocked()
+            assert set(results) == {ids[0]}
+            waiter.release_all(ImageState("unknown"))
     gone = results[ids[0]]
     assert (gone.state, gone.code) == ("not_found", "InvalidAMIID.NotFound")
     assert "vanished from DescribeImages" in gone.message
@@ -155,12 +159,8 @@ async def test_a_pending_image_past_its_timeout_is_timed_out_by_the_poll(
     async with lane_on(mock, ec2_client) as lane:
         ids = await create_images(mock, lane, 1)
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=0.0, not_found_grace_s=3600)
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                await waiter.poll_once()
+        async with waits_started(waiter, ids) as results:
+            await waiter.poll_once()
     result = results[ids[0]]
     assert result == ImageState(
         "timed_out", "WaitTimeout", "still pending after 0 s; the image may still become available"
@@ -184,15 +184,11 @@ async def test_a_census_round_before_the_grace_keeps_absent_images_and_times_out
             mock.deregister_image(account, REGION, ids[0])
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
         waiter._last_census = -math.inf  # the last census is long past: this round is one
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                await waiter.poll_once()  # within the image's grace: not "not_found"
-                await anyio.wait_all_tasks_blocked()
-                assert results == {}
-                waiter.release_all(ImageState("unknown"))
+        async with waits_started(waiter, ids) as results:
+            await waiter.poll_once()  # within the image's grace: not "not_found"
+            await anyio.wait_all_tasks_blocked()
+            assert results == {}
+            waiter.release_all(ImageState("unknown"))
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=0.0, not_found_grace_s=3600)
         waiter._last_census = -math.inf
         results = {}
@@ -361,12 +357,8 @@ async def test_images_are_still_polled_after_new_work_stopped(
         ids = await create_images(mock, lane, 2)
         lane.stopper.request("interrupted")
         waiter = ImageWaiter(lane, poll_interval_s=60, timeout_s=3600, not_found_grace_s=3600)
-        results: dict[str, ImageState] = {}
-        with anyio.fail_after(60):
-            async with anyio.create_task_group() as tg:
-                start_waits(tg, waiter, ids, results)
-                await anyio.wait_all_tasks_blocked()
-                for image_id in ids:
-                    mock.set_image_state(account, REGION, image_id, "available")
-                await waiter.poll_once()
+        async with waits_started(waiter, ids) as results:
+            for image_id in ids:
+                mock.set_image_state(account, REGION, image_id, "available")
+            await waiter.poll_once()
     assert {r.state for r in results.values()} == {"available"} and len(results) == 2
