@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 from cli_helpers import (
     MockFactory,
     cli,
@@ -32,19 +33,15 @@ REGIONS4 = ("us-east-1", "eu-west-1", "us-west-2", "ap-southeast-2")
 
 
 def _children(pid: int) -> list[int]:
-    """The live processes whose parent is ``pid`` (from /proc: no extra dependency)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid and fields[0] != "Z":
-            found.append(int(entry))
-    return found
+    """The live (not zombie) processes whose parent is ``pid``."""
+    return [c.pid for c in psutil.Process(pid).children() if _alive(c.pid)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _slow_mock(mock_thread: MockFactory) -> MockEC2Thread:
@@ -153,7 +150,7 @@ def test_kill_9_of_the_parent_stops_its_workers_and_resume_finishes(
     _kill(proc)
     # Their pipe closed, the workers stop at once (bounded: a hung one fails the test).
     deadline = time.monotonic() + 60
-    while any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers):
+    while any(_alive(pid) for pid in workers):
         assert time.monotonic() < deadline, "a worker outlived its parent"
         time.sleep(0.05)
     made = mock.count(action="CreateImage", outcome="ok")
@@ -168,14 +165,6 @@ def test_kill_9_of_the_parent_stops_its_workers_and_resume_finishes(
     assert ran.code == 0, ran.output
     _each_instance_once(mock)
     _all_settled(journal, "parent-kill", len(expected))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_workers_must_be_a_count_or_auto(tmp_path: Path) -> None:
