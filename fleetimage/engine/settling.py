@@ -19,6 +19,13 @@ budget is ``polls_per_image`` for every image registered so far: polls beyond it
 made at the ceiling (so a lane of a few images is still seen, as with a fixed interval).
 Until the lane has seen one image settle, it polls at the ceiling.
 
+A lane over its budget that is *still registering images* skips its ceiling polls, up to
+``MAX_SKIPPED_CEILINGS`` in a row (:meth:`PollSchedule.skip`): its last image, which decides
+its makespan, is not even created yet, and each new image earns the budget back. Without
+this, a lane whose creations are spread thin (a starved event loop, a slow bucket) polls
+every ceiling for its whole creation phase: 0.15 polls per image instead of 0.05 over 100
+lanes. Once the lane stops registering, the ceiling holds again.
+
 Everything here is pure arithmetic on times the caller passes in (tests drive it with a fake
 clock); the waiter (``wait.py``) owns the clock and the calls.
 """
@@ -39,6 +46,9 @@ _MIN_SIGMA, _MAX_SIGMA = 0.1, 2.0
 _MIN_SAMPLES_FOR_SPREAD = 5
 # Bisection steps over [floor, ceiling]: the answer is within (ceiling - floor) / 2**8.
 _SEARCH_STEPS = 8
+# Ceiling polls a lane over budget may skip in a row while it keeps registering images: an
+# image it already watches is seen at most (1 + this) ceilings after the poll before.
+MAX_SKIPPED_CEILINGS = 4
 
 
 class PendingTimes:
@@ -124,6 +134,8 @@ class PollSchedule:
         self.pending = pending if pending is not None else PendingTimes()
         self.registered = 0
         self.polls = 0
+        self._registered_at_check = 0  # self.registered at the last poll or skip
+        self._skipped = 0  # ceiling polls skipped in a row
         self.last_poll_at: float | None = None
         # The start of the poll before the current one: what a poll sees settle did so after it.
         self._previous_poll_at: float | None = None
@@ -145,6 +157,19 @@ class PollSchedule:
         self._previous_poll_at = self.last_poll_at
         self.last_poll_at = at
         self.polls += 1
+        self._registered_at_check = self.registered
+        self._skipped = 0
+
+    def skip(self) -> bool:
+        """Whether the poll now due should be skipped: the lane is over its budget and has
+        registered images since the last poll (or skip), fewer than ``MAX_SKIPPED_CEILINGS``
+        times in a row. Call when the delay from :meth:`next_delay` has passed."""
+        registering = self.registered > self._registered_at_check
+        self._registered_at_check = self.registered
+        if registering and self.credits < 1.0 and self._skipped < MAX_SKIPPED_CEILINGS:
+            self._skipped += 1
+            return True
+        return False
 
     def settled(self, registered_at: float, seen_at: float) -> None:
         """An image seen available at ``seen_at``: it settled after the poll before (when it

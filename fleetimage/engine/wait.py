@@ -9,7 +9,7 @@ filter just leaves it out; an absent image counts as pending for a grace period.
 
 When it polls is the lane's :class:`~fleetimage.engine.settling.PollSchedule`: learned from
 the pending times the lane has seen, between a floor and a ceiling (``poll_interval_s``),
-within a budget of polls per image.
+within a budget of polls per image (a lane over it skips ceiling polls while it still creates).
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ class ImageWaiter:
             now = anyio.current_time()
             delay = self.schedule.next_delay(now, (w.registered_at for w in self._watches.values()))
             await anyio.sleep(delay)
+            if self.schedule.skip():  # over budget while the lane still creates
+                self._expire(anyio.current_time())
+                continue
             try:
                 # A poll waits at the lane's breaker through an outage; the images' own
                 # timeouts still end their wait on time.

@@ -7,17 +7,23 @@ import random
 
 import pytest
 
-from fleetimage.engine.settling import PendingTimes, PollSchedule
+from fleetimage.engine.settling import MAX_SKIPPED_CEILINGS, PendingTimes, PollSchedule
 
 
 def _lane(
-    schedule: PollSchedule | None, *, images: int, seed: int = 7, interval: float = 15.0
+    schedule: PollSchedule | None,
+    *,
+    images: int,
+    seed: int = 7,
+    interval: float = 15.0,
+    burst: int = 50,
+    per_s: float = 5.0,
 ) -> tuple[float, float, float]:
     """Drive one lane on a fake clock (AWS's CreateImage bucket: 50 at once, then 5 a second;
     log-normal pending times around 30 s). ``schedule=None``: a fixed ``interval``.
     Returns (polls per image, mean lag / pending time, lag of the lane's last image)."""
     rnd = random.Random(seed)
-    created = [0.0 if k < 50 else float((k - 50) // 5 + 1) for k in range(images)]
+    created = [0.0 if k < burst else math.ceil((k - burst + 1) / per_s) for k in range(images)]
     ready = [c + 30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)) for c in created]
     registered: set[int] = set()
     unseen = set(range(images))
@@ -34,6 +40,8 @@ def _lane(
         else:
             delay = schedule.next_delay(now, (created[i] for i in watched))
         now += delay
+        if schedule is not None and schedule.skip():
+            continue
         polls += 1
         if schedule is not None:
             schedule.begin_poll(now)
@@ -119,3 +127,35 @@ def test_a_lane_sees_its_images_sooner_within_the_budget(images: int) -> None:
     assert fraction < fixed_fraction
     if images > 1000:  # a budget of ~90 polls: images are seen within ~8 % of their time
         assert fraction < 0.5 * fixed_fraction
+
+
+def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    schedule.register()
+    schedule.begin_poll(0.0)
+    assert schedule.credits < 1.0
+    assert not schedule.skip()  # nothing registered since the poll: the ceiling poll is made
+    for _ in range(MAX_SKIPPED_CEILINGS):
+        schedule.register()
+        assert schedule.skip()
+    schedule.register()
+    assert not schedule.skip()  # skipped enough in a row: the watched images are polled
+    schedule.begin_poll(75.0)
+    schedule.register()
+    assert schedule.skip()  # a poll starts the count again
+    for _ in range(60):  # the 2 polls made are earned back, and one more: within the budget
+        schedule.register()
+    assert schedule.credits >= 1.0
+    assert not schedule.skip()
+
+
+def test_a_lane_that_creates_thinly_keeps_to_its_budget_and_still_sees_its_last_image() -> None:
+    """Creations spread over ~8 pending times (a starved event loop, or a slow bucket): the
+    lane is over its budget from its first polls on. Polling every ceiling while it creates
+    would cost ~0.35 polls per image; the last image is still seen within one ceiling."""
+    fixed, _, _ = _lane(None, images=93, burst=5, per_s=0.2)
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    polls, _, last_lag = _lane(schedule, images=93, burst=5, per_s=0.2)
+    assert fixed > 0.3
+    assert polls < 0.1
+    assert last_lag <= 15.0
