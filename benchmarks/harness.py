@@ -89,7 +89,12 @@ def cutoff_s(sc: Scenario, contender: str, bound_aws_s: float) -> float:
     """Wall seconds after which a contender stops starting work."""
     if not sc.throttling or bound_aws_s <= 0:
         return sc.time_limit_s
-    factor = sc.sample_cutoff_bounds if contender in SAMPLED else sc.cutoff_bounds
+    if contender in SAMPLED:
+        factor = sc.sample_cutoff_bounds
+    elif contender.startswith("fleetimage"):
+        factor = sc.cutoff_bounds
+    else:
+        factor = sc.baseline_cutoff_bounds
     return sc.wall(bound_aws_s) * factor
 
 

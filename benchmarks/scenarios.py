@@ -63,6 +63,7 @@ class Scenario:
     sample_repeats: int
     cutoff_bounds: float
     sample_cutoff_bounds: float
+    baseline_cutoff_bounds: float
     time_limit_s: float
     fleetimage: dict[str, Any]
     state_mix: dict[str, float] | None = None
