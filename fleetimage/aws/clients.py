@@ -23,6 +23,7 @@ import botocore.exceptions
 import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession, get_session
+from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
 
 from fleetimage.aws.model import LeanLoader
@@ -111,7 +112,17 @@ def new_session() -> AioSession:
     session.get_component("response_parser_factory").set_parser_defaults(
         timestamp_parser=parse_timestamp
     )
+    session.register("before-sign", _encode_body_once)
     return session
+
+
+def _encode_body_once(request: AWSRequest, **_: Any) -> None:
+    """A query request's body (EC2, STS) stays a dict until it is sent, and botocore
+    urlencodes it again each time it is read: to sign it, then to send it (~100 quote_plus
+    calls each for a tagged CreateImage, ~10 % of a call's CPU). Encoded once here, before
+    signing (botocore's hook for changing a request), the same bytes are signed and sent."""
+    if isinstance(request.data, dict):
+        request.data = request.body
 
 
 def parse_timestamp(value: str | int | float) -> datetime:

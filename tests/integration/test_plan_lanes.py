@@ -331,6 +331,16 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
             lane.client.meta.events.register("before-send.ec2.DescribeInstances", record)
             await lane.client.describe_instances(MaxResults=5)
             assert len(sent) == 1 and sent[0].startswith(clients.USER_AGENT + " ")
+            # the query body is encoded once, before signing, not again when it is sent
+            bodies: list[Any] = []
+
+            def signed(request: Any, bodies: list[Any] = bodies, **_: Any) -> None:
+                bodies.append(request.data)
+
+            lane.client.meta.events.register_last("before-sign", signed)
+            await lane.client.describe_instances(MaxResults=5)
+            assert len(bodies) == 1 and isinstance(bodies[0], bytes)
+            assert b"Action=DescribeInstances" in bodies[0] and b"MaxResults=5" in bodies[0]
             limits = config.limits_for(key.region)
             assert set(lane.limiter.actions) == set(limits)
             for action, (burst, rate) in limits.items():
