@@ -334,6 +334,7 @@ class FleetConfig(BaseModel):
             "min_coalesce_s": lim.min_coalesce_s / ts,
             "max_credit_s": lim.max_credit_s / ts,
             "recovery_fraction_per_s": lim.recovery_fraction_per_s * ts,
+            "refill_period_s": lim.refill_period_s / ts,
         }
 
     @classmethod

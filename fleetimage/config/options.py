@@ -168,6 +168,8 @@ class LimiterOptions(BaseModel):
     min_coalesce_s: PosFloat = 1.0  # throttles this soon after a cut are the same event
     max_credit_s: PosFloat = 1.0  # a success credits at most this much time to recovery
     recovery_fraction_per_s: PosFloat = 0.05  # of the ceiling, per second of successes
+    # The server adds its tokens in steps this far apart (AWS: every second); 0 = continuously.
+    refill_period_s: NonNegFloat = 1.0
 
 
 class ErrorBudget(BaseModel):

@@ -1,14 +1,24 @@
 """Adaptive client-side token buckets, one per (account, region, action).
 
 EC2 throttles with a token bucket per account, region and action: it starts full (``burst``)
-and refills at ``rate_per_s`` up to ``burst``. :class:`AdaptiveTokenBucket` is our copy of it:
+and refills at ``rate_per_s`` up to ``burst`` -- in whole steps, a second's tokens at once
+every second (AWS: "refills every second"), at a phase the client cannot see.
+:class:`AdaptiveTokenBucket` is our copy of it:
 
 * **Never faster than the server.** Tokens are refilled from the monotonic clock (never by
-  counting sleeps) and capped at ``burst``, so at most ``burst + ceiling * t`` requests pass in
-  any window of length ``t``. Alone in the account, we are never throttled.
-* **Never much slower.** A waiter sleeps exactly for the deficit ``(1 - tokens) / rate``; a
-  late wake-up loses nothing because the refill keeps running on the clock, so a lane running
-  flat out gets the server's rate minus scheduler noise.
+  counting sleeps) and capped at ``burst``. Alone in the account, we are never throttled.
+* **Stepped refill** (``refill_period_s``: the server's step, 1 s for AWS; 0 for a server
+  that refills continuously). A continuous refill runs ahead of a stepped one by up to a
+  whole step, and the step's phase is unknown, so the refill is credited only from one
+  period after the server's level was last known (a throttle: empty; our bucket in its top
+  step, ``ceiling * refill_period_s`` below ``burst``: possibly full, the server's next step
+  possibly capped away). Refill fills to one step below ``burst``; the last step is added
+  after a whole period without a take, when the server's bucket must be full. That keeps us
+  below the server's bucket for any phase, at the cost of about one period of refill each
+  time the bucket runs dry from full or is throttled, never per request.
+* **Never much slower.** A waiter sleeps exactly until its token is due; a late wake-up
+  loses nothing because the refill keeps running on the clock, so a lane running flat out
+  gets the server's rate minus scheduler noise.
 * **Adaptive.** Other tools drain the same server bucket. ``RequestLimitExceeded`` means the
   server's bucket is empty: :meth:`~AdaptiveTokenBucket.on_throttle` empties ours and cuts the
   rate multiplicatively (AIMD); :meth:`~AdaptiveTokenBucket.on_success` raises it back
@@ -59,6 +69,8 @@ class AdaptiveTokenBucket:
     ``clock`` must be monotonic and in seconds; it is injectable so tests can drive the
     accounting (:meth:`try_acquire`, :meth:`on_throttle`, :meth:`on_success`) with a fake
     clock. :meth:`acquire` sleeps in real time, so use it with the real clock.
+    ``refill_period_s`` is the server's refill step (0, the default here: continuous; the
+    engine passes ``FleetConfig.limiter.refill_period_s``, AWS's second, time-scaled).
     """
 
     def __init__(
@@ -74,6 +86,7 @@ class AdaptiveTokenBucket:
         min_coalesce_s: float = _MIN_COALESCE_S,
         max_credit_s: float = _MAX_CREDIT_S,
         recovery_fraction_per_s: float = DEFAULT_RECOVERY_FRACTION_PER_S,
+        refill_period_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if burst < 1:
@@ -103,16 +116,26 @@ class AdaptiveTokenBucket:
         self._confirm = confirm_share
         if min_coalesce_s < 0 or max_credit_s <= 0:
             raise ValueError("min_coalesce_s must be >= 0 and max_credit_s > 0")
+        if not (refill_period_s >= 0 and math.isfinite(refill_period_s)):
+            raise ValueError(f"refill_period_s must be a finite number >= 0, got {refill_period_s}")
+        self._period = float(refill_period_s)
+        # The most one server step adds; at most half the burst: a burst that holds less than
+        # two steps (a custom limit) cannot be a per-period bucket of that rate.
+        self._step = min(self._ceiling * self._period, burst / 2.0) if self._period else 0.0
+        self._quiet_since: float | None = None  # since when the level sat in the top step
         self._min_coalesce = min_coalesce_s
         self._max_credit = max_credit_s
         self._throttle_share = 0.0  # moving share of throttled answers (EWMA over answers)
         self._clock = clock
         self._rate = self._ceiling
         self._tokens = float(burst)  # AWS's bucket starts full, so ours does
-        self._stamp = clock()  # when _tokens was last brought up to date
+        # When _tokens was last brought up to date, or, while it is in the future, the moment
+        # from which refill is credited again (one server period after its level was known).
+        start = clock()
+        self._stamp = start + self._period
         self._last_cut: float | None = None
         self._cut_window = 0.0
-        self._last_credit = self._stamp  # recovery is credited from here
+        self._last_credit = start  # recovery is credited from here
         self._lock = anyio.Lock()  # FIFO: waiters are served in arrival order
 
     # --- read-only state ---------------------------------------------------------------
@@ -136,6 +159,11 @@ class AdaptiveTokenBucket:
         return self._rate
 
     @property
+    def refill_period_s(self) -> float:
+        """The server's refill step assumed (0: continuous); see the module docstring."""
+        return self._period
+
+    @property
     def tokens(self) -> float:
         """Tokens available now (fractional)."""
         self._refill(self._clock())
@@ -148,17 +176,36 @@ class AdaptiveTokenBucket:
     # --- accounting (synchronous, clock-driven) ------------------------------------------
 
     def _refill(self, now: float) -> None:
+        top = self._burst - self._step  # refill credits up to here; see the module docstring
         if now > self._stamp:  # a clock that stands still or steps back adds nothing
-            self._tokens = min(float(self._burst), self._tokens + (now - self._stamp) * self._rate)
+            if self._tokens < top:
+                reached = self._tokens + (now - self._stamp) * self._rate
+                if reached >= top:  # the instant it got there starts the quiet period
+                    self._quiet_since = self._stamp + (top - self._tokens) / self._rate
+                self._tokens = min(top, reached)
             self._stamp = now
+        if self._tokens >= top:
+            # Within one server step of full: the server's next step may be capped away, so
+            # credit nothing until a period after now; a whole quiet period means it is full.
+            if self._quiet_since is None:
+                self._quiet_since = now
+            if now - self._quiet_since >= self._period - _EPS:
+                self._tokens = float(self._burst)
+            self._hold_refill(now)
+
+    def _hold_refill(self, now: float) -> None:
+        """The server's level is known at ``now``: credit refill again one period later."""
+        self._stamp = max(self._stamp, now + self._period)
 
     def _take(self, now: float) -> float:
         """Take a token at ``now`` and return 0.0, or return the seconds until one is due."""
         self._refill(now)
         if self._tokens >= 1.0 - _EPS:
             self._tokens -= 1.0
+            # A take starts the quiet period anew (if the level is still in the top step).
+            self._quiet_since = now if self._tokens >= self._burst - self._step else None
             return 0.0
-        return (1.0 - self._tokens) / self._rate
+        return max(0.0, self._stamp - now) + (1.0 - self._tokens) / self._rate
 
     def _set_rate(self, now: float, rate: float) -> None:
         self._refill(now)  # tokens earned so far were earned at the old rate
@@ -206,8 +253,11 @@ class AdaptiveTokenBucket:
             return self._rate
         stale = sent_at is not None and self._last_cut is not None and sent_at < self._last_cut
         if not stale:
-            # Fresh news: the server's bucket is empty now, so ours must be too.
+            # Fresh news: the server's bucket is empty now, so ours must be too, and the
+            # server's next refill step may be a whole period away.
             self._tokens = min(self._tokens, 0.0)
+            self._quiet_since = None
+            self._hold_refill(now)
         recent = self._last_cut is not None and now - self._last_cut < self._cut_window
         if not (stale or recent):
             self._cut_window = (

@@ -22,6 +22,7 @@ def test_time_scale_one_changes_nothing() -> None:
         "min_coalesce_s": 1.0,
         "max_credit_s": 1.0,
         "recovery_fraction_per_s": 0.05,
+        "refill_period_s": 1.0,
     }
 
 
@@ -42,7 +43,12 @@ def test_time_scale_divides_times_and_multiplies_rates() -> None:
     breaker = (retry.max_outage_s, retry.breaker_cooldown_s, retry.breaker_max_cooldown_s)
     assert breaker == (360.0, 0.2, 12.0) and retry.breaker_failures == 5
     assert config.bucket_options() == pytest.approx(
-        {"min_coalesce_s": 0.2, "max_credit_s": 0.2, "recovery_fraction_per_s": 0.25}
+        {
+            "min_coalesce_s": 0.2,
+            "max_credit_s": 0.2,
+            "recovery_fraction_per_s": 0.25,
+            "refill_period_s": 0.2,
+        }
     )
     # The config itself keeps AWS seconds, so a snapshot round-trips without double scaling.
     again = FleetConfig.from_snapshot(json.loads(config.model_dump_json()))
