@@ -9,10 +9,12 @@ The IAM permissions each call needs are declared here, next to the calls, as dat
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.metadata
 import os
 import platform
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -118,11 +120,36 @@ def new_session() -> AioSession:
 
 def _encode_body_once(request: AWSRequest, **_: Any) -> None:
     """A query request's body (EC2, STS) stays a dict until it is sent, and botocore
-    urlencodes it again each time it is read: to sign it, then to send it (~100 quote_plus
-    calls each for a tagged CreateImage, ~10 % of a call's CPU). Encoded once here, before
-    signing (botocore's hook for changing a request), the same bytes are signed and sent."""
+    urlencodes it again each time it is read: to sign it, then to send it. Encoded once
+    here, before signing (botocore's hook for changing a request), the same bytes are
+    signed and sent."""
     if isinstance(request.data, dict):
-        request.data = request.body
+        request.data = encode_query(request.data)
+
+
+def encode_query(params: Mapping[str, Any]) -> bytes:
+    """``params`` as botocore would encode them (``urlencode`` with ``quote_plus``), faster.
+
+    A tagged CreateImage has ~25 parameters; quoting them was ~10 % of a call's CPU. Their
+    names repeat from call to call ("TagSpecification.1.Tag.2.Key"), and so do most values
+    (tag keys and values, "true"), so each distinct string is quoted once (a bounded cache);
+    the rest (instance ids, names) are mostly characters quoting leaves alone."""
+    parts = []
+    for key, value in params.items():
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            # anything the query serializer does not make: as botocore would
+            return urllib.parse.urlencode(list(params.items()), doseq=True).encode()
+        parts.append(f"{_quoted(key)}={_quoted(str(value))}")
+    return "&".join(parts).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _quoted(text: str) -> str:
+    return text if _UNQUOTED.fullmatch(text) else urllib.parse.quote_plus(text)
+
+
+# What quote_plus leaves as it is: ASCII letters and digits, and _.-~
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
 def parse_timestamp(value: str | int | float) -> datetime:

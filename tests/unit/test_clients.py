@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import botocore.exceptions
 import botocore.utils
 import pytest
+from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from fleetimage.aws.clients import Credentials, parse_timestamp, to_aws_error
+from fleetimage.aws.clients import Credentials, encode_query, parse_timestamp, to_aws_error
 from fleetimage.core.errors import ErrorKind
 
 
@@ -24,6 +29,41 @@ from fleetimage.core.errors import ErrorKind
 )
 def test_fast_timestamps_agree_with_botocore(value: str | int) -> None:
     assert parse_timestamp(value) == botocore.utils.parse_timestamp(value)
+
+
+def _botocores(params: dict[str, Any]) -> bytes:
+    body = AWSRequest(method="POST", url="https://ec2.example", data=params).body
+    assert isinstance(body, bytes)
+    return body
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=30),
+        st.one_of(st.text(max_size=40), st.integers(), st.booleans(), st.floats()),
+        max_size=12,
+    )
+)
+def test_query_bodies_are_encoded_as_botocore_encodes_them(params: dict[str, Any]) -> None:
+    assert encode_query(params) == _botocores(params)
+    assert encode_query(params) == _botocores(params)  # again: through the cache
+
+
+def test_a_tagged_create_image_body_is_encoded_as_botocore_encodes_it() -> None:
+    params: dict[str, Any] = {
+        "Action": "CreateImage",
+        "InstanceId": "i-0123456789abcdef0",
+        "Name": "web 1/{date} (nightly)",
+        "NoReboot": "true",
+        "TagSpecification.1.ResourceType": "image",
+        "TagSpecification.1.Tag.1.Key": "fleetimage:run-id",
+        "TagSpecification.1.Tag.1.Value": "r-20261129",
+        "TagSpecification.1.Tag.2.Key": "Owner",
+        "TagSpecification.1.Tag.2.Value": "équipe ops & co",
+        "MaxResults": 5,
+    }
+    assert encode_query(params) == _botocores(params)
 
 
 def client_error(code: str, status: int) -> botocore.exceptions.ClientError:
