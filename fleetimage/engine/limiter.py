@@ -119,9 +119,12 @@ class AdaptiveTokenBucket:
         if not (refill_period_s >= 0 and math.isfinite(refill_period_s)):
             raise ValueError(f"refill_period_s must be a finite number >= 0, got {refill_period_s}")
         self._period = float(refill_period_s)
-        # The most one server step adds; at most half the burst: a burst that holds less than
-        # two steps (a custom limit) cannot be a per-period bucket of that rate.
-        self._step = min(self._ceiling * self._period, burst / 2.0) if self._period else 0.0
+        # The most one server step adds. A burst that holds less than two steps (a custom
+        # limit: burst 1 at 4/s) cannot be a per-period bucket of that rate, and holding its
+        # refill back would cost it most of its rate: such a bucket refills continuously.
+        if 2.0 * self._ceiling * self._period > burst:
+            self._period = 0.0
+        self._step = self._ceiling * self._period
         self._quiet_since: float | None = None  # since when the level sat in the top step
         self._min_coalesce = min_coalesce_s
         self._max_credit = max_credit_s

@@ -195,15 +195,25 @@ def test_zero_period_is_the_continuous_bucket() -> None:
     assert client.refill_period_s == 0.0
 
 
-def test_a_burst_of_less_than_two_steps_is_not_held_forever() -> None:
-    """A custom limit whose burst holds less than two steps of its rate (not an AWS bucket)
-    still gets tokens: the step is taken as half the burst."""
+def test_a_burst_of_less_than_two_steps_refills_continuously_at_its_rate() -> None:
+    """A custom limit whose burst holds less than two steps of its rate (burst 1 at 4/s: not
+    an AWS bucket) is not held back a period at a time, which would cost it most of its
+    rate: it is the continuous bucket, and takes its rate."""
     clock = FakeClock(0.0)
-    client = AdaptiveTokenBucket(burst=7, rate_per_s=900.0, refill_period_s=1.0, clock=clock)
+    client = AdaptiveTokenBucket(burst=1, rate_per_s=4.0, refill_period_s=1.0, clock=clock)
+    taken = 0
+    while clock.t < 10.0:
+        wait = client._take(clock.t)
+        if wait == 0.0:
+            taken += 1
+        else:
+            clock.t += wait
+    assert 40 <= taken <= 42  # the burst, then 4 a second for 10 s
+    big = AdaptiveTokenBucket(burst=7, rate_per_s=900.0, refill_period_s=1.0, clock=clock)
     for _ in range(7):
-        assert client.try_acquire()
-    clock.t = 10.0
-    assert client.tokens == 7.0
+        assert big.try_acquire()
+    clock.t += 0.01
+    assert big.tokens == 7.0  # 9 tokens' refill, capped at the burst, not held for a period
 
 
 @pytest.mark.parametrize("period", [-0.1, float("inf"), float("nan")])
@@ -213,11 +223,11 @@ def test_bad_periods_are_refused(period: float) -> None:
 
 
 async def test_acquire_waits_out_the_period_in_real_time() -> None:
-    bucket = AdaptiveTokenBucket(burst=5, rate_per_s=50.0, refill_period_s=0.1)
+    bucket = AdaptiveTokenBucket(burst=10, rate_per_s=50.0, refill_period_s=0.1)
     start = time.monotonic()
-    for _ in range(15):
+    for _ in range(20):
         await bucket.acquire()
     elapsed = time.monotonic() - start
-    # ideal: 0.1 + (15 - 5) / 50 = 0.3 s; the lower bound is the promise, the upper only
+    # ideal: 0.1 + (20 - 10) / 50 = 0.3 s; the lower bound is the promise, the upper only
     # catches a limiter that sleeps far too long (exact pacing is pinned on the fake clock).
     assert 0.3 - 1e-3 <= elapsed < 3.0
