@@ -28,6 +28,16 @@ class FakeClock:
         return self.t
 
 
+def _taken(
+    clock: FakeClock, n: int, *, burst: int = 50, rate: float = 5.0, period: float = 1.0
+) -> AdaptiveTokenBucket:
+    """A bucket at t=clock.t with ``n`` tokens taken at once (each one there to take)."""
+    client = AdaptiveTokenBucket(burst=burst, rate_per_s=rate, refill_period_s=period, clock=clock)
+    for _ in range(n):
+        assert client.try_acquire()
+    return client
+
+
 def _server(burst: int, rate: float, period: float, phase: float) -> TokenBucket:
     """A full server bucket whose steps fall at ``START + phase * period + k * period``."""
     return TokenBucket(burst, rate, burst, START + phase * period - 100 * period, period)
@@ -141,9 +151,7 @@ def test_refill_stops_a_step_short_of_full_until_a_quiet_period_has_passed() -> 
     the last step is added once a whole period passed without a take. A take that leaves
     the level in that top step starts the quiet period anew."""
     clock = FakeClock(0.0)
-    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
-    for _ in range(10):
-        assert client.try_acquire()
+    client = _taken(clock, 10)
     clock.t = 0.99
     assert client.tokens == pytest.approx(40.0)  # nothing credited within the period
     clock.t = 1.5
@@ -161,9 +169,7 @@ def test_refill_stops_a_step_short_of_full_until_a_quiet_period_has_passed() -> 
 
 def test_after_idle_the_whole_burst_is_back() -> None:
     clock = FakeClock(0.0)
-    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
-    for _ in range(50):
-        assert client.try_acquire()
+    client = _taken(clock, 50)
     clock.t = 60.0
     assert sum(client.try_acquire() for _ in range(51)) == 50
 
@@ -171,9 +177,7 @@ def test_after_idle_the_whole_burst_is_back() -> None:
 def test_a_fresh_throttle_holds_the_refill_for_a_period() -> None:
     """The server's bucket is empty now and its next step may be a second away."""
     clock = FakeClock(0.0)
-    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
-    for _ in range(50):
-        assert client.try_acquire()
+    client = _taken(clock, 50)
     clock.t = 3.0
     assert client.tokens == pytest.approx(10.0)  # refilling since t=1
     assert client.on_throttle() == pytest.approx(3.5)
@@ -187,9 +191,7 @@ def test_a_fresh_throttle_holds_the_refill_for_a_period() -> None:
 
 def test_zero_period_is_the_continuous_bucket() -> None:
     clock = FakeClock(0.0)
-    client = AdaptiveTokenBucket(burst=5, rate_per_s=5.0, refill_period_s=0.0, clock=clock)
-    for _ in range(5):
-        assert client.try_acquire()
+    client = _taken(clock, 5, burst=5, period=0.0)
     clock.t = 0.2
     assert client.try_acquire()
     assert client.refill_period_s == 0.0
@@ -209,9 +211,7 @@ def test_a_burst_of_less_than_two_steps_refills_continuously_at_its_rate() -> No
         else:
             clock.t += wait
     assert 40 <= taken <= 42  # the burst, then 4 a second for 10 s
-    big = AdaptiveTokenBucket(burst=7, rate_per_s=900.0, refill_period_s=1.0, clock=clock)
-    for _ in range(7):
-        assert big.try_acquire()
+    big = _taken(clock, 7, burst=7, rate=900.0)
     clock.t += 0.01
     assert big.tokens == 7.0  # 9 tokens' refill, capped at the burst, not held for a period
 
