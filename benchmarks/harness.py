@@ -14,6 +14,7 @@ from typing import Any
 
 from benchmarks.bound import run_bound
 from benchmarks.contenders import SAMPLED, WORKERS, ContenderJob, child_main, unavailable
+from benchmarks.counters import count, describe_images_split
 from benchmarks.mockproc import IMAGEABLE, MockProcess
 from benchmarks.scenarios import Scenario
 from fleetimage.mock.fleet import Fleet
@@ -47,14 +48,6 @@ def _spawn(job: ContenderJob) -> dict[str, Any]:
         if proc.is_alive():
             proc.kill()
             proc.join()
-
-
-def _count(counters: list[dict[str, Any]], action: str, outcome: str | None = None) -> int:
-    return sum(
-        c["count"]
-        for c in counters
-        if c["action"] == action and (outcome is None or c["outcome"] == outcome)
-    )
 
 
 def fleet_lanes(sc: Scenario) -> dict[str, dict[str, Any]]:
@@ -119,6 +112,7 @@ def run_contender(
         )
         raw = _spawn(job)
         counters = mock.counters()
+        kinds = mock.request_kinds()
         duplicates = mock.duplicates()
         stats1 = mock.stats()
         snap = mock.snapshot()
@@ -159,9 +153,10 @@ def run_contender(
     ready = [c + p - t0 for ln in lanes.values() for c, p, _ in ln["images"]]
     n_ok = len(available & expected)
     complete = makespan is not None and n_ok == len(expected)
-    creates = _count(counters, "CreateImage")
-    throttled = _count(counters, "CreateImage", "throttled")
-    describe_images = _count(counters, "DescribeImages")
+    creates = count(counters, "CreateImage")
+    throttled = count(counters, "CreateImage", "throttled")
+    describe_images = count(counters, "DescribeImages")
+    di = describe_images_split(kinds)
     row.update(
         {
             "finished": finished,
@@ -199,12 +194,18 @@ def run_contender(
             "create_calls": creates,
             "create_throttled": throttled,
             "create_throttled_pct": 100.0 * throttled / creates if creates else 0.0,
-            "create_faults": _count(counters, "CreateImage", "fault")
-            + _count(counters, "CreateImage", "lost_answer"),
+            "create_faults": count(counters, "CreateImage", "fault")
+            + count(counters, "CreateImage", "lost_answer"),
             "describe_images_calls": describe_images,
-            "describe_images_throttled": _count(counters, "DescribeImages", "throttled"),
-            "describe_images_per_image": describe_images / n_ok if (n_ok and finished) else None,
-            "describe_instances_calls": _count(counters, "DescribeInstances"),
+            **di,
+            # Issue 16's budget: the waiter's answered polls per image (see describe_images_split).
+            "describe_images_per_image": di["describe_images_polls"] / n_ok
+            if (n_ok and finished)
+            else None,
+            "describe_images_calls_per_image": describe_images / n_ok
+            if (n_ok and finished)
+            else None,
+            "describe_instances_calls": count(counters, "DescribeInstances"),
             "requests": sum(c["count"] for c in counters),
             # The contender's whole process tree: itself and its children (fleetimage's workers).
             "cpu_s": raw["cpu_s"],
@@ -300,7 +301,13 @@ MEDIAN_KEYS = (
     "create_throttled",
     "create_throttled_pct",
     "describe_images_calls",
+    "describe_images_polls",
+    "describe_images_lookups",
+    "describe_images_listings",
+    "describe_images_throttled",
+    "describe_images_failed",
     "describe_images_per_image",
+    "describe_images_calls_per_image",
     "cpu_s",
     "cpu_self_s",
     "cpu_children_s",
@@ -373,7 +380,8 @@ def _brief(row: dict[str, Any]) -> str:
         + (f"  eff {eff:.3f}/{row['efficiency_imaging'] or 0:.3f}" if eff is not None else "")
         + f"  cpu {row['cpu_ms_per_image'] or 0:.2f} ms/img ({row['cores_used'] or 0:.2f} cores,"
         f" main thread busy {row['main_thread_busy'] or 0:.2f})"
-        f"  DI/img {row['describe_images_per_image'] or 0:.3f}  thr {row['create_throttled_pct']:.1f}%"
+        f"  DI polls/img {row['describe_images_per_image'] or 0:.3f}"
+        f" lookups {row['describe_images_lookups']}  thr {row['create_throttled_pct']:.1f}%"
         f"  dup {row['duplicates']} lost {row['lost']} failed {row['failed']}"
         f"  first/last create {row['first_create_s'] or 0:.2f}/{row['last_create_s'] or 0:.2f}"
         f"  last ready {row['last_ready_s'] or 0:.2f} lag {row['detect_lag_s'] or 0:.2f}"

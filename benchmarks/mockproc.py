@@ -135,6 +135,11 @@ class MockProcess:
         data: list[dict[str, Any]] = self.get("counters")
         return data
 
+    def request_kinds(self) -> list[dict[str, Any]]:
+        """DescribeImages counts per kind (poll, lookup, listing) and outcome."""
+        data: list[dict[str, Any]] = self.get("request_kinds")
+        return data
+
     def duplicates(self) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = self.get("duplicates")
         return data

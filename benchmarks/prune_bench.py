@@ -291,12 +291,13 @@ def markdown(name: str, results: dict[str, Any], sc: dict[str, Any]) -> str:
 
 def write_prune_results(results: dict[str, Any], name: str, out_dir: Path) -> Path:
     """``<out_dir>/<name>.md`` and ``.json`` (never the imaging results' latest.*)."""
-    import json
+    from benchmarks.results_format import compact, dumps
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sc = results["scenarios"][name]
+    # The same form as the imaging results (a prune run has no completions to compact).
     (out_dir / f"{name}.json").write_text(
-        json.dumps({**results, "scenarios": {name: sc}}, indent=1) + "\n", "utf-8"
+        dumps(compact({**results, "scenarios": {name: sc}})), "utf-8"
     )
     path = out_dir / f"{name}.md"
     path.write_text(markdown(name, results, sc), "utf-8")

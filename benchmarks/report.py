@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
+
+from benchmarks.results_format import compact, completion_times, dumps
 
 __all__ = ["markdown", "plot", "write_results"]
 
@@ -19,7 +20,8 @@ COLUMNS = (
     ("efficiency_imaging", "efficiency_imaging"),
     ("startup", "startup s"),
     ("create", "CreateImage calls / throttled"),
-    ("di", "DescribeImages / image"),
+    ("di", "DescribeImages polls / image (all calls)"),
+    ("di_other", "DescribeImages lookups (listings) / failed / throttled"),
     ("dup", "dup"),
     ("failed", "failed / lost"),
     ("cpu", "CPU ms / image"),
@@ -61,7 +63,9 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         "startup": _f(row["first_create_s"], ".2f"),
         "create": f"{row['create_calls']:.0f} / {row['create_throttled']:.0f} "
         f"({row['create_throttled_pct']:.1f}%)",
-        "di": _f(row["describe_images_per_image"], ".3f"),
+        "di": f"{_f(row.get('describe_images_per_image'), '.3f')} "
+        f"({_f(row.get('describe_images_calls_per_image'), '.3f')})",
+        "di_other": _di_other(row),
         "dup": f"{row.get('duplicates_max', row['duplicates'])}",
         "failed": f"{row['failed']:.0f} / {row.get('lost_max', row['lost'])}",
         "cpu": _f(row["cpu_ms_per_image"], ".2f"),
@@ -69,6 +73,19 @@ def _cells(row: dict[str, Any]) -> dict[str, str]:
         + _f(row.get("cores_used"), ".2f"),
         "rss": f"{row['peak_rss_mb']:.0f}",
     }
+
+
+def _di_other(row: dict[str, Any]) -> str:
+    """Counts (medians): by-name lookups (listings), failed, throttled; "—" where a results
+    file predates the split (it has only the throttled count)."""
+    lookups = _f(row.get("describe_images_lookups"), ".0f")
+    listings = row.get("describe_images_listings")
+    if listings:
+        lookups += f" ({listings:.0f})"
+    return (
+        f"{lookups} / {_f(row.get('describe_images_failed'), '.0f')} "
+        f"/ {_f(row.get('describe_images_throttled'), '.0f')}"
+    )
 
 
 def _eff(row: dict[str, Any] | None) -> str:
@@ -205,7 +222,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         for row in sc["rows"]:
             if "error" in row:
                 continue
-            times = [t for t, ok in row["completions"] if ok]
+            times = completion_times(row)[0]
             label = row["contender"] + ("" if row["makespan_s"] is not None else " (DNF)")
             ax.step(
                 [0.0, *times],
@@ -237,7 +254,8 @@ def write_results(results: dict[str, Any], out_dir: Path, stem: str) -> dict[str
         "md": out_dir / f"{stem}.md",
         "png": out_dir / f"{stem}.png",
     }
-    paths["json"].write_text(json.dumps(results, indent=1) + "\n", "utf-8")
+    # Compact: summaries, and the median runs' completions for the plot (results_format).
+    paths["json"].write_text(dumps(compact(results)), "utf-8")
     paths["md"].write_text(markdown(results), "utf-8")
     plot(results, paths["png"])
     return paths

@@ -34,6 +34,7 @@ class MockControls:
 
     config: MockConfig
     counters: dict[tuple[str, str, str, str], int]
+    request_kinds: dict[tuple[str, str, str, str, str], int]
     fleet: Fleet
     buckets: Buckets
     clock: MockClock
@@ -102,6 +103,7 @@ class MockControls:
         at AWS time 0, issued sessions, forced expiries and AssumeRole counts are forgotten,
         outages, instance events and latency are the config's again."""
         self.counters.clear()
+        self.request_kinds.clear()
         self.fleet.reset()
         self.buckets.reset()
         self.clock.restart()

@@ -4,6 +4,8 @@ Answers are JSON; a bad control request answers HTTP 400 ``{"error": "..."}``. T
 seconds since the mock started (``/_mock/clock`` tells the current one).
 
 GET  /_mock/counters          per (account, region, action, outcome) request counts
+GET  /_mock/request_kinds     the same per request kind too, for the actions that have kinds
+                              (DescribeImages: poll, lookup, listing; see request_kinds)
 GET  /_mock/images            image states per (account, region)
 GET  /_mock/duplicates        instances that got more than one image
 GET  /_mock/copy_duplicates   copies made more than once, per ClientToken, name and source
@@ -80,6 +82,13 @@ def _counters(mock: MockEC2, _: dict[str, Any]) -> Any:
     return [
         {"account": a, "region": r, "action": act, "outcome": o, "count": n}
         for (a, r, act, o), n in sorted(mock.counters.items())
+    ]
+
+
+def _request_kinds(mock: MockEC2, _: dict[str, Any]) -> Any:
+    return [
+        {"account": a, "region": r, "action": act, "kind": k, "outcome": o, "count": n}
+        for (a, r, act, k, o), n in sorted(mock.request_kinds.items())
     ]
 
 
@@ -191,6 +200,7 @@ Route = Callable[["MockEC2", dict[str, Any]], Any]
 
 _GET: dict[str, Route] = {
     "/_mock/counters": _counters,
+    "/_mock/request_kinds": _request_kinds,
     "/_mock/images": _images,
     "/_mock/duplicates": _duplicates,
     "/_mock/copy_duplicates": _copy_duplicates,

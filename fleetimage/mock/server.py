@@ -47,6 +47,7 @@ from fleetimage.mock.protocol import (
     sts_ok,
 )
 from fleetimage.mock.query import Ctx, Handler
+from fleetimage.mock.request_kinds import request_kind
 from fleetimage.mock.schedule import Schedule
 from fleetimage.mock.sts import StsState, account_of_key
 
@@ -63,6 +64,7 @@ _XML = "text/xml;charset=UTF-8"
 _JSON = "application/json"
 _AMZ_JSON = "application/x-amz-json-1.1"
 CounterKey = tuple[str, str, str, str]
+KindKey = tuple[str, str, str, str, str]  # account, region, action, kind, outcome
 #: The longest a "timeout" outage holds a request (wall seconds), whatever its window.
 HOLD_MAX_WALL_S = 600.0
 
@@ -96,6 +98,8 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         if not 0 <= port <= 65535:
             raise MockError(f"port must be 0..65535, got {port}")
         self.counters: dict[CounterKey, int] = {}
+        # DescribeImages also by kind (poll, lookup by name, listing): see request_kinds.
+        self.request_kinds: dict[KindKey, int] = {}
         self.fleet = Fleet(self.config)
         self.buckets = Buckets(self.config)
         self.faults = FaultInjector(self.config.faults, self.config.seed)
@@ -198,9 +202,14 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
 
     # --- the wire ----------------------------------------------------------------------------
 
-    def _bump(self, account: str, region: str, action: str, outcome: str) -> None:
+    def _bump(
+        self, account: str, region: str, action: str, outcome: str, kind: str | None = None
+    ) -> None:
         key = (account, region, action, outcome)
         self.counters[key] = self.counters.get(key, 0) + 1
+        if kind is not None:
+            kkey = (account, region, action, kind, outcome)
+            self.request_kinds[kkey] = self.request_kinds.get(kkey, 0) + 1
 
     async def _dispatch(self, request: web.BaseRequest) -> web.StreamResponse:
         if request.path.startswith("/_mock/"):
@@ -215,6 +224,7 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         if self.config.ignore_dry_run:  # an endpoint that is not EC2: applied all the same
             params.pop("DryRun", None)
         action = params.get("Action", "")
+        kind = request_kind(action, params)
         rid = request_id()
         now = time.monotonic()
         aws_now = self.clock.aws_now(now)
@@ -244,7 +254,7 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
             return await self._answer(401, ec2_error("AuthFailure", message, rid), region)
         render = sts_error if is_sts else _ec2_err
         if self.keys.expired(access_key, aws_now):
-            self._bump(account, region, action, "expired")
+            self._bump(account, region, action, "expired", kind)
             err = expired_error(service)
             return await self._answer(
                 err.status, render(err.code, err.message, rid, err.status), region
@@ -262,7 +272,7 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
             return await self._answer(400, ec2_error("InvalidAction", message, rid), region)
         outage = self.schedule.outage(region, action, aws_now) if self.schedule.outages else None
         if outage is not None:
-            self._bump(account, region, action, "outage")
+            self._bump(account, region, action, "outage", kind)
             if outage.mode == "timeout":
                 await self._hold(request, outage.end_s)
                 return _drop(request)
@@ -275,7 +285,7 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
         if fault is not None and fault is not Fault.LOST_ANSWER:
             outcome = "fault"
             if fault is Fault.RESET:
-                self._bump(account, region, action, outcome)
+                self._bump(account, region, action, outcome, kind)
                 return _drop(request)
             code, message, status = _FAULT_ANSWERS[fault]
             payload = render(code, message, rid, status)
@@ -299,9 +309,9 @@ class MockEC2(MockControls, lifecycle.LifecycleControls):
                 outcome = "dry_run" if err.code == "DryRunOperation" else "error"
                 payload = render(err.code, err.message, rid, status)
             if fault is Fault.LOST_ANSWER:
-                self._bump(account, region, action, "lost_answer")
+                self._bump(account, region, action, "lost_answer", kind)
                 return _drop(request)
-        self._bump(account, region, action, outcome)
+        self._bump(account, region, action, outcome, kind)
         return await self._answer(status, payload, region, slow_s)
 
     async def _answer(

@@ -13,6 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from benchmarks.results_format import completion_times
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -53,7 +57,14 @@ def test_quick_benchmark_runs_and_accounts_for_every_target(tmp_path: Path) -> N
         assert ours["available"] + ours["failed"] == ours["targets"], name
         assert ours["lost"] == 0 and ours["unaccounted"] == 0 and ours["missing_images"] == 0
         assert ours["makespan_s"] > 0
-        assert len([ok for _, ok in ours["completions"] if ok]) == ours["available"]
+        assert len(completion_times(ours)[0]) == ours["available"]
+        # per-run rows are summaries only; the median run's curve is in the summary row
+        assert all("completions" not in r for rs in scenario["runs"].values() for r in rs)
+        # polls/image counts the polls the mock answered, nothing else
+        assert 0 < ours["describe_images_polls"] <= ours["describe_images_calls"]
+        assert ours["describe_images_per_image"] == pytest.approx(
+            ours["describe_images_polls"] / ours["available"]
+        )
         if name == "fleet-1k":
             assert scenario["bound_s"] > 0 and ours["bound_s"] == scenario["bound_s"]
             assert rows["boto3-batch-standard"]["bound_s"] == scenario["bound_s"]
