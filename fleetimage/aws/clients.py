@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import re
+import threading
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import aiohttp
 import botocore.exceptions
 import botocore.utils
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from aiobotocore.session import AioSession, get_session
 from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
@@ -179,6 +181,30 @@ USER_AGENT = (
 )
 
 
+class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]
+    """aiobotocore's HTTP session, with the TLS contexts built once per process.
+
+    aiobotocore builds a new TLS context for each client, loading the whole CA bundle into
+    it: ~30 ms of CPU a client, ten times what creating the client costs. With one client per
+    lane that is a quarter of a second before a fleet of 8 lanes can discover, and seconds
+    for an organisation's hundreds. The contexts depend only on the verify, client certificate
+    and proxy settings, so clients with the same ones share them (an ``SSLContext`` may serve
+    any number of connections).
+    """
+
+    def _build_ssl_contexts(self, proxy_url: str | None) -> Any:
+        key = (self._verify, self._cert_file, self._key_file, proxy_url)
+        with _TLS_LOCK:  # aiobotocore builds them in worker threads
+            built = _TLS_CONTEXTS.get(key)
+            if built is None:
+                built = _TLS_CONTEXTS[key] = super()._build_ssl_contexts(proxy_url)
+            return built
+
+
+_TLS_LOCK = threading.Lock()
+_TLS_CONTEXTS: dict[tuple[Any, ...], Any] = {}
+
+
 def client_config(*, max_pool_connections: int, request_timeout_s: float) -> AioConfig:
     # botocore's own retries would stack with tenacity's and hide throttles from the limiter.
     # Its parameter validation is skipped: every value we send was built from a validated
@@ -193,6 +219,7 @@ def client_config(*, max_pool_connections: int, request_timeout_s: float) -> Aio
         connect_timeout=min(10.0, request_timeout_s),
         read_timeout=request_timeout_s,
         warm_up_loader_caches=True,
+        http_session_cls=SharedTLSSession,
     )
 
 

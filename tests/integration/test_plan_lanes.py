@@ -4,6 +4,7 @@ discovery, the image specs, what is skipped or missing, and a confirmed plan reo
 from __future__ import annotations
 
 import contextlib
+import ssl
 from datetime import UTC, datetime
 from typing import Any
 
@@ -308,6 +309,7 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
         )
         assert sorted(k.region for k in plan.lanes) == [EAST, WEST]
         assert mock.count(action="DescribeImages") == 0  # adoption only when asked for
+        tls: list[Any] = []  # each lane's TLS context (~30 ms of CPU to build one)
         for key, lp in plan.lanes.items():
             lane = lp.lane
             assert lane is not None and lp.error is None
@@ -341,12 +343,15 @@ async def test_each_opened_lane_is_built_as_the_config_asks(fleet_mock: Any) -> 
             await lane.client.describe_instances(MaxResults=5)
             assert len(bodies) == 1 and isinstance(bodies[0], bytes)
             assert b"Action=DescribeInstances" in bodies[0] and b"MaxResults=5" in bodies[0]
+            tls.append(lane.client._endpoint.http_session._sessions[None].connector._ssl)
             limits = config.limits_for(key.region)
             assert set(lane.limiter.actions) == set(limits)
             for action, (burst, rate) in limits.items():
                 bucket = lane.limiter.bucket(action)
                 assert (bucket.burst, bucket.ceiling_per_s) == (burst, rate), (key, action)
 
+        # The lanes' clients share one TLS context, built once (aws.clients.SharedTLSSession).
+        assert len(tls) == 2 and tls[0] is tls[1] and isinstance(tls[0], ssl.SSLContext)
         # The limiter's settings, seen through its answers to throttles (no clock is
         # injected here: the windows involved are 1 ms against a 50 ms pause, and a slower
         # machine only widens the gap).

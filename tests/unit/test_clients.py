@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import botocore.exceptions
@@ -109,3 +110,18 @@ def test_non_aws_answers_and_surprises() -> None:
 def test_credentials_never_show_in_repr() -> None:
     creds = Credentials("AKIA123456789012ABCD", "s" * 40, "token")
     assert "AKIA" not in repr(creds) and "token" not in repr(creds)
+
+
+def test_tls_contexts_are_shared_only_between_the_same_settings() -> None:
+    """Clients share a TLS context only when verification, client certificate and proxy
+    agree: a client that does not verify must never hand its context to one that does."""
+    from fleetimage.aws.clients import SharedTLSSession
+
+    def built(**kwargs: Any) -> Any:
+        return SharedTLSSession(**kwargs)._build_ssl_contexts(None)[0]
+
+    verifying = built()
+    assert built() is verifying and verifying.verify_mode == ssl.CERT_REQUIRED
+    lax = built(verify=False)
+    assert lax is not verifying and lax.verify_mode == ssl.CERT_NONE
+    assert built(verify=False) is lax
