@@ -31,6 +31,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
 
 from fleetimage.aws.model import LeanLoader
+from fleetimage.aws.parsing import LeanParserFactory
 from fleetimage.core.errors import AwsError, ErrorKind
 
 __all__ = [
@@ -112,10 +113,11 @@ def new_session() -> AioSession:
         "data_loader", LeanLoader([p for p in paths if p], operations=_EC2_OPERATIONS)
     )
     # botocore parses every timestamp with dateutil: ~60 % of planning's CPU goes to
-    # DescribeInstances answers, half of it to their LaunchTime/AttachTime fields.
-    session.get_component("response_parser_factory").set_parser_defaults(
-        timestamp_parser=parse_timestamp
-    )
+    # DescribeInstances answers, half of it to their LaunchTime/AttachTime fields. EC2's
+    # answers go through a parser that does botocore's per-element bookkeeping once per shape.
+    parsers = LeanParserFactory()
+    parsers.set_parser_defaults(timestamp_parser=parse_timestamp)
+    session.register_component("response_parser_factory", parsers)
     session.register("before-sign", _encode_body_once)
     return session
 
