@@ -66,7 +66,9 @@ async def open_prune_lanes(
                     config=cfg,
                 )
             )
-            limiter = Limiter.from_limits(config.limits_for(region), confirm_share=CONFIRM_SHARE)
+            limiter = Limiter.from_limits(
+                config.limits_for(region), confirm_share=CONFIRM_SHARE, **config.bucket_options()
+            )
             lp.lane = Lane(
                 key,
                 client,

@@ -206,3 +206,29 @@ async def test_prune_one_run_ignores_keep_last_but_not_safety(fleet: Any, tmp_pa
     assert set(outcomes) == run_images
     assert outcomes[protected].outcome == "kept"
     assert {i for i, o in outcomes.items() if o.outcome == "deleted"} == run_images - {protected}
+
+
+async def test_prune_lanes_pace_with_the_configured_limiter(
+    mock_ec2: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Prune's buckets take the ``limiter`` settings imaging's do, time-scaled: AWS's
+    per-second refill steps (a bucket that ran ahead of them would be throttled), the
+    coalescing window."""
+    import contextlib
+
+    from fleetimage.aws.clients import new_session
+    from fleetimage.engine.prune_lanes import open_prune_lanes
+
+    mock = await mock_ec2(MockConfig(regions=REGIONS[:1], instances_per_region=1))
+    for key, value in mock.credentials(mock.config.accounts[0]).items():
+        monkeypatch.setenv(key.upper(), value)
+    data = fleet_config("blue")
+    data.update(time_scale=4.0, limits={}, limiter={"refill_period_s": 2.0, "min_coalesce_s": 0.8})
+    data["targets"][0]["regions"] = list(REGIONS[:1])
+    async with contextlib.AsyncExitStack() as stack:
+        lanes = await open_prune_lanes(parse_config(data), new_session(), mock.endpoint_url, stack)
+        (lp,) = lanes.values()
+        assert lp.lane is not None
+        bucket = lp.lane.limiter.bucket("DeregisterImage")  # AWS's 100 burst, 5/s
+        assert bucket.ceiling_per_s == 5 * 4.0
+        assert bucket.refill_period_s == 2.0 / 4.0
