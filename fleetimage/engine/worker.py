@@ -22,7 +22,9 @@ import pickle
 import sys
 
 import anyio
+from aiobotocore.session import AioSession
 
+from fleetimage.aws import clients
 from fleetimage.config import FleetConfig
 from fleetimage.core.copies import CopyRequested
 from fleetimage.core.errors import FleetImageError
@@ -43,14 +45,17 @@ EXIT_PARENT_GONE = 3
 class _ParentLedger:
     """The ledger of a worker: the parent's journal, over the channel."""
 
-    def __init__(self, channel: Channel) -> None:
+    def __init__(self, channel: Channel, *, journaled: bool) -> None:
         self.channel = channel
+        self.journaled = journaled
         self._seq = itertools.count()
         self._waiting: dict[int, anyio.Event] = {}
         self._answers: dict[int, str | None] = {}
         self.written: set[int] = set()  # ids of events sent as write-aheads (not sent twice)
 
     async def before_send(self, event: Requested | CopyRequested) -> None:
+        if not self.journaled:
+            return  # nothing to commit: the event goes on as any other (in order)
         seq = next(self._seq)
         done = self._waiting[seq] = anyio.Event()
         self.written.add(id(event))
@@ -85,7 +90,7 @@ class _ParentLink:
         self.channel.post(("stop", reason, stop_waiting))
 
 
-async def _work(channel: Channel) -> int:
+async def _work(channel: Channel, session: AioSession) -> int:
     messages = channel.messages()
     try:
         job = await anext(messages)
@@ -93,7 +98,7 @@ async def _work(channel: Channel) -> int:
         return EXIT_PARENT_GONE
     assert isinstance(job, WorkerJob)
     config = FleetConfig.from_snapshot(job.config)
-    ledger = _ParentLedger(channel)
+    ledger = _ParentLedger(channel, journaled=job.journaled)
     state = RunState(config.max_errors, total=0, link=_ParentLink(channel))
 
     def forward(event: Event) -> None:
@@ -123,6 +128,7 @@ async def _work(channel: Channel) -> int:
                 config,
                 ledger=ledger,
                 endpoint_url=job.endpoint_url,
+                session=session,
                 on_event=forward,
                 dry_run=job.dry_run,
                 wait=job.wait,
@@ -155,7 +161,20 @@ def _portable(exc: BaseException) -> BaseException:
         return FleetImageError(f"{type(exc).__name__}: {exc}")
 
 
-async def _main(out_fd: int) -> int:
+def _warmed_session() -> AioSession:
+    """The worker's AWS session, with the models of every client it makes (EC2, STS) loaded:
+    done while the job is still coming (the parent starts us before it knows the lanes),
+    not on the way to the first CreateImage (~0.2 s of CPU)."""
+    session = clients.new_session()
+    try:
+        for service in ("sts", "ec2"):
+            session.warm_up_loader_caches(service)
+    except Exception:  # the first client says what is wrong, as it would without this
+        pass
+    return session
+
+
+async def _main(out_fd: int, session: AioSession) -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(
@@ -180,7 +199,7 @@ async def _main(out_fd: int) -> int:
             raise ChannelClosed(str(exc)) from None
 
     try:
-        return await _work(Channel(receive, send))
+        return await _work(Channel(receive, send), session)
     finally:
         writer.close()
 
@@ -190,7 +209,7 @@ def main() -> None:
     # chatter) at stderr so nothing else can land in the middle of a frame.
     out_fd = os.dup(1)
     os.dup2(2, 1)
-    sys.exit(anyio.run(_main, out_fd))
+    sys.exit(anyio.run(_main, out_fd, _warmed_session()))
 
 
 if __name__ == "__main__":
