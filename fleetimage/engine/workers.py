@@ -157,14 +157,18 @@ async def run_in_workers(
         keys = list(lanes) if isinstance(lanes, Sequence) else list(await lanes())
         for job in _deal(template, keys, plan, resume, copies):
             workers.append(_Worker(job, config, state, bus, workers, started.pop()))
+        # Those no worker took (fewer lanes than workers): with their pipe closed before any
+        # job they exit at once, having sent nothing.
+        spare, started = started, []
         state.on_stop = tell_all
         async with anyio.create_task_group() as tg:
+            for process in spare:
+                tg.start_soon(dismiss_worker, process)
             for worker in workers:
                 tg.start_soon(worker.supervise)
     finally:
         state.on_stop = None
-        # Those no worker took (fewer lanes than workers, or finding the lanes failed): with
-        # their pipe closed before any job they exit at once, having sent nothing.
+        # The same if finding or dealing the lanes failed.
         with anyio.CancelScope(shield=True):
             for process in started:
                 await dismiss_worker(process)
