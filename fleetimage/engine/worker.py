@@ -1,10 +1,13 @@
 """A worker process of a ``--workers N`` run (started by engine/workers.py, never by hand).
 
-It reads its :class:`~fleetimage.engine.workers.WorkerJob` from stdin, images those lanes with
-the ordinary engine, and talks to the run's process over stdin/stdout (engine/channel.py):
+Started before the run knows its lanes, it loads the AWS models it needs, then reads its
+:class:`~fleetimage.engine.workers.WorkerJob` from stdin (if stdin closes first, it exits),
+images those lanes with the ordinary engine, and talks to the run's process over stdin/stdout
+(engine/channel.py):
 
 - its ledger is the parent's journal: a write-ahead is sent and awaited (nothing leaves before
-  the parent committed the row); every other event is sent on, recorded there;
+  the parent committed the row); every other event is sent on, recorded there. Without a
+  journal there is nothing to await: the write-ahead is sent on like the others;
 - its error budget and stop are the run's (:class:`~fleetimage.engine.runstate.RunLink`).
 
 If the parent goes away (its end of the pipe closes: kill -9, a crash), the worker stops at

@@ -1,13 +1,15 @@
 """``--workers N``: one run's lanes spread over N worker processes; this process stays the run.
 
 One process is CPU-bound past about 70 busy lanes (signing, HTTP, parsing). With workers,
-this process plans, deals whole lanes to workers by target count (like shards: a lane's
-buckets, caps and waiter are never split) and remains the run's only journal writer, report,
-progress display and Ctrl-C. Each worker (engine/worker.py) images its lanes and sends back:
+this process starts them (engine/worker_process.py) before it even knows the lanes, plans,
+deals whole lanes to workers by target count (like shards: a lane's buckets, caps and waiter
+are never split) and remains the run's only journal writer, report, progress display and
+Ctrl-C. Each worker (engine/worker.py) images its lanes and sends back:
 
 - every event, which is recorded and observed here as if it happened here;
 - each write-ahead (``Requested``, ``CopyRequested``), which it awaits: the worker sends the
-  request only once this process has committed the row, exactly as in one process;
+  request only once this process has committed the row, exactly as in one process (a run
+  whose ledger records nothing, the NullLedger, sends them as ordinary events, unawaited);
 - its errors and targets, so the error budget is the run's, and its own stop requests.
 
 A stop (Ctrl-C, deadline, error budget, journal failure) is sent to every worker. A worker
