@@ -125,10 +125,12 @@ async def execute(
         tg.start_soon(announce_stop)
         session = session or clients.new_session()
         if workers > 1:
+            # Found only once the workers are starting (their start-up overlaps the STS calls).
             keys = (
                 list(plan.lanes)
                 if plan is not None
-                else await lane_keys(
+                else functools.partial(
+                    lane_keys,
                     config,
                     session=session,
                     endpoint_url=endpoint_url,

@@ -1,13 +1,15 @@
 """``--workers N``: one run's lanes spread over N worker processes; this process stays the run.
 
 One process is CPU-bound past about 70 busy lanes (signing, HTTP, parsing). With workers,
-this process plans, deals whole lanes to workers by target count (like shards: a lane's
-buckets, caps and waiter are never split) and remains the run's only journal writer, report,
-progress display and Ctrl-C. Each worker (engine/worker.py) images its lanes and sends back:
+this process starts them (engine/worker_process.py) before it even knows the lanes, plans,
+deals whole lanes to workers by target count (like shards: a lane's buckets, caps and waiter
+are never split) and remains the run's only journal writer, report, progress display and
+Ctrl-C. Each worker (engine/worker.py) images its lanes and sends back:
 
 - every event, which is recorded and observed here as if it happened here;
 - each write-ahead (``Requested``, ``CopyRequested``), which it awaits: the worker sends the
-  request only once this process has committed the row, exactly as in one process;
+  request only once this process has committed the row, exactly as in one process (a run
+  whose ledger records nothing, the NullLedger, sends them as ordinary events, unawaited);
 - its errors and targets, so the error budget is the run's, and its own stop requests.
 
 A stop (Ctrl-C, deadline, error budget, journal failure) is sent to every worker. A worker
@@ -23,20 +25,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
-import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 import anyio
 import anyio.abc
-from anyio.streams.buffered import BufferedByteReceiveStream
 
 from fleetimage.config import FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.copies import CopyRecord
 from fleetimage.core.errors import FleetImageError
+from fleetimage.core.ledger import NullLedger
 from fleetimage.core.models import (
     LaneFailed,
     LaneKey,
@@ -46,16 +46,21 @@ from fleetimage.core.models import (
 )
 from fleetimage.core.shards import balance_lanes
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.channel import Channel, ChannelClosed, Receive, Send
+from fleetimage.engine.channel import Channel
 from fleetimage.engine.plan import Plan
 from fleetimage.engine.resume import journal_plan
 from fleetimage.engine.runstate import RunState
 from fleetimage.engine.stop import Stopped
+from fleetimage.engine.worker_process import (
+    WORKER_MODULE,
+    dismiss_worker,
+    pipe_ends,
+    start_worker,
+)
 from fleetimage.journal import Journal
 
 __all__ = ["MAX_RESTARTS", "WORKER_MODULE", "WorkerJob", "resolve_workers", "run_in_workers"]
 
-WORKER_MODULE = "fleetimage.engine.worker"
 MAX_RESTARTS = 3  # per worker; a worker that keeps dying is not a passing fault
 _EXIT_GRACE_S = 30.0  # a worker that said "done" and does not exit is killed after this
 
@@ -94,6 +99,9 @@ class WorkerJob:
     adopt: bool
     resume: tuple[TargetRecord, ...] = ()
     copies: tuple[CopyRecord, ...] = ()
+    # False: the run's ledger records nothing, so a write-ahead has nothing to wait for and
+    # goes with the other events, with no round trip before each request.
+    journaled: bool = True
 
 
 async def run_in_workers(
@@ -102,7 +110,7 @@ async def run_in_workers(
     config: FleetConfig,
     run_id: str,
     started_at: datetime,
-    lanes: Sequence[LaneKey],
+    lanes: Sequence[LaneKey] | Callable[[], Awaitable[Sequence[LaneKey]]],
     plan: Plan | None,
     state: RunState,
     bus: Bus,
@@ -116,16 +124,73 @@ async def run_in_workers(
 ) -> None:
     """Image ``lanes`` in ``count`` worker processes; events go to ``bus``, stops to ``state``.
 
+    ``lanes``: the run's lanes, or how to find them (OU listings and STS). The worker processes
+    are started first, so their start-up (interpreter, imports, AWS models: ~1 s of CPU each)
+    runs while this process finds the lanes, rather than after.
+
     With a ``plan`` (confirmed, saved or a resume's) each worker images its share of it, the
     lanes dealt by target count; without, the lanes are dealt in turn and each worker
     discovers its own, imaging each lane as soon as it is discovered (as one process does)."""
+    template = WorkerJob(
+        0,
+        count,
+        config.model_dump(mode="json"),
+        frozenset(),
+        None,
+        run_id,
+        started_at,
+        endpoint_url,
+        dry_run,
+        wait,
+        retry_failed,
+        adopt,
+        journaled=not isinstance(bus.ledger, NullLedger),
+    )
+    started: list[anyio.abc.Process] = []
+    workers: list[_Worker] = []
+
+    def tell_all(reason: str, stop_waiting: bool) -> None:
+        for worker in workers:
+            worker.post(("stop", reason, stop_waiting))
+
+    try:
+        for _ in range(count):
+            started.append(await start_worker())
+        keys = list(lanes) if isinstance(lanes, Sequence) else list(await lanes())
+        for job in _deal(template, keys, plan, resume, copies):
+            workers.append(_Worker(job, config, state, bus, workers, started.pop()))
+        # Those no worker took (fewer lanes than workers): with their pipe closed before any
+        # job they exit at once, having sent nothing.
+        spare, started = started, []
+        state.on_stop = tell_all
+        async with anyio.create_task_group() as tg:
+            for process in spare:
+                tg.start_soon(dismiss_worker, process)
+            for worker in workers:
+                tg.start_soon(worker.supervise)
+    finally:
+        state.on_stop = None
+        # The same if finding or dealing the lanes failed.
+        with anyio.CancelScope(shield=True):
+            for process in started:
+                await dismiss_worker(process)
+
+
+def _deal(
+    template: WorkerJob,
+    lanes: Sequence[LaneKey],
+    plan: Plan | None,
+    resume: tuple[TargetRecord, ...],
+    copies: tuple[CopyRecord, ...],
+) -> list[WorkerJob]:
+    """Each worker's job: its lanes, with their share of the plan and of the journal's rows."""
+    count = template.count
     if plan is not None:
         owner = balance_lanes({k: max(1, len(lp.specs)) for k, lp in plan.lanes.items()}, count)
     else:  # sizes unknown before discovery: by count, each worker a mix of regions
         order = sorted(lanes, key=lambda k: (k.account, k.region))
         owner = {key: n % count for n, key in enumerate(order)}
-    snapshot = config.model_dump(mode="json")
-    workers: list[_Worker] = []
+    jobs: list[WorkerJob] = []
     for index in range(count):
         mine = frozenset(k for k in lanes if owner[k] == index)
         if not mine:
@@ -133,49 +198,40 @@ async def run_in_workers(
         share = None
         if plan is not None:
             share = Plan(
-                run_id,
-                started_at,
+                template.run_id,
+                template.started_at,
                 {k: plan.lanes[k] for k in mine},
                 plan.units if index == 0 else [],
             )
-        job = WorkerJob(
-            index,
-            count,
-            snapshot,
-            mine,
-            share,
-            run_id,
-            started_at,
-            endpoint_url,
-            dry_run,
-            wait,
-            retry_failed,
-            adopt,
-            tuple(r for r in resume if LaneKey(r.account, r.region) in mine),
-            tuple(c for c in copies if LaneKey(c.key.account, c.key.source_region) in mine),
+        jobs.append(
+            dataclasses.replace(
+                template,
+                index=index,
+                lanes=mine,
+                plan=share,
+                resume=tuple(r for r in resume if LaneKey(r.account, r.region) in mine),
+                copies=tuple(
+                    c for c in copies if LaneKey(c.key.account, c.key.source_region) in mine
+                ),
+            )
         )
-        workers.append(_Worker(job, config, state, bus, workers))
-
-    def tell_all(reason: str, stop_waiting: bool) -> None:
-        for worker in workers:
-            worker.post(("stop", reason, stop_waiting))
-
-    state.on_stop = tell_all
-    try:
-        async with anyio.create_task_group() as tg:
-            for worker in workers:
-                tg.start_soon(worker.supervise)
-    finally:
-        state.on_stop = None
+    return jobs
 
 
 class _Worker:
     """One worker process's life: started, fed, listened to, and started again if it dies."""
 
     def __init__(
-        self, job: WorkerJob, config: FleetConfig, state: RunState, bus: Bus, all_: list[_Worker]
+        self,
+        job: WorkerJob,
+        config: FleetConfig,
+        state: RunState,
+        bus: Bus,
+        all_: list[_Worker],
+        process: anyio.abc.Process | None = None,
     ) -> None:
         self.job, self.config, self.state, self.bus, self.all = job, config, state, bus, all_
+        self.process = process  # started ahead, for its first job; a restart starts its own
         self.channel: Channel | None = None
         self.targets = 0  # what this worker added to the run's total (taken back on restart)
         self.discovered = False
@@ -252,14 +308,9 @@ class _Worker:
     async def _run(self, job: WorkerJob) -> int | None:
         """Run one worker process to its end: None when it finished, else its exit code."""
         finished = False
-        async with await anyio.open_process(
-            [sys.executable, "-m", WORKER_MODULE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=None,  # a worker's own complaints go where ours go
-            start_new_session=True,  # the terminal's Ctrl-C is ours to relay, not theirs
-        ) as process:
-            channel = Channel(*_ends(process))
+        process, self.process = self.process or await start_worker(), None
+        async with process:
+            channel = Channel(*pipe_ends(process))
             self.channel = channel
             try:
                 async with anyio.create_task_group() as tg:
@@ -316,23 +367,3 @@ class _Worker:
         self.discovered = True
         if all(w.discovered for w in self.all):
             self.state.discovery_done()
-
-
-def _ends(process: anyio.abc.Process) -> tuple[Receive, Send]:
-    """Read from the worker's stdout and write to its stdin; ChannelClosed once it is gone."""
-    assert process.stdin is not None and process.stdout is not None
-    stdin, stdout = process.stdin, BufferedByteReceiveStream(process.stdout)
-
-    async def receive(size: int) -> bytes:
-        try:
-            return await stdout.receive_exactly(size)
-        except (anyio.IncompleteRead, anyio.EndOfStream, anyio.BrokenResourceError) as exc:
-            raise ChannelClosed(str(exc)) from None
-
-    async def send(data: bytes) -> None:
-        try:
-            await stdin.send(data)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-            raise ChannelClosed(str(exc)) from None
-
-    return receive, send
