@@ -190,12 +190,20 @@ class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]
     it: ~30 ms of CPU a client, ten times what creating the client costs. With one client per
     lane that is a quarter of a second before a fleet of 8 lanes can discover, and seconds
     for an organisation's hundreds. The contexts depend only on the verify, client certificate
-    and proxy settings, so clients with the same ones share them (an ``SSLContext`` may serve
-    any number of connections).
+    and proxy settings (the proxy's URL, CA bundle and client certificate), so clients with
+    the same ones share them (an ``SSLContext`` may serve any number of connections).
     """
 
     def _build_ssl_contexts(self, proxy_url: str | None) -> Any:
-        key = (self._verify, self._cert_file, self._key_file, proxy_url)
+        proxy = self._proxy_config.settings
+        key = (
+            self._verify,
+            self._cert_file,
+            self._key_file,
+            proxy_url,
+            proxy.get("proxy_ca_bundle"),
+            proxy.get("proxy_client_cert"),
+        )
         with _TLS_LOCK:  # aiobotocore builds them in worker threads
             built = _TLS_CONTEXTS.get(key)
             if built is None:

@@ -9,6 +9,7 @@ import botocore.exceptions
 import botocore.utils
 import pytest
 from botocore.awsrequest import AWSRequest
+from botocore.httpsession import DEFAULT_CA_BUNDLE
 from botocore.parsers import ResponseParserError
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -125,3 +126,13 @@ def test_tls_contexts_are_shared_only_between_the_same_settings() -> None:
     lax = built(verify=False)
     assert lax is not verifying and lax.verify_mode == ssl.CERT_NONE
     assert built(verify=False) is lax
+
+    def through_proxy(**settings: Any) -> Any:
+        session = SharedTLSSession(
+            proxies={"https": "https://proxy.example:8443"}, proxies_config=settings
+        )
+        return session._build_ssl_contexts("https://proxy.example:8443")[1]
+
+    plain = through_proxy()
+    assert through_proxy() is plain
+    assert through_proxy(proxy_ca_bundle=DEFAULT_CA_BUNDLE) is not plain
