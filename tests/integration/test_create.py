@@ -176,11 +176,13 @@ async def test_a_duplicate_still_invisible_is_named_from_ec2s_message(
     async with lane_on(mock, ec2_client) as lane:
         hidden = await lane.client.create_image(**create_params(spec))
         with pytest.raises(AwsError) as caught:
-            await create_image(lane, spec, grace_s=0.2)
+            # A grace far above one lookup's round trip, even on a loaded machine: with
+            # 0.2 s, a first lookup slower than the grace left no time to ask again.
+            await create_image(lane, spec, grace_s=1.0)
     message = caught.value.message
     assert caught.value.code == "InvalidAMIName.Duplicate"
     assert f"is already used by {hidden['ImageId']}, which stayed invisible" in message
-    assert "for 0.2 s" in message
+    assert "for 1 s" in message
     # it asked again while waiting (the lookup repeats until the grace is spent)
     assert mock.count(action="DescribeImages") >= 2
 
