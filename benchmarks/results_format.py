@@ -78,18 +78,20 @@ def completion_times(row: dict[str, Any]) -> tuple[list[float], list[float]]:
     return ok, sorted(float(t) for t, good in data if not good)
 
 
+def _is_imaging(sc: Any) -> bool:
+    """A scenario with summary rows and per-run rows (prune and copy results have none)."""
+    return isinstance(sc, dict) and isinstance(sc.get("rows"), list)
+
+
 def _imaging_scenarios(results: dict[str, Any]) -> Iterable[dict[str, Any]]:
-    """The scenarios with summary rows and per-run rows (prune and copy results have none)."""
-    for sc in results.get("scenarios", {}).values():
-        if isinstance(sc, dict) and isinstance(sc.get("rows"), list):
-            yield sc
+    return (sc for sc in results.get("scenarios", {}).values() if _is_imaging(sc))
 
 
 def compact(results: dict[str, Any]) -> dict[str, Any]:
     """A copy of ``results`` in the compact form (``results`` itself is left as it is)."""
     out = {**results, "results_format": FORMAT, "scenarios": dict(results.get("scenarios", {}))}
     for name, sc in list(out["scenarios"].items()):
-        if not (isinstance(sc, dict) and isinstance(sc.get("rows"), list)):
+        if not _is_imaging(sc):
             continue
         rows = [_packed(row) for row in sc["rows"]]
         runs = sc.get("runs")

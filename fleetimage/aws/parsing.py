@@ -7,7 +7,7 @@ repeats the same few structures thousands of times (an image, its tags, its bloc
 instance, its state), so that bookkeeping is most of the parse: DescribeImages answers cost
 ~45 % less CPU and DescribeInstances pages ~20 % less with it done once per shape.
 
-The result is the same dict, member for member (tests/unit/test_parsing.py compares the two
+The result is the same dict, member for member (tests/integration/test_parsing.py compares the two
 on the mock's answers). Structures botocore treats specially (errors, tagged unions, members
 read from XML attributes) are left to botocore's own code.
 """
@@ -54,6 +54,7 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
     def _plan(self, shape: Any) -> Plan | None:
         if shape.metadata.get("exception", False) or shape.is_tagged_union:
             return None
+        cls = type(self)
         plan: Plan = []
         for name, member in shape.members.items():
             serialization = member.serialization
@@ -63,7 +64,6 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
                 continue  # read from the HTTP answer's headers, not its body
             if serialization.get("xmlAttribute"):
                 return None
-            cls = type(self)
             handler = getattr(cls, f"_handle_{member.type_name}", cls._default_handle)
             plan.append((name, member, self._member_key_name(member, name), handler))
         return plan

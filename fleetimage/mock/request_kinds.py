@@ -19,9 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-__all__ = ["KINDS", "describe_images_kind", "request_kind"]
-
-KINDS = ("poll", "lookup", "listing")
+__all__ = ["describe_images_kind", "request_kind"]
 
 # A request with more filters than this is not one any client here sends; only these are read.
 _MAX_FILTERS = 50
