@@ -37,6 +37,8 @@ def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempP
     monkeypatch.setenv("AWS_CONFIG_FILE", str(Path(empty)))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(Path(empty)))
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # Cut EC2 models are kept in the test run's own directory, not the user's cache.
+    monkeypatch.setenv("FLEETIMAGE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "models"))
 
 
 MockFactory = Callable[[MockConfig | None], Awaitable[MockEC2]]
