@@ -19,12 +19,15 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from aiobotocore.parsers import AioEC2QueryParser, AioResponseParserFactory
+from botocore.parsers import BaseXMLResponseParser
 
 __all__ = ["LeanEC2Parser", "LeanParserFactory"]
 
 # (member name, member shape, its XML element name, the parser method that parses it, unbound:
-# a plan outlives the parser that made it)
-Plan = list[tuple[str, Any, str, Callable[[Any, Any, Any], Any]]]
+# a plan outlives the parser that made it; None for a string, read here: most members of an
+# answer are strings, and botocore's handler for one is two calls deep)
+Plan = list[tuple[str, Any, str, Callable[[Any, Any, Any], Any] | None]]
+_STRING = BaseXMLResponseParser._handle_string
 
 
 class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
@@ -65,7 +68,10 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
             if serialization.get("xmlAttribute"):
                 return None
             handler = getattr(cls, f"_handle_{member.type_name}", cls._default_handle)
-            plan.append((name, member, self._member_key_name(member, name), handler))
+            inline = handler is _STRING
+            plan.append(
+                (name, member, self._member_key_name(member, name), None if inline else handler)
+            )
         return plan
 
     def _handle_structure(self, shape: Any, node: Any) -> Any:
@@ -79,8 +85,13 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
         parsed: dict[str, Any] = {}
         for name, member, xml_name, handler in plan:
             member_node = by_name.get(xml_name)
-            if member_node is not None:
-                parsed[name] = handler(self, member, member_node)
+            if member_node is None:
+                continue
+            if handler is None and type(member_node) is not list:
+                text = member_node.text  # botocore: an empty element is "", not None
+                parsed[name] = "" if text is None else text
+            else:
+                parsed[name] = (handler or _STRING)(self, member, member_node)
         return parsed
 
 

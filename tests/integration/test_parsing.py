@@ -66,7 +66,11 @@ async def test_the_lean_parser_reads_every_answer_as_botocore_does(mock_ec2: Any
                     Name=f"parse-{iid}",
                     NoReboot=True,
                     TagSpecifications=[
-                        {"ResourceType": "image", "Tags": [{"Key": "k", "Value": iid}]}
+                        {
+                            "ResourceType": "image",
+                            # an empty element: a string, never None
+                            "Tags": [{"Key": "k", "Value": iid}, {"Key": "blank", "Value": ""}],
+                        }
                     ],
                 )
             )["ImageId"]
@@ -77,6 +81,7 @@ async def test_the_lean_parser_reads_every_answer_as_botocore_does(mock_ec2: Any
         assert {"available", "failed"} <= states, states  # the mock's failure_rate at work
         assert any(i.get("StateReason") for i in images)
         assert all(i["Tags"] and i["BlockDeviceMappings"] for i in images)
+        assert all({"Key": "blank", "Value": ""} in i["Tags"] for i in images)
         await ec2.describe_images(Filters=[{"Name": "name", "Values": ["parse-*"]}])
         await ec2.describe_images(Filters=[{"Name": "state", "Values": ["pending"]}])  # none
         with pytest.raises(Exception, match="InvalidAMIID"):
