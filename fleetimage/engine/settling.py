@@ -46,6 +46,8 @@ _MIN_SIGMA, _MAX_SIGMA = 0.1, 2.0
 _MIN_SAMPLES_FOR_SPREAD = 5
 # Bisection steps over [floor, ceiling]: the answer is within (ceiling - floor) / 2**8.
 _SEARCH_STEPS = 8
+# Most groups of ages the search evaluates (see PollSchedule.next_delay).
+_MAX_GROUPS = 64
 # Ceiling polls a lane over budget may skip in a row while it keeps registering images: an
 # image it already watches is seen at most (1 + this) ceilings after the poll before.
 MAX_SKIPPED_CEILINGS = 4
@@ -201,11 +203,21 @@ class PollSchedule:
             return ceiling
         # Ages at the last poll (the images are known pending then) grouped at a resolution
         # far below the floor: a busy lane watches thousands of images of few distinct ages.
+        # Ages spread wide (a lane creating for minutes) are grouped coarser, into at most
+        # _MAX_GROUPS: each group costs a log-normal CDF per step of the search below, and an
+        # age off by 1/_MAX_GROUPS of the spread moves the expected count by far less than one
+        # image.
         since = self.last_poll_at if self.last_poll_at is not None else now
-        resolution = self.floor_s / 8 if self.floor_s > 0 else ceiling / 64
+        ages_at_poll = [max(0.0, since - t) for t in registered_at]
+        if not ages_at_poll:
+            return ceiling
+        resolution = max(
+            self.floor_s / 8 if self.floor_s > 0 else ceiling / 64,
+            (max(ages_at_poll) - min(ages_at_poll)) / _MAX_GROUPS,
+        )
         groups: dict[int, int] = {}
-        for t in registered_at:
-            bucket = round(max(0.0, since - t) / resolution)
+        for age in ages_at_poll:
+            bucket = round(age / resolution)
             groups[bucket] = groups.get(bucket, 0) + 1
         fit = self.pending.fit(
             age for bucket, count in groups.items() for age in [bucket * resolution] * count

@@ -159,3 +159,29 @@ def test_a_lane_that_creates_thinly_keeps_to_its_budget_and_still_sees_its_last_
     assert fixed > 0.3
     assert polls < 0.1
     assert last_lag <= 15.0
+
+
+def test_ages_spread_wide_are_grouped_coarser_without_moving_the_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """3,000 images registered over 5 minutes at scattered instants: grouped into at most 64
+    ages, the next poll comes within 1 % of the floor-to-ceiling range of where grouping at the
+    floor's resolution puts it."""
+    from fleetimage.engine import settling
+
+    rnd = random.Random(3)
+    registered_at = sorted(rnd.uniform(0.0, 300.0) for _ in range(3000))
+
+    def delay(max_groups: int) -> float:
+        monkeypatch.setattr(settling, "_MAX_GROUPS", max_groups)
+        schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+        for pending in (22.0, 26.0, 28.0, 30.0, 31.0, 33.0, 36.0, 41.0):
+            schedule.pending.observe(pending)
+        for _ in registered_at:
+            schedule.register()
+        schedule.begin_poll(300.0)
+        return schedule.next_delay(300.5, [t for t in registered_at if 300.0 - t < 20.0])
+
+    fine, coarse = delay(10**9), delay(64)
+    assert 1.0 <= fine < 15.0, fine  # the learnt schedule decides, not a bound
+    assert abs(coarse - fine) <= 0.01 * (15.0 - 1.0), (fine, coarse)
