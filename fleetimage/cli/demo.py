@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiobotocore.session import get_session
 from rich.console import Console
 
+from fleetimage.aws.clients import new_session
 from fleetimage.cli.execution import Consoles, Execution, RunOptions, run_command
 from fleetimage.cli.views import plural
 from fleetimage.config import FleetConfig, parse_config
@@ -205,7 +205,7 @@ def run_demo(
             markup=False,
             highlight=False,
         )
-        session = get_session()
+        session = new_session()  # fleetimage run's own: the cut model, the lean parser
         creds = mock.credentials()
         session.set_credentials(creds["aws_access_key_id"], creds["aws_secret_access_key"])
         opts = RunOptions(
