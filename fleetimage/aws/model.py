@@ -80,12 +80,15 @@ class LeanLoader(Loader):  # type: ignore[misc]
             return super().load_service_model(service_name, type_name, api_version)
         if api_version is None:
             api_version = self.determine_latest_version(service_name, type_name)
-        source = self._model_file(f"{service_name}/{api_version}/{type_name}")
+        name = f"{service_name}/{api_version}/{type_name}"
+        source = self._model_file(name)
+        # None: a model file we cannot name; it is cut once per process, never kept on disk.
         key = _cut_key(source, self.operations) if source is not None else None
+        memo = key or f"{name}:{sorted(self.operations)}"
         # aiobotocore warms the cache up in worker threads, one per client being created:
         # one of them cuts, the others wait for its model.
         with _CUTTING:
-            lean = _LEAN_MODELS.get(key) if key is not None else None
+            lean = _LEAN_MODELS.get(memo)
             if lean is None and key is not None:
                 lean = _read_cached(key, self.operations)
             if lean is None:
@@ -97,8 +100,7 @@ class LeanLoader(Loader):  # type: ignore[misc]
                     self._cache.pop(cached, None)
                 if key is not None:
                     _write_cached(key, lean)
-            if key is not None:
-                _LEAN_MODELS[key] = lean
+            _LEAN_MODELS[memo] = lean
             return lean
 
     def _model_file(self, name: str) -> Path | None:
@@ -112,7 +114,7 @@ class LeanLoader(Loader):  # type: ignore[misc]
         return None
 
 
-# The cut models of this process, by _cut_key: every session's loader reads the same one.
+# The cut models of this process: every session's loader reads the same one.
 _LEAN_MODELS: dict[str, Any] = {}
 _CUTTING = threading.Lock()
 

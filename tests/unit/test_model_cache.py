@@ -118,3 +118,13 @@ def test_cache_directory_knob(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     monkeypatch.delenv(CACHE_DIR_ENV)
     default = model_cache_dir()
     assert default is not None and default.parts[-2:] == ("fleetimage", "models")
+
+
+def test_a_model_file_that_cannot_be_named_is_cut_once_and_kept_off_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, full_loads: list[str]
+) -> None:
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(LeanLoader, "_model_file", lambda self, name: None)
+    assert _load() is _load()
+    assert len(full_loads) == 1
+    assert _cached_files(tmp_path) == []
