@@ -70,6 +70,9 @@ class LeanLoader(Loader):  # type: ignore[misc]
     def __init__(self, extra_search_paths: list[str], *, operations: frozenset[str]) -> None:
         super().__init__(extra_search_paths=extra_search_paths)
         self.operations = operations
+        # By model name: its cache key (None: no file to name) and its key in _LEAN_MODELS.
+        # Worked out once: every client made asks for its model again.
+        self._keys: dict[str, tuple[str | None, str]] = {}
 
     def load_service_model(
         self, service_name: str, type_name: str, api_version: str | None = None
@@ -81,10 +84,12 @@ class LeanLoader(Loader):  # type: ignore[misc]
         if api_version is None:
             api_version = self.determine_latest_version(service_name, type_name)
         name = f"{service_name}/{api_version}/{type_name}"
-        source = self._model_file(name)
-        # None: a model file we cannot name; it is cut once per process, never kept on disk.
-        key = _cut_key(source, self.operations) if source is not None else None
-        memo = key or f"{name}:{sorted(self.operations)}"
+        if name not in self._keys:
+            source = self._model_file(name)
+            # None: a model file we cannot name; it is cut once per process, never kept on disk.
+            key = _cut_key(source, self.operations) if source is not None else None
+            self._keys[name] = (key, key or f"{name}:{sorted(self.operations)}")
+        key, memo = self._keys[name]
         # aiobotocore warms the cache up in worker threads, one per client being created:
         # one of them cuts, the others wait for its model.
         with _CUTTING:

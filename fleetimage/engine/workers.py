@@ -170,9 +170,11 @@ async def run_in_workers(
                 tg.start_soon(worker.supervise)
     finally:
         state.on_stop = None
-        # The same if finding or dealing the lanes failed.
+        # The same if finding or dealing the lanes failed, or if the run was cancelled before
+        # a worker took over its process.
+        unclaimed = started + [w.process for w in workers if w.process is not None]
         with anyio.CancelScope(shield=True):
-            for process in started:
+            for process in unclaimed:
                 await dismiss_worker(process)
 
 
