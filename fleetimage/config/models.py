@@ -334,6 +334,8 @@ class FleetConfig(BaseModel):
             "min_coalesce_s": lim.min_coalesce_s / ts,
             "max_credit_s": lim.max_credit_s / ts,
             "recovery_fraction_per_s": lim.recovery_fraction_per_s * ts,
+            "probe_fraction": lim.probe_fraction,
+            "probe_memory_s": lim.probe_memory_s / ts,
             "refill_period_s": lim.refill_period_s / ts,
         }
 

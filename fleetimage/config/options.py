@@ -169,6 +169,10 @@ class LimiterOptions(BaseModel):
     min_coalesce_s: PosFloat = 1.0  # throttles this soon after a cut are the same event
     max_credit_s: PosFloat = 1.0  # a success credits at most this much time to recovery
     recovery_fraction_per_s: PosFloat = 0.05  # of the ceiling, per second of successes
+    # After a cut within probe_memory_s of the last, the climb above the rate it left goes at
+    # this share of that speed ...
+    probe_fraction: Annotated[float, Field(strict=True, gt=0, le=1)] = 0.1
+    probe_memory_s: NonNegFloat = 60.0  # ... for this long after the cut
     # The server adds its tokens in steps this far apart (AWS: every second); 0 = continuously.
     refill_period_s: NonNegFloat = 1.0
 

@@ -1,9 +1,12 @@
-"""The throttle-confirmation rule (plan.CONFIRM_SHARE) on AWS's bucket model.
+"""The throttle-confirmation rule (plan.CONFIRM_SHARE) and the slow probe after repeated cuts
+(limiter.DEFAULT_PROBE_FRACTION) on AWS's bucket model.
 
 A client paces itself with a copy of the server's bucket; the server is the mock's own
 TokenBucket, refilled once per second as AWS documents. The comment at CONFIRM_SHARE claims:
 the steady share of throttled answers is the shortage 1 - r_server / r_client; a shortage of
-20 % or more is acted on within a few answers; isolated throttles never are.
+20 % or more is acted on within a few answers; isolated throttles never are. The limiter's
+docstring claims: once cuts repeat, probing slowly above the last cut's rate throttles far
+less often at the same pace, and a one-off cut is undone at full speed.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fleetimage.engine.limiter import AdaptiveTokenBucket
+from fleetimage.engine.limiter import DEFAULT_PROBE_FRACTION, AdaptiveTokenBucket
 from fleetimage.engine.plan import CONFIRM_SHARE
 from fleetimage.mock.buckets import TokenBucket
 
@@ -49,8 +52,10 @@ def _drive(
     return log
 
 
-def _client(clock: _Clock, confirm: float = CONFIRM_SHARE) -> AdaptiveTokenBucket:
-    return AdaptiveTokenBucket(burst=50, rate_per_s=5.0, confirm_share=confirm, clock=clock)
+def _client(clock: _Clock, confirm: float = CONFIRM_SHARE, **kwargs: float) -> AdaptiveTokenBucket:
+    return AdaptiveTokenBucket(
+        burst=50, rate_per_s=5.0, confirm_share=confirm, clock=clock, **kwargs
+    )
 
 
 @pytest.mark.parametrize("shortage", [0.2, 0.4, 0.6])
@@ -98,3 +103,79 @@ def test_three_throttles_in_a_row_confirm_two_do_not() -> None:
     assert client.on_throttle() == 5.0  # 0.19
     assert client.on_throttle() < 5.0  # 0.271 >= 0.2: acted on
     assert CONFIRM_SHARE == 0.2
+
+
+@pytest.mark.parametrize(("burst", "rate"), [(20, 2.0), (50, 3.0)])
+def test_a_lasting_shortage_is_probed_slowly(burst: int, rate: float) -> None:
+    """Buckets smaller than the client's (the benchmarks' small-buckets: 20/2 against 50/5),
+    or a neighbour taking 40 %: after the bursts, far fewer throttles at the same pace."""
+
+    def late(probe_fraction: float) -> tuple[float, int]:
+        clock = _Clock()
+        client = _client(clock, refill_period_s=1.0, probe_fraction=probe_fraction)
+        server = TokenBucket(burst, rate, burst, 0.0, 1.0)
+        log = _drive(client, clock, lambda now, _n: server.try_take(now), 300.0)
+        answers = [ok for t, ok, _ in log if t >= 60.0]
+        return 1 - sum(answers) / len(answers), sum(answers)
+
+    full_speed_share, full_speed_passed = late(1.0)  # every climb at full speed
+    share, passed = late(DEFAULT_PROBE_FRACTION)
+    assert full_speed_share > 0.1  # the saw-tooth this rule is for
+    assert share < full_speed_share / 2
+    assert passed >= 0.98 * full_speed_passed
+    assert passed >= 0.98 * rate * 240  # the server's pace over those 240 s
+
+
+def _recover(client: AdaptiveTokenBucket, clock: _Clock, until: float) -> list[tuple[float, float]]:
+    """Successes every 0.1 s until ``until``: (time, rate) after each."""
+    trace = []
+    while clock.now < until:
+        clock.now = round(clock.now + 0.1, 6)
+        client.on_success()
+        trace.append((clock.now, client.rate_per_s))
+    return trace
+
+
+def _cut(client: AdaptiveTokenBucket) -> None:
+    """Throttles in a row until the share confirms them and the rate is cut."""
+    before = client.rate_per_s
+    for _ in range(10):
+        if client.on_throttle() < before:
+            return
+    raise AssertionError("ten throttles in a row were not acted on")
+
+
+def test_a_one_off_cut_is_undone_at_full_speed() -> None:
+    def trace(probe_fraction: float) -> list[tuple[float, float]]:
+        clock = _Clock()
+        client = _client(clock, probe_fraction=probe_fraction)
+        _recover(client, clock, 5.0)
+        _cut(client)
+        assert client.rate_per_s == pytest.approx(3.5)
+        return _recover(client, clock, 20.0)
+
+    assert trace(DEFAULT_PROBE_FRACTION) == trace(1.0)
+    assert trace(DEFAULT_PROBE_FRACTION)[-1][1] == 5.0
+
+
+def test_after_a_repeated_cut_the_climb_is_slow_until_the_memory_ends() -> None:
+    clock = _Clock()
+    client = _client(clock, probe_fraction=0.1, probe_memory_s=10.0)
+    _cut(client)  # 5.0 -> 3.5
+    _recover(client, clock, 3.0)  # full speed: 0.25/s per s after the coalescing second
+    assert client.rate_per_s == pytest.approx(3.5 + 0.25 * 2.0, abs=0.03)
+    before = client.rate_per_s
+    _cut(client)  # again within 10 s: the shortage lasts
+    low = client.rate_per_s
+    assert low == pytest.approx(before * 0.7)
+    trace = _recover(client, clock, 12.0)  # 9 s after the second cut
+    assert trace[-1][1] - low == pytest.approx(0.025 * 8.0, abs=0.01)  # a tenth of the speed
+    trace = _recover(client, clock, 16.0)  # the memory ended at 13 s
+    slope = (trace[-1][1] - trace[-11][1]) / 1.0
+    assert slope == pytest.approx(0.25, abs=0.01)
+
+
+def test_probe_options_are_checked() -> None:
+    for bad in ({"probe_fraction": 0.0}, {"probe_fraction": 1.5}, {"probe_memory_s": -1.0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            AdaptiveTokenBucket(burst=5, rate_per_s=1.0, **bad)

@@ -22,6 +22,8 @@ def test_time_scale_one_changes_nothing() -> None:
         "min_coalesce_s": 1.0,
         "max_credit_s": 1.0,
         "recovery_fraction_per_s": 0.05,
+        "probe_fraction": 0.1,
+        "probe_memory_s": 60.0,
         "refill_period_s": 1.0,
     }
 
@@ -47,6 +49,8 @@ def test_time_scale_divides_times_and_multiplies_rates() -> None:
             "min_coalesce_s": 0.2,
             "max_credit_s": 0.2,
             "recovery_fraction_per_s": 0.25,
+            "probe_fraction": 0.1,  # a share of a speed: not scaled
+            "probe_memory_s": 12.0,
             "refill_period_s": 0.2,
         }
     )
@@ -68,10 +72,16 @@ def test_the_limiter_runs_on_the_scaled_clock() -> None:
     assert bucket.on_throttle() == pytest.approx(25 * 0.7)
     now[0] = 0.25  # 1.25 AWS s: a new one
     assert bucket.on_throttle() == pytest.approx(25 * 0.49)
-    # Recovery: 5 % of the ceiling per AWS second = 1.25/s per 0.2 wall s (the credit cap).
+    # Recovery: 5 % of the ceiling per AWS second = 1.25/s per 0.2 wall s (the credit cap);
+    # a tenth of it, since the cut repeated within 60 AWS s ...
     now[0] = 1.25
     bucket.on_success()
-    assert bucket.rate_per_s == pytest.approx(25 * 0.49 + 0.05 * 25 * 5 * 0.2)
+    assert bucket.rate_per_s == pytest.approx(25 * 0.49 + 0.1 * 0.05 * 25 * 5 * 0.2)
+    # ... which are 12 wall s: then full speed again.
+    rate = bucket.rate_per_s
+    now[0] = 0.25 + 12.0 + 0.1
+    bucket.on_success()
+    assert bucket.rate_per_s == pytest.approx(rate + 0.05 * 25 * 5 * 0.2)
 
 
 def test_time_scale_must_be_positive() -> None:
