@@ -179,3 +179,26 @@ def test_probe_options_are_checked() -> None:
     for bad in ({"probe_fraction": 0.0}, {"probe_fraction": 1.5}, {"probe_memory_s": -1.0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             AdaptiveTokenBucket(burst=5, rate_per_s=1.0, **bad)
+
+
+def test_a_neighbour_that_leaves_costs_at_most_the_memory() -> None:
+    """The slow climb's price: a neighbour leaves 60 % of the bucket's 5/s to us, then goes
+    at 120 s. Within the memory (60 s) plus one full-speed climb the client is at its ceiling.
+    (In the two minutes after it leaves, 511 requests pass here against 578 when every climb
+    is at full speed: ~13 s of the ceiling's pace lost once.)"""
+    clock = _Clock()
+    client = _client(clock, refill_period_s=1.0)
+    shared = TokenBucket(50, 2.0, 50, 0.0, 1.0)
+    alone = TokenBucket(50, 5.0, 0, 120.0, 1.0)
+
+    def answer(now: float, _n: int) -> bool:
+        return (shared if now < 120.0 else alone).try_take(now)
+
+    log = _drive(client, clock, answer, 240.0)
+
+    def rate_at(when: float) -> float:
+        return next(rate for t, _, rate in log if t >= when)
+
+    assert rate_at(119.0) < 3.0  # cut to the shared rate
+    assert rate_at(150.0) < 4.0  # probing slowly: the price
+    assert rate_at(120.0 + 60.0 + 20.0) == 5.0
