@@ -12,6 +12,7 @@ Retention: ``await prune_fleet(config, journal=...)`` (``prune_fleet_sync``), an
 ``resume_prune(prune_id, journal=...)`` (``resume_prune_sync``) after a crash.
 """
 
+from fleetimage.aws.clients import new_session
 from fleetimage.config import FleetConfig, load_config, parse_config
 from fleetimage.core.errors import (
     AwsError,
@@ -85,6 +86,7 @@ __all__ = [
     "UsageError",
     "image_fleet",
     "load_config",
+    "new_session",
     "parse_config",
     "prune_fleet",
     "prune_fleet_sync",

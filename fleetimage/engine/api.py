@@ -106,6 +106,9 @@ async def image_fleet(
     ``workers``: image the lanes in that many processes (:mod:`~fleetimage.engine.workers`);
     this one plans, journals, reports and relays a stop. Each worker builds its AWS session
     from the environment, as ``session=None`` does; a given ``session`` plans only.
+    ``session``: the AWS session (default: :func:`~fleetimage.aws.clients.new_session`, the
+    standard credential chain); make one with ``new_session(profile=...)``, since a session
+    made otherwise is used as given, without fleetimage's cut EC2 model and lean parser.
     """
     if workers < 1:
         raise UsageError(f"workers must be at least 1, got {workers}")

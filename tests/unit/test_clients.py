@@ -136,3 +136,22 @@ def test_tls_contexts_are_shared_only_between_the_same_settings() -> None:
     plain = through_proxy()
     assert through_proxy() is plain
     assert through_proxy(proxy_ca_bundle=DEFAULT_CA_BUNDLE) is not plain
+
+
+def test_new_session_takes_a_profile_and_keeps_the_lean_parts(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fleetimage import new_session
+    from fleetimage.aws.model import LeanLoader
+    from fleetimage.aws.parsing import LeanParserFactory
+
+    config = tmp_path / "config"
+    config.write_text("[profile prod]\nregion = eu-west-3\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    for session in (new_session(profile="prod"), new_session()):
+        assert isinstance(session.get_component("data_loader"), LeanLoader)
+        assert isinstance(session.get_component("response_parser_factory"), LeanParserFactory)
+    assert new_session(profile="prod").get_config_variable("region") == "eu-west-3"
+    assert new_session().get_config_variable("region") is None

@@ -38,6 +38,7 @@ EXPECTED = {
     "UsageError",
     "image_fleet",
     "load_config",
+    "new_session",
     "parse_config",
     "resume_fleet",
     "resume_fleet_sync",
