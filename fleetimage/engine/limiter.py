@@ -60,7 +60,7 @@ DEFAULT_MIN_FRACTION = 0.1
 # is undone in ~6 s, the floor is left in ~18 s. The slack a cut leaves in the server's bucket
 # (~ (0.3 * rate)^2 / (2 * recovery) tokens, ~4.5 for CreateImage) then absorbs network jitter.
 DEFAULT_RECOVERY_FRACTION_PER_S = 0.05
-# Above the rate the last cut left, the climb goes at this share of the recovery speed ...
+# Above the rate a repeated cut left, the climb goes at this share of the recovery speed ...
 DEFAULT_PROBE_FRACTION = 0.1
 # ... for this long after that cut (seconds): then the server may have changed (a neighbour
 # gone), and what the cut said is forgotten.
