@@ -146,7 +146,8 @@ class AdaptiveTokenBucket:
         # The most one server step adds. A burst that holds less than two steps (a custom
         # limit: burst 1 at 4/s) cannot be a per-period bucket of that rate, and holding its
         # refill back would cost it most of its rate: such a bucket refills continuously.
-        if 2.0 * self._ceiling * self._period > burst:
+        # (_EPS: a rate of burst / (2 * period) exactly holds two steps, whatever the rounding.)
+        if 2.0 * self._ceiling * self._period > burst + _EPS:
             self._period = 0.0
         self._step = self._ceiling * self._period
         self._quiet_since: float | None = None  # since when the level sat in the top step

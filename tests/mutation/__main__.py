@@ -45,6 +45,7 @@ MODULES: dict[str, Module] = {
         (
             "tests/unit/test_ratelimit.py",
             "tests/unit/test_limiter_edges.py",
+            "tests/unit/test_limiter_refill.py",
             "tests/unit/test_confirm_share.py",
         ),
     ),

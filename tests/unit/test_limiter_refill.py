@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fleetimage.engine.limiter import AdaptiveTokenBucket
@@ -109,6 +109,9 @@ gap_lists = st.lists(
     st.floats(0.0, 1.0, exclude_max=True),
     gap_lists,
 )
+# Exactly two steps, where 2 * rate * period rounds to 3.0000000000000004: once refilled
+# continuously (as if under two steps), and throttled.
+@example(3, 2.0, 1.35546875, 0.0, [0.0, 0.0, 0.0, 0.0])
 def test_never_throttled_by_a_stepped_server_of_any_phase(
     burst: int, rate: float, period: float, phase: float, gaps: list[float]
 ) -> None:
