@@ -181,6 +181,17 @@ def test_probe_options_are_checked() -> None:
             AdaptiveTokenBucket(burst=5, rate_per_s=1.0, **bad)
 
 
+def test_no_memory_turns_the_slow_probe_off() -> None:
+    clock = _Clock()
+    client = _client(clock, probe_memory_s=0.0)
+    _cut(client)
+    _recover(client, clock, 3.0)
+    _cut(client)  # repeated, but nothing is remembered
+    low = client.rate_per_s
+    _recover(client, clock, 5.0)  # 2 s later: one second of coalescing, one at full speed
+    assert client.rate_per_s == pytest.approx(low + 0.25, abs=0.03)
+
+
 def test_a_neighbour_that_leaves_costs_at_most_the_memory() -> None:
     """The slow climb's price: a neighbour leaves 60 % of the bucket's 5/s to us, then goes
     at 120 s. Within the memory (60 s) plus one full-speed climb the client is at its ceiling.
