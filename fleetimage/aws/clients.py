@@ -26,7 +26,7 @@ import botocore.exceptions
 import botocore.utils
 from aiobotocore.config import AioConfig
 from aiobotocore.httpsession import AIOHTTPSession
-from aiobotocore.session import AioSession, get_session
+from aiobotocore.session import AioSession
 from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
 
@@ -107,7 +107,7 @@ def new_session(profile: str | None = None) -> AioSession:
     ``AWS_PROFILE``, environment, config files), the EC2 model cut to :data:`PERMISSIONS`'s
     operations (its clients have no others) and the lean parser. A session made otherwise
     is used as given, without either: ~60 ms more a client, more CPU an answer."""
-    session = get_session() if profile is None else AioSession(profile=profile)
+    session = AioSession(profile=profile)  # get_session(), with the profile
     data_path = session.get_config_variable("data_path")
     paths = [os.path.expanduser(os.path.expandvars(p)) for p in (data_path or "").split(os.pathsep)]
     session.register_component(

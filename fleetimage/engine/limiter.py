@@ -295,7 +295,7 @@ class AdaptiveTokenBucket:
             )
             # A shortage seen again within the memory is the server's rate, not a one-off
             # (a random throttle, a neighbour's burst): from now, probe slowly above it.
-            again = self._last_cut is not None and now - self._last_cut < self._probe_memory
+            again = self._remembers_cut(now)
             self._set_rate(now, self._rate * self._factor)
             self._probe_from = self._rate if again else self._ceiling
             self._last_cut = now
@@ -314,10 +314,13 @@ class AdaptiveTokenBucket:
         self._last_credit = now
         if self._rate < self._ceiling and credit > 0:
             step = self._recovery * credit
-            remembered = self._last_cut is not None and now - self._last_cut < self._probe_memory
-            if remembered and self._rate >= self._probe_from:
+            if self._rate >= self._probe_from and self._remembers_cut(now):
                 step *= self._probe_fraction
             self._set_rate(now, self._rate + step)
+
+    def _remembers_cut(self, now: float) -> bool:
+        """A cut happened less than ``probe_memory_s`` ago."""
+        return self._last_cut is not None and now - self._last_cut < self._probe_memory
 
     def __repr__(self) -> str:
         return (
