@@ -15,8 +15,13 @@ to settle:
   (``tail_share``, at least 2 polls) is kept for it;
 
 never sooner than ``floor_s`` after the last poll, never later than ``ceiling_s``. The
-budget is ``polls_per_image`` for every image registered so far: polls beyond it are only
-made at the ceiling (so a lane of a few images is still seen, as with a fixed interval).
+budget is ``polls_per_image`` for every image registered so far. Past it, the body rule is
+off but the tail rule still times the poll, at the ceiling at the latest: the ceiling polls a
+lane over budget must make anyway then land when its last images are expected to have
+settled, not a blind interval after the last poll (a lane of ~100 images spends its budget
+on ~5 ceiling polls, and its last image was seen ~7 s late on 30 s pending times). Each
+poll over budget that sees nothing settle doubles the shortest gap to the next (up to the
+ceiling), so an image stuck far past the learned times is not polled every few seconds.
 Until the lane has seen one image settle, it polls at the ceiling.
 
 A lane over its budget that is *still registering images* skips its ceiling polls, up to
@@ -138,6 +143,8 @@ class PollSchedule:
         self.polls = 0
         self._registered_at_check = 0  # self.registered at the last poll or skip
         self._skipped = 0  # ceiling polls skipped in a row
+        self._quiet = 0  # polls in a row that saw nothing settle
+        self._saw = False  # whether the current poll saw an image settle
         self.last_poll_at: float | None = None
         # The start of the poll before the current one: what a poll sees settle did so after it.
         self._previous_poll_at: float | None = None
@@ -156,6 +163,9 @@ class PollSchedule:
     def begin_poll(self, at: float) -> None:
         """A poll starts at ``at`` (call before :meth:`settled` for what it sees)."""
         self._learn()
+        if self.last_poll_at is not None:
+            self._quiet = 0 if self._saw else self._quiet + 1
+        self._saw = False
         self._previous_poll_at = self.last_poll_at
         self.last_poll_at = at
         self.polls += 1
@@ -176,6 +186,7 @@ class PollSchedule:
     def settled(self, registered_at: float, seen_at: float) -> None:
         """An image seen available at ``seen_at``: it settled after the poll before (when it
         was still pending, or its registration) and before this one."""
+        self._saw = True
         before = registered_at
         if self._previous_poll_at is not None:
             before = max(before, self._previous_poll_at)
@@ -194,12 +205,18 @@ class PollSchedule:
         """Seconds from ``now`` until the next poll, for images registered at these times
         (each still pending at the last poll, or registered since)."""
         ceiling = self.ceiling_s
+        credits = self.credits
+        over = credits < 1.0
+        floor = self.floor_s
+        if over:
+            if self.registered > self._registered_at_check:
+                return ceiling  # still creating: a ceiling poll, which skip() may skip
+            floor = min(ceiling, floor * 2.0 ** min(self._quiet, 32))
         earliest = 0.0
         if self.last_poll_at is not None:
-            earliest = max(0.0, self.last_poll_at + self.floor_s - now)
+            earliest = max(0.0, self.last_poll_at + floor - now)
         self._learn()
-        credits = self.credits
-        if len(self.pending) == 0 or credits < 1.0 or earliest >= ceiling:
+        if len(self.pending) == 0 or earliest >= ceiling:
             return ceiling
         # Ages at the last poll (the images are known pending then) grouped at a resolution
         # far below the floor: a busy lane watches thousands of images of few distinct ages.
@@ -231,7 +248,7 @@ class PollSchedule:
         remaining = sum(groups.values())
         reserve = max(2.0, self.tail_share * self.polls_per_image * self.registered)
         spendable = credits - min(reserve, credits / 2)
-        body = remaining / spendable if spendable > 0 else math.inf
+        body = remaining / spendable if spendable > 0 and not over else math.inf
         tail = math.log(self.tail_probability)
         gap = now - since
 

@@ -85,7 +85,17 @@ def test_the_floor_and_the_budget_hold() -> None:
     assert schedule.next_delay(100.0, registered) == pytest.approx(2.0)  # never below the floor
     schedule.begin_poll(102.0)
     assert schedule.credits == 0.0
-    assert schedule.next_delay(102.0, registered) == 15.0  # budget spent: the ceiling only
+    # Budget spent: the tail rule still times the poll, but each poll that saw nothing
+    # settle doubles the shortest gap, up to the ceiling.
+    assert schedule.next_delay(102.0, registered) == pytest.approx(4.0)
+    schedule.begin_poll(106.0)
+    assert schedule.next_delay(106.0, registered) == pytest.approx(8.0)
+    schedule.begin_poll(114.0)
+    assert schedule.next_delay(114.0, registered) == 15.0
+    schedule.begin_poll(129.0)
+    schedule.settled(99.5, 129.0)  # a poll that sees an image settle: back to the floor
+    schedule.begin_poll(131.0)
+    assert schedule.next_delay(131.0, registered) == pytest.approx(2.0)
 
 
 def test_a_short_configured_interval_wins_over_the_floor() -> None:
@@ -127,6 +137,41 @@ def test_a_lane_sees_its_images_sooner_within_the_budget(images: int) -> None:
     assert fraction < fixed_fraction
     if images > 1000:  # a budget of ~90 polls: images are seen within ~8 % of their time
         assert fraction < 0.5 * fixed_fraction
+
+
+def test_a_lane_over_budget_polls_when_its_last_images_should_have_settled() -> None:
+    """A lane of ~115 images has ~6 polls of budget and lives ~5 ceilings: it is over budget
+    before its last images settle. Its ceiling polls are timed by the tail rule instead of a
+    blind interval: the last image is seen ~2 s after it settles (~6 s with ceiling polls,
+    a fifth of its pending time), for about one poll more."""
+    lags, polls = [], []
+    for seed in range(20):
+        schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+        per_image, _, last_lag = _lane(schedule, images=115, seed=seed)
+        lags.append(last_lag)
+        polls.append(per_image)
+    # (with ceiling polls over budget: 6.2 s, and up to 14.9 s; 6.35 polls a lane)
+    assert sum(lags) / len(lags) < 3.5 and max(lags) < 7.5
+    assert sum(polls) / len(polls) < 0.05 + 2 / 115
+
+
+def test_an_image_stuck_past_the_learned_times_is_polled_no_more_than_at_the_ceiling() -> None:
+    """Over budget, the tail rule alone would poll an image far past the learned pending
+    times every few seconds (the log-normal says it must settle any moment); polls that see
+    nothing settle double the gap instead."""
+    rnd = random.Random(3)
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    for _ in range(100):
+        schedule.register()
+        schedule.pending.observe(30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)))
+    schedule.polls = 5  # the budget is spent; one image, made at 0 s, never settles
+    schedule.begin_poll(40.0)
+    now, polls = 40.0, 0
+    while now < 640.0:
+        now += schedule.next_delay(now, [0.0])
+        schedule.begin_poll(now)
+        polls += 1
+    assert polls <= 600 / 15 + 4  # 1 + 2 + 4 + 8 s, then the ceiling
 
 
 def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:
