@@ -19,9 +19,12 @@ budget is ``polls_per_image`` for every image registered so far. Past it, the bo
 off but the tail rule still times the poll, at the ceiling at the latest: the ceiling polls a
 lane over budget must make anyway then land when its last images are expected to have
 settled, not a blind interval after the last poll (a lane of ~100 images spends its budget
-on ~5 ceiling polls, and its last image was seen ~7 s late on 30 s pending times). Each
-poll over budget that sees nothing settle doubles the shortest gap to the next (up to the
-ceiling), so an image stuck far past the learned times is not polled every few seconds.
+on ~5 ceiling polls, and its last image was seen ~7 s late on 30 s pending times). Over
+budget, the gap between polls is at least ``OVER_BUDGET_AGE_SHARE`` of the age of the
+youngest image watched: a last straggler far past the learned times (the log-normal says
+it must settle any moment) is not polled every few seconds, and is still seen within a
+small share of its pending time. Once that share passes the ceiling, the ceiling holds, as
+it always did.
 Until the lane has seen one image settle, it polls at the ceiling.
 
 A lane over its budget that is *still registering images* skips its ceiling polls, up to
@@ -56,6 +59,8 @@ _MAX_GROUPS = 64
 # Ceiling polls a lane over budget may skip in a row while it keeps registering images: an
 # image it already watches is seen at most (1 + this) ceilings after the poll before.
 MAX_SKIPPED_CEILINGS = 4
+# Over budget, the shortest gap between polls, as a share of the youngest image's age.
+OVER_BUDGET_AGE_SHARE = 0.05
 
 
 class PendingTimes:
@@ -143,8 +148,6 @@ class PollSchedule:
         self.polls = 0
         self._registered_at_check = 0  # self.registered at the last poll or skip
         self._skipped = 0  # ceiling polls skipped in a row
-        self._quiet = 0  # polls in a row that saw nothing settle
-        self._saw = False  # whether the current poll saw an image settle
         self.last_poll_at: float | None = None
         # The start of the poll before the current one: what a poll sees settle did so after it.
         self._previous_poll_at: float | None = None
@@ -163,9 +166,6 @@ class PollSchedule:
     def begin_poll(self, at: float) -> None:
         """A poll starts at ``at`` (call before :meth:`settled` for what it sees)."""
         self._learn()
-        if self.last_poll_at is not None:
-            self._quiet = 0 if self._saw else self._quiet + 1
-        self._saw = False
         self._previous_poll_at = self.last_poll_at
         self.last_poll_at = at
         self.polls += 1
@@ -186,7 +186,6 @@ class PollSchedule:
     def settled(self, registered_at: float, seen_at: float) -> None:
         """An image seen available at ``seen_at``: it settled after the poll before (when it
         was still pending, or its registration) and before this one."""
-        self._saw = True
         before = registered_at
         if self._previous_poll_at is not None:
             before = max(before, self._previous_poll_at)
@@ -204,6 +203,7 @@ class PollSchedule:
     def next_delay(self, now: float, registered_at: Iterable[float]) -> float:
         """Seconds from ``now`` until the next poll, for images registered at these times
         (each still pending at the last poll, or registered since)."""
+        registered = list(registered_at)
         ceiling = self.ceiling_s
         credits = self.credits
         over = credits < 1.0
@@ -211,7 +211,9 @@ class PollSchedule:
         if over:
             if self.registered > self._registered_at_check:
                 return ceiling  # still creating: a ceiling poll, which skip() may skip
-            floor = min(ceiling, floor * 2.0 ** min(self._quiet, 32))
+            if self.last_poll_at is not None and registered:
+                youngest = self.last_poll_at - max(registered)
+                floor = max(floor, OVER_BUDGET_AGE_SHARE * youngest)
         earliest = 0.0
         if self.last_poll_at is not None:
             earliest = max(0.0, self.last_poll_at + floor - now)
@@ -225,7 +227,7 @@ class PollSchedule:
         # rounding moves an age by at most half a group, up or down alike (the delay found
         # stays within 1 % of the floor-ceiling range: tests/unit/test_poll_schedule.py).
         since = self.last_poll_at if self.last_poll_at is not None else now
-        ages_at_poll = [max(0.0, since - t) for t in registered_at]
+        ages_at_poll = [max(0.0, since - t) for t in registered]
         if not ages_at_poll:
             return ceiling
         resolution = max(

@@ -85,17 +85,11 @@ def test_the_floor_and_the_budget_hold() -> None:
     assert schedule.next_delay(100.0, registered) == pytest.approx(2.0)  # never below the floor
     schedule.begin_poll(102.0)
     assert schedule.credits == 0.0
-    # Budget spent: the tail rule still times the poll, but each poll that saw nothing
-    # settle doubles the shortest gap, up to the ceiling.
-    assert schedule.next_delay(102.0, registered) == pytest.approx(4.0)
-    schedule.begin_poll(106.0)
-    assert schedule.next_delay(106.0, registered) == pytest.approx(8.0)
-    schedule.begin_poll(114.0)
-    assert schedule.next_delay(114.0, registered) == 15.0
-    schedule.begin_poll(129.0)
-    schedule.settled(99.5, 129.0)  # a poll that sees an image settle: back to the floor
-    schedule.begin_poll(131.0)
-    assert schedule.next_delay(131.0, registered) == pytest.approx(2.0)
+    # Budget spent: the body rule is off, the tail rule still times the poll (all due).
+    assert schedule.next_delay(102.0, registered) == pytest.approx(2.0)
+    # ...but no sooner than 5 % of the youngest watched image's age.
+    schedule.begin_poll(300.0)
+    assert schedule.next_delay(300.0, [100.0] * 40) == pytest.approx(10.0)
 
 
 def test_a_short_configured_interval_wins_over_the_floor() -> None:
@@ -155,10 +149,10 @@ def test_a_lane_over_budget_polls_when_its_last_images_should_have_settled() -> 
     assert sum(polls) / len(polls) < 0.05 + 2 / 115
 
 
-def test_an_image_stuck_past_the_learned_times_is_polled_no_more_than_at_the_ceiling() -> None:
+def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often() -> None:
     """Over budget, the tail rule alone would poll an image far past the learned pending
-    times every few seconds (the log-normal says it must settle any moment); polls that see
-    nothing settle double the gap instead."""
+    times every few seconds (the log-normal says it must settle any moment): the gap is at
+    least 5 % of its age, and the ceiling once that passes the ceiling."""
     rnd = random.Random(3)
     schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
     for _ in range(100):
@@ -166,12 +160,15 @@ def test_an_image_stuck_past_the_learned_times_is_polled_no_more_than_at_the_cei
         schedule.pending.observe(30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)))
     schedule.polls = 5  # the budget is spent; one image, made at 0 s, never settles
     schedule.begin_poll(40.0)
-    now, polls = 40.0, 0
+    now, gaps = 40.0, []
     while now < 640.0:
-        now += schedule.next_delay(now, [0.0])
+        gap = schedule.next_delay(now, [0.0])
+        assert gap == 15.0 if now >= 300.0 else gap >= 0.05 * now - 1e-9
+        gaps.append(gap)
+        now += gap
         schedule.begin_poll(now)
-        polls += 1
-    assert polls <= 600 / 15 + 4  # 1 + 2 + 4 + 8 s, then the ceiling
+    assert min(gaps) < 6.0  # early on, the tail rule polls sooner than the ceiling
+    assert len(gaps) <= 600 / 15 + 25
 
 
 def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:
