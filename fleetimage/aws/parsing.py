@@ -10,30 +10,55 @@ instance, its state), so that bookkeeping is most of the parse: DescribeImages a
 The result is the same dict, member for member (tests/integration/test_parsing.py compares the two
 on the mock's answers). Structures botocore treats specially (errors, tagged unions, members
 read from XML attributes) are left to botocore's own code.
+
+A caller that reads fewer members of a structure than the model keeps may say so for its
+calls (:func:`reading_only`): the waiter reads an image's id and state, not the tags and
+block devices that lookups and prune read (an image's tags are most of its structures).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, ClassVar
 
 from aiobotocore.parsers import AioEC2QueryParser, AioResponseParserFactory
 from botocore.parsers import BaseXMLResponseParser
 
-__all__ = ["LeanEC2Parser", "LeanParserFactory"]
+__all__ = ["LeanEC2Parser", "LeanParserFactory", "reading_only"]
 
 # (member name, member shape, its XML element name, the parser method that parses it, unbound:
 # a plan outlives the parser that made it; None for a string, read here: most members of an
 # answer are strings, and botocore's handler for one is two calls deep)
 Plan = list[tuple[str, Any, str, Callable[[Any, Any, Any], Any] | None]]
 _STRING = BaseXMLResponseParser._handle_string
+# (structure shape name, the members read of it) while a reading_only block runs, else None.
+_READING: ContextVar[tuple[str, frozenset[str]] | None] = ContextVar(
+    "fleetimage_reading_only", default=None
+)
+
+
+@contextmanager
+def reading_only(shape_name: str, members: frozenset[str]) -> Iterator[None]:
+    """Within this block (this task and the tasks it starts), answers parse only ``members``
+    of the structure shape ``shape_name``; its other members are left out of the dicts."""
+    token = _READING.set((shape_name, members))
+    try:
+        yield
+    finally:
+        _READING.reset(token)
 
 
 class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
     # One plan per structure shape, for as long as a client's model holds the shape. A parser
     # is made per answer, so the plans live on the class.
     _plans: ClassVar[weakref.WeakKeyDictionary[Any, Plan | None]] = weakref.WeakKeyDictionary()
+    # The plans cut by reading_only, by shape and members read.
+    _cut_plans: ClassVar[weakref.WeakKeyDictionary[Any, dict[frozenset[str], Plan]]] = (
+        weakref.WeakKeyDictionary()
+    )
 
     def _node_tag(self, node: Any) -> str:
         # botocore: re.sub("{.*}", "", tag). A tag is "{namespace}name" or "name".
@@ -79,6 +104,13 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
             plan = self._plans[shape]
         except KeyError:
             plan = self._plans[shape] = self._plan(shape)
+        reading = _READING.get()
+        if reading is not None and plan is not None and reading[0] == shape.name:
+            cut = self._cut_plans.setdefault(shape, {})
+            members = reading[1]
+            if members not in cut:
+                cut[members] = [step for step in plan if step[0] in members]
+            plan = cut[members]
         if plan is None:
             return super()._handle_structure(shape, node)
         by_name = self._build_name_to_xml_node(node)

@@ -19,16 +19,20 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from fleetimage.aws.parsing import reading_only
 from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.settling import PollSchedule
 
-__all__ = ["TERMINAL_STATES", "ImageState", "ImageWaiter"]
+__all__ = ["READ_IMAGE_MEMBERS", "TERMINAL_STATES", "ImageState", "ImageWaiter"]
 
 TERMINAL_STATES = frozenset({"available", "failed", "error", "invalid", "deregistered"})
 # EC2 bounds the values of one filter; 200 stays well inside it and keeps answers small.
 CHUNK = 200
+# What the waiter reads of an image (each must be in aws.model.DESCRIBED_IMAGE_MEMBERS):
+# its answers are parsed for these alone, not for the tags and block devices others read.
+READ_IMAGE_MEMBERS = frozenset({"ImageId", "State", "StateReason"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +174,10 @@ class ImageWaiter:
             asked = anyio.current_time()
             # Not interruptible: created images are waited for after a stop of new work
             # (a run's stop, or this lane's outage: it polls on through the breaker).
-            answer = await self.lane.call(
-                "DescribeImages", {"Filters": filters}, interruptible=False
-            )
-            # (members read here must be in aws.model.DESCRIBED_IMAGE_MEMBERS to be parsed)
+            with reading_only("Image", READ_IMAGE_MEMBERS):
+                answer = await self.lane.call(
+                    "DescribeImages", {"Filters": filters}, interruptible=False
+                )
             seen = {image["ImageId"]: image for image in answer.get("Images", [])}
             t = anyio.current_time()
             for image_id in chunk:

@@ -10,9 +10,11 @@ import anyio
 import pytest
 
 from fleetimage import Outcome, image_fleet, parse_config
+from fleetimage.aws import clients, credentials
 from fleetimage.core.clock import now
 from fleetimage.core.models import Event, Throttled
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.wait import READ_IMAGE_MEMBERS
 from fleetimage.mock import FaultConfig, MockConfig
 
 ACCOUNT_A = "111111111111"
@@ -132,7 +134,9 @@ async def test_faults_lose_nothing_and_duplicate_nothing(fleet_mock: Any) -> Non
     assert mock.count(action="CreateImage", outcome="lost_answer") > 0
 
 
-async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
+async def test_describe_images_calls_are_batched(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     mock = await fleet_mock(
         MockConfig(
             regions=REGIONS[:2],
@@ -145,10 +149,22 @@ async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
     )
     polls: list[Event] = []
     cfg = fleet_config(50, targets=[{"regions": list(REGIONS[:2]), "all_instances": True}])
+    answers: list[dict[str, Any]] = []
+
+    def observed_session() -> Any:  # each account's session: what its clients parsed
+        session = clients.new_session()
+        session.register("after-call.ec2.DescribeImages", lambda **kw: answers.append(kw["parsed"]))
+        return session
+
+    monkeypatch.setattr(credentials, "new_session", observed_session)
     report = await image_fleet(
         parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=polls.append
     )
     assert report.counts["available"] == 300
+    # The waiter's answers are parsed for what it reads, not for the images' tags (which
+    # the run set) or block devices.
+    images = [image for answer in answers for image in answer["Images"]]
+    assert len(images) >= 300 and all(set(image) <= READ_IMAGE_MEMBERS for image in images)
     describe = mock.count(action="DescribeImages")
     # (150 images per lane fit one chunk; a lane of more than one chunk, with the calls of
     # each poll counted, is tests/integration/test_waiter.py's)

@@ -14,7 +14,9 @@ import pytest
 from aiobotocore.parsers import AioEC2QueryParser
 
 from fleetimage.aws import clients
-from fleetimage.aws.parsing import LeanEC2Parser
+from fleetimage.aws.model import DESCRIBED_IMAGE_MEMBERS
+from fleetimage.aws.parsing import LeanEC2Parser, reading_only
+from fleetimage.engine.wait import READ_IMAGE_MEMBERS
 from fleetimage.mock import MockConfig
 
 
@@ -104,6 +106,22 @@ async def test_the_lean_parser_reads_every_answer_as_botocore_does(mock_ec2: Any
             answer, shape
         )
         assert lean == stock, operation.name
+        if operation.name == "DescribeImages" and answer["status_code"] == 200:
+            # The waiter's calls: only the members it reads, the same values.
+            with reading_only("Image", READ_IMAGE_MEMBERS):
+                cut = await LeanEC2Parser(timestamp_parser=clients.parse_timestamp).parse(
+                    answer, shape
+                )
+            assert cut["Images"] == [
+                {k: v for k, v in image.items() if k in READ_IMAGE_MEMBERS}
+                for image in stock["Images"]
+            ]
+            # ...and outside such a block, every member again.
+            again = await LeanEC2Parser(timestamp_parser=clients.parse_timestamp).parse(
+                answer, shape
+            )
+            assert again == stock
+    assert READ_IMAGE_MEMBERS <= DESCRIBED_IMAGE_MEMBERS
 
 
 def _keys(creds: dict[str, str]) -> dict[str, Any]:
