@@ -203,7 +203,7 @@ class PollSchedule:
     def next_delay(self, now: float, registered_at: Iterable[float]) -> float:
         """Seconds from ``now`` until the next poll, for images registered at these times
         (each still pending at the last poll, or registered since)."""
-        registered = list(registered_at)
+        times = list(registered_at)
         ceiling = self.ceiling_s
         credits = self.credits
         over = credits < 1.0
@@ -211,8 +211,8 @@ class PollSchedule:
         if over:
             if self.registered > self._registered_at_check:
                 return ceiling  # still creating: a ceiling poll, which skip() may skip
-            if self.last_poll_at is not None and registered:
-                youngest = self.last_poll_at - max(registered)
+            if self.last_poll_at is not None and times:
+                youngest = self.last_poll_at - max(times)
                 floor = max(floor, OVER_BUDGET_AGE_SHARE * youngest)
         earliest = 0.0
         if self.last_poll_at is not None:
@@ -227,7 +227,7 @@ class PollSchedule:
         # rounding moves an age by at most half a group, up or down alike (the delay found
         # stays within 1 % of the floor-ceiling range: tests/unit/test_poll_schedule.py).
         since = self.last_poll_at if self.last_poll_at is not None else now
-        ages_at_poll = [max(0.0, since - t) for t in registered]
+        ages_at_poll = [max(0.0, since - t) for t in times]
         if not ages_at_poll:
             return ceiling
         resolution = max(

@@ -152,7 +152,7 @@ def test_a_lane_over_budget_polls_when_its_last_images_should_have_settled() -> 
 def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often() -> None:
     """Over budget, the tail rule alone would poll an image far past the learned pending
     times every few seconds (the log-normal says it must settle any moment): the gap is at
-    least 5 % of its age, and the ceiling once that passes the ceiling."""
+    least 5 % of its age, and the ceiling once 5 % of its age is past the ceiling."""
     rnd = random.Random(3)
     schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
     for _ in range(100):
