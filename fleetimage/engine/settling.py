@@ -172,11 +172,16 @@ class PollSchedule:
         self._registered_at_check = self.registered
         self._skipped = 0
 
+    @property
+    def _registering(self) -> bool:
+        """Images were registered since the last poll (or skip): the lane still creates."""
+        return self.registered > self._registered_at_check
+
     def skip(self) -> bool:
         """Whether the poll now due should be skipped: the lane is over its budget and has
         registered images since the last poll (or skip), fewer than ``MAX_SKIPPED_CEILINGS``
         times in a row. Call when the delay from :meth:`next_delay` has passed."""
-        registering = self.registered > self._registered_at_check
+        registering = self._registering
         self._registered_at_check = self.registered
         if registering and self.credits < 1.0 and self._skipped < MAX_SKIPPED_CEILINGS:
             self._skipped += 1
@@ -209,7 +214,7 @@ class PollSchedule:
         over = credits < 1.0
         floor = self.floor_s
         if over:
-            if self.registered > self._registered_at_check:
+            if self._registering:
                 return ceiling  # still creating: a ceiling poll, which skip() may skip
             if self.last_poll_at is not None and times:
                 youngest = self.last_poll_at - max(times)
