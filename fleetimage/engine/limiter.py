@@ -26,16 +26,11 @@ every second (AWS: "refills every second"), at a phase the client cannot see.
 * **Probing slowly where it hurt.** A cut within ``probe_memory_s`` of the last one means the
   shortage is lasting; above the rate such a cut left it at, the rate then climbs at only
   ``probe_fraction`` of the recovery speed, for ``probe_memory_s`` after the cut. A server
-  whose bucket is smaller than ours hides our excess for a while (its burst absorbs it), so
-  a full-speed climb overshoots far past the server's rate before the next throttle: on
-  AWS's buckets at 2/s (ours 5/s) the rate swung 2.5 -> 3.3/s every ~5 s, two throttles a
-  swing. Climbing slowly from where the last cut put it spends the time near the server's
-  rate instead: the benchmarks' small-buckets went from 171 throttled CreateImage calls to
-  83-88, at the same makespan. A one-off cut (a random throttle confirmed by chance, a
-  neighbour's burst) is undone at full speed.
-
-Throttles from requests that were already in flight when the rate was cut say nothing new, so
-all throttles within a short window after a cut (or sent before it) count as one cut.
+  bucket smaller than ours hides our excess behind its burst, so a full-speed climb
+  overshoots far past its rate before the next throttle (at 2/s against our 5/s the rate
+  swung 2.5 -> 3.3/s every ~5 s; small-buckets had 171 throttled CreateImage calls, 83-88
+  climbing slowly, at the same makespan). A one-off cut (a random throttle confirmed by
+  chance, a neighbour's burst) is undone at full speed.
 """
 
 from __future__ import annotations
@@ -72,10 +67,13 @@ DEFAULT_PROBE_MEMORY_S = 60.0
 _MAX_CREDIT_S = 1.0
 # Minimum coalescing window for throttles after a cut (seconds); see on_throttle.
 _MIN_COALESCE_S = 1.0
-
-
-# Weight of each answer in the moving share of throttled answers (≈ the last 10 answers).
-_SHARE_WEIGHT = 0.1
+# Confirming a throttle: the moving share of throttled answers weighs each answer 1/20 until
+# a cut, 1/10 while a cut is remembered; or this many throttles in a row. Random throttles on
+# 5 % of calls then cut ~5 % of 130-answer lanes, not ~50 % (1/10 alone), each false cut
+# costing seconds of rate; a real shortage, whose throttles come in runs, is confirmed as fast.
+_SHARE_WEIGHT_FIRST = 0.05
+_SHARE_WEIGHT_AGAIN = 0.1
+_CONFIRM_RUN = 3
 
 
 class AdaptiveTokenBucket:
@@ -154,6 +152,7 @@ class AdaptiveTokenBucket:
         self._min_coalesce = min_coalesce_s
         self._max_credit = max_credit_s
         self._throttle_share = 0.0  # moving share of throttled answers (EWMA over answers)
+        self._throttle_run = 0  # throttles since the last success
         self._clock = clock
         self._rate = self._ceiling
         self._tokens = float(burst)  # AWS's bucket starts full, so ours does
@@ -261,23 +260,22 @@ class AdaptiveTokenBucket:
     def on_throttle(self, *, sent_at: float | None = None) -> float:
         """The server answered RequestLimitExceeded: empty the bucket, cut the rate; return it.
 
-        With ``confirm_share`` > 0, a throttle counts only once the moving share of
-        throttled answers (an average over roughly the last 10) reaches it: isolated throttles
-        are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default
-        ``max(min_coalesce_s, 1/rate)``) of the last cut,
-        or from requests sent before it (``sent_at``, from :meth:`now`), are the same event
-        seen by requests already in flight: they count as one cut, else a burst of concurrent
-        throttles would collapse the rate to the floor.
+        With ``confirm_share`` > 0, a throttle counts only once the moving share of throttled
+        answers (over roughly the last 20, 10 after a cut) reaches it, or three come in a row:
+        isolated throttles are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default
+        ``max(min_coalesce_s, 1/rate)``) of the last cut, or from requests sent before it
+        (``sent_at``, from :meth:`now`), are the same event seen by requests already in
+        flight: they count as one cut, else a burst of concurrent throttles would collapse
+        the rate to the floor.
         """
         now = self._clock()
         self._refill(now)
-        self._throttle_share += _SHARE_WEIGHT * (1.0 - self._throttle_share)
-        if self._throttle_share < self._confirm:
-            # An isolated throttle among many successes (a transient hiccup, a neighbour's
-            # one-off burst) is not yet evidence that the bucket is short: emptying ours
-            # would throw away up to a whole burst, and cutting the rate would slow the lane
-            # for seconds. The request is retried through acquire() as usual; throttles
-            # that keep coming push the share over the threshold, and then we act.
+        self._throttle_share += self._share_weight(now) * (1.0 - self._throttle_share)
+        self._throttle_run += 1
+        if self._throttle_share < self._confirm and self._throttle_run < _CONFIRM_RUN:
+            # A throttle among successes (a transient hiccup, a neighbour's one-off burst) is
+            # no evidence yet: emptying our bucket would waste up to a burst, and a cut slows
+            # the lane for seconds. It is retried through acquire() as usual.
             return self._rate
         stale = sent_at is not None and self._last_cut is not None and sent_at < self._last_cut
         if not stale:
@@ -305,7 +303,8 @@ class AdaptiveTokenBucket:
     def on_success(self) -> None:
         """A request went through: move the rate toward the ceiling (additive increase)."""
         now = self._clock()
-        self._throttle_share -= _SHARE_WEIGHT * self._throttle_share
+        self._throttle_share -= self._share_weight(now) * self._throttle_share
+        self._throttle_run = 0
         if self._last_cut is not None and now - self._last_cut < self._cut_window:
             # Successes right after a cut come from requests sent before it: no signal yet.
             self._last_credit = now
@@ -317,6 +316,9 @@ class AdaptiveTokenBucket:
             if self._rate >= self._probe_from and self._remembers_cut(now):
                 step *= self._probe_fraction
             self._set_rate(now, self._rate + step)
+
+    def _share_weight(self, now: float) -> float:
+        return _SHARE_WEIGHT_AGAIN if self._remembers_cut(now) else _SHARE_WEIGHT_FIRST
 
     def _remembers_cut(self, now: float) -> bool:
         """A cut happened less than ``probe_memory_s`` ago."""

@@ -36,14 +36,15 @@ __all__ = ["LanePlan", "Plan", "lane_keys", "open_lanes", "plan_fleet"]
 # while we pace at r_c > r_s (a neighbour draining it, or limits lower than we assume), then
 # once the bursts are spent we send r_c requests a second and r_s pass: the steady share of
 # throttled answers is 1 - r_s / r_c, the shortage itself. So the share of throttled answers
-# (a moving average over ~10 answers, ratelimit._SHARE_WEIGHT) measures how much of the rate
-# is missing. We act (empty our bucket, cut the rate) once it reaches 0.2: a shortage of 20 %
-# or more is confirmed within a few answers (three throttles in a row suffice: 0.1, 0.19,
-# 0.27), while isolated throttles — one-offs from a neighbour's burst, or transient 503s at a
-# few percent — never get there (one throttle lifts the share to ~0.1 and it decays with each
-# success), and do not cost a whole burst. A shortage below 20 % is not acted on: it costs at
-# most that share of our requests as throttled retries (a throttled request takes no token),
-# never a wrong image. tests/unit/test_confirm_share.py checks both sides on this model.
+# (a moving average over ~20 answers, ~10 after a cut: limiter._SHARE_WEIGHT_*) measures how
+# much of the rate is missing. We act (empty our bucket, cut the rate) once it reaches 0.2: a
+# shortage of 20 % or more is confirmed within a few answers (five throttles in a row suffice,
+# three after a cut), while isolated throttles — one-offs from a neighbour's burst, or
+# transient 503s at a few percent — rarely get there (one throttle lifts the share to ~0.05
+# and it decays with each success), and do not cost a whole burst. A shortage below 20 % is
+# not acted on: it costs at most that share of our requests as throttled retries (a throttled
+# request takes no token), never a wrong image. tests/unit/test_confirm_share.py checks both
+# sides on this model.
 CONFIRM_SHARE = 0.2
 # Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once. Since
 # only the members discovery reads are parsed (aws.clients), 8 at once spread the lanes'

@@ -94,17 +94,17 @@ async def test_queued_waiters_come_before_try_acquire() -> None:
 # --- throttles ------------------------------------------------------------------------------
 
 
-def test_confirmation_counts_the_seventh_of_consecutive_throttles_at_half() -> None:
-    """The share is an average over answers (weight 0.1): 1 - 0.9**n after n throttles,
-    so with confirm_share 0.5 the 7th consecutive throttle (0.52) is the first acted on."""
+def test_three_throttles_in_a_row_confirm_whatever_the_share() -> None:
+    """A run of throttles is a shortage's signature: with confirm_share 0.5 (far above the
+    share three throttles make, 0.14), the third in a row is acted on."""
     clock = FakeClock()
     bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.5)
     rates = []
-    for _ in range(7):
+    for _ in range(3):
         clock.t += 0.01
         rates.append(bucket.on_throttle())
-    assert rates[:6] == [5.0] * 6
-    assert rates[6] == pytest.approx(3.5)
+    assert rates[:2] == [5.0] * 2
+    assert rates[2] == pytest.approx(3.5)
 
 
 def test_a_fresh_bucket_with_confirmation_ignores_one_throttle() -> None:
@@ -116,8 +116,8 @@ def test_a_fresh_bucket_with_confirmation_ignores_one_throttle() -> None:
 
 def test_a_share_that_reaches_the_threshold_confirms() -> None:
     clock = FakeClock()
-    bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.1)
-    assert bucket.on_throttle() == pytest.approx(3.5)  # share 0.1 reaches 0.1
+    bucket = _bucket(clock, burst=50, rate=5.0, confirm_share=0.05)
+    assert bucket.on_throttle() == pytest.approx(3.5)  # share 0.05 reaches 0.05
 
 
 def test_a_request_sent_at_the_cut_instant_is_fresh_news() -> None:

@@ -334,7 +334,7 @@ def test_throttles_that_keep_coming_are_acted_on() -> None:
                 cut_at = n
         else:
             bucket.on_success()
-    assert cut_at is not None and cut_at <= 12  # within a handful of throttles
+    assert cut_at is not None and cut_at <= 15  # within a handful (six) of throttles
     assert bucket.rate_per_s < 5.0
 
 
