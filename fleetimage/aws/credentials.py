@@ -30,6 +30,7 @@ Nothing here ever shows a key: ``repr`` names the account only.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -44,7 +45,7 @@ from aiobotocore.session import AioSession
 from botocore.credentials import CredentialProvider, ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError
 
-from fleetimage.aws.clients import Credentials, new_session
+from fleetimage.aws.clients import Credentials
 from fleetimage.core.errors import AwsError, CredentialsExpired
 
 __all__ = [
@@ -273,10 +274,20 @@ class _Provider(CredentialProvider):  # type: ignore[misc]
 
 
 def account_session(base: AioSession, credentials: AccountCredentials) -> AioSession:
-    """A session whose clients all sign with ``credentials``; shares ``base``'s loader, so its
-    first client costs what a later one does (~10 ms, not ~200 ms of CPU)."""
-    session = new_session()
-    session.register_component("data_loader", base.get_component("data_loader"))
+    """A session whose clients all sign with ``credentials`` and are otherwise ``base``'s: its
+    profile and the variables set on it (a ``ca_bundle`` or proxy configured there reaches
+    every lane), a copy of its event handlers (a caller's hooks see the lanes' calls), its
+    answer parser and its loader (so its first client costs what a later one does: ~10 ms,
+    not ~200 ms of CPU)."""
+    session = AioSession(
+        profile=base.profile,
+        event_hooks=copy.copy(base.get_component("event_emitter")),
+        include_builtin_handlers=False,  # the copy has them
+    )
+    for name, value in base.instance_variables().items():
+        session.set_config_variable(name, value)
+    for component in ("data_loader", "response_parser_factory"):
+        session.register_component(component, base.get_component(component))
     session.register_component(
         "credential_provider", AioCredentialResolver(providers=[_Provider(credentials)])
     )

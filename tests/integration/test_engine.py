@@ -10,7 +10,7 @@ import anyio
 import pytest
 
 from fleetimage import Outcome, image_fleet, parse_config
-from fleetimage.aws import clients, credentials
+from fleetimage.aws import clients
 from fleetimage.core.clock import now
 from fleetimage.core.models import Event, Throttled
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
@@ -134,9 +134,7 @@ async def test_faults_lose_nothing_and_duplicate_nothing(fleet_mock: Any) -> Non
     assert mock.count(action="CreateImage", outcome="lost_answer") > 0
 
 
-async def test_describe_images_calls_are_batched(
-    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
     mock = await fleet_mock(
         MockConfig(
             regions=REGIONS[:2],
@@ -150,15 +148,10 @@ async def test_describe_images_calls_are_batched(
     polls: list[Event] = []
     cfg = fleet_config(50, targets=[{"regions": list(REGIONS[:2]), "all_instances": True}])
     answers: list[dict[str, Any]] = []
-
-    def observed_session() -> Any:  # each account's session: what its clients parsed
-        session = clients.new_session()
-        session.register("after-call.ec2.DescribeImages", lambda **kw: answers.append(kw["parsed"]))
-        return session
-
-    monkeypatch.setattr(credentials, "new_session", observed_session)
+    session = clients.new_session()  # its hooks reach every lane's clients: what they parsed
+    session.register("after-call.ec2.DescribeImages", lambda **kw: answers.append(kw["parsed"]))
     report = await image_fleet(
-        parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=polls.append
+        parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=polls.append, session=session
     )
     assert report.counts["available"] == 300
     # The waiter's answers are parsed for what it reads, not for the images' tags (which
