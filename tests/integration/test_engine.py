@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from aiobotocore.session import AioSession, get_session
 
 from fleetimage import Outcome, image_fleet, parse_config
 from fleetimage.aws import clients
@@ -134,17 +135,22 @@ async def test_faults_lose_nothing_and_duplicate_nothing(fleet_mock: Any) -> Non
     assert mock.count(action="CreateImage", outcome="lost_answer") > 0
 
 
-async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
-    mock = await fleet_mock(
+async def _two_running_regions(fleet_mock: Any, per_region: int, *, seed: int) -> Any:
+    """Two regions of running instances, at time scale 50, images pending 0.5 AWS s."""
+    return await fleet_mock(
         MockConfig(
             regions=REGIONS[:2],
-            instances_per_region=150,
-            seed=5,
+            instances_per_region=per_region,
+            seed=seed,
             time_scale=50,
             pending_s=0.5,
             state_mix={"running": 1.0},
         )
     )
+
+
+async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
+    mock = await _two_running_regions(fleet_mock, 150, seed=5)
     polls: list[Event] = []
     cfg = fleet_config(50, targets=[{"regions": list(REGIONS[:2]), "all_instances": True}])
     answers: list[dict[str, Any]] = []
@@ -163,6 +169,28 @@ async def test_describe_images_calls_are_batched(fleet_mock: Any) -> None:
     # each poll counted, is tests/integration/test_waiter.py's)
     # one image per call would be >= 300 calls per poll round; batched, it's a few per lane per poll
     assert describe < 300 * 0.2, describe
+
+
+@pytest.mark.parametrize("make", [clients.new_session, get_session], ids=["ours", "stock"])
+async def test_a_callers_session_hooks_see_every_lanes_calls(fleet_mock: Any, make: Any) -> None:
+    """A session the caller passes is used as given by every lane (each account's session
+    has its own credentials, and is otherwise the caller's): botocore's own session too,
+    with its stock parser and full model."""
+    mock = await _two_running_regions(fleet_mock, 20, seed=3)
+    session: AioSession = make()
+    calls: Counter[tuple[str, str]] = Counter()
+
+    def seen(model: Any, context: Any, **_: Any) -> None:
+        calls[(model.name, context["client_region"])] += 1
+
+    session.register("before-call.ec2", seen)
+    cfg = fleet_config(50, targets=[{"regions": list(REGIONS[:2]), "all_instances": True}])
+    report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url, session=session)
+    assert report.counts["available"] == 40
+    for region in REGIONS[:2]:
+        assert calls[("CreateImage", region)] == 20
+        assert calls[("DescribeInstances", region)] >= 1
+        assert calls[("DescribeImages", region)] >= 1
 
 
 async def test_failed_images_and_skips_are_reported(fleet_mock: Any) -> None:
