@@ -262,11 +262,11 @@ class AdaptiveTokenBucket:
 
         With ``confirm_share`` > 0, a throttle counts only once the moving share of throttled
         answers (over roughly the last 20, 10 after a cut) reaches it, or three come in a row:
-        isolated throttles are retried without touching the bucket. Throttles within ``coalesce_window_s`` (default
-        ``max(min_coalesce_s, 1/rate)``) of the last cut, or from requests sent before it
-        (``sent_at``, from :meth:`now`), are the same event seen by requests already in
-        flight: they count as one cut, else a burst of concurrent throttles would collapse
-        the rate to the floor.
+        isolated throttles are retried without touching the bucket. Throttles within
+        ``coalesce_window_s`` (default ``max(min_coalesce_s, 1/rate)``) of the last cut, or
+        from requests sent before it (``sent_at``, from :meth:`now`), are the same event seen
+        by requests already in flight: they count as one cut, else a burst of concurrent
+        throttles would collapse the rate to the floor.
         """
         now = self._clock()
         self._refill(now)

@@ -37,9 +37,9 @@ __all__ = ["LanePlan", "Plan", "lane_keys", "open_lanes", "plan_fleet"]
 # once the bursts are spent we send r_c requests a second and r_s pass: the steady share of
 # throttled answers is 1 - r_s / r_c, the shortage itself. So the share of throttled answers
 # (a moving average over ~20 answers, ~10 after a cut: limiter._SHARE_WEIGHT_*) measures how
-# much of the rate is missing. We act (empty our bucket, cut the rate) once it reaches 0.2: a
-# shortage of 20 % or more is confirmed within a few answers (five throttles in a row suffice,
-# three after a cut), while isolated throttles — one-offs from a neighbour's burst, or
+# much of the rate is missing. We act (empty our bucket, cut the rate) once it reaches 0.2, or
+# at three throttles in a row: a shortage of 20 % or more is confirmed within a few answers
+# (its throttles come in runs), while isolated throttles — one-offs from a neighbour's burst, or
 # transient 503s at a few percent — rarely get there (one throttle lifts the share to ~0.05
 # and it decays with each success), and do not cost a whole burst. A shortage below 20 % is
 # not acted on: it costs at most that share of our requests as throttled retries (a throttled
