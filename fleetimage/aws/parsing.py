@@ -106,11 +106,12 @@ class LeanEC2Parser(AioEC2QueryParser):  # type: ignore[misc]
             plan = self._plans[shape] = self._plan(shape)
         reading = _READING.get()
         if reading is not None and plan is not None and reading[0] == shape.name:
-            cut = self._cut_plans.setdefault(shape, {})
             members = reading[1]
-            if members not in cut:
-                cut[members] = [step for step in plan if step[0] in members]
-            plan = cut[members]
+            try:
+                plan = self._cut_plans[shape][members]
+            except KeyError:
+                cut = [step for step in plan if step[0] in members]
+                plan = self._cut_plans.setdefault(shape, {})[members] = cut
         if plan is None:
             return super()._handle_structure(shape, node)
         by_name = self._build_name_to_xml_node(node)
