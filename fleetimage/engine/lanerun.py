@@ -70,17 +70,22 @@ class LaneRun:
             self.lane,
             **w.model_dump(exclude={"enabled"}),
             on_credentials_expired=self._credentials_expired,
+            last_lane=state.last_lane,
         )
         state.waiters.append(self.waiter)
+        state.lane_started()
         self._feeding = anyio.CancelScope()
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as lane_tg:
-            if self.wait and not self.dry_run:
-                lane_tg.start_soon(self.waiter.run)
-            async with anyio.create_task_group() as work:
-                await self._feed(work)
-            lane_tg.cancel_scope.cancel()  # the waiter has nothing left to wait for
+        try:
+            async with anyio.create_task_group() as lane_tg:
+                if self.wait and not self.dry_run:
+                    lane_tg.start_soon(self.waiter.run)
+                async with anyio.create_task_group() as work:
+                    await self._feed(work)
+                lane_tg.cancel_scope.cancel()  # the waiter has nothing left to wait for
+        finally:
+            self.state.lane_finished()
 
     async def _feed(self, work: anyio.abc.TaskGroup) -> None:
         specs = self.lp.specs

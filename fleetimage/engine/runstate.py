@@ -53,6 +53,7 @@ class RunState:
     interrupted: bool = False  # Ctrl-C / stop event, whatever stopped new work first
     feeders: list[anyio.CancelScope] = field(default_factory=list)
     waiters: list[ImageWaiter] = field(default_factory=list)
+    lanes_imaging: int = 0  # lanes of this process whose targets are not all settled
     on_available: Callable[[ImageSpec, str], object] | None = None  # copy_lanes.CopyPhase
     # A worker's link to the run's budget and stop (None: this process is the whole run).
     link: RunLink | None = None
@@ -97,8 +98,26 @@ class RunState:
         if self.budget.exceeded(self.errors, self.total):
             self.request_stop(StopReason.ERROR_BUDGET, stop_waiting=False)
 
+    def lane_started(self) -> None:
+        self.lanes_imaging += 1
+
+    def lane_finished(self) -> None:
+        self.lanes_imaging -= 1
+        self._nudge_last()
+
+    def last_lane(self) -> bool:
+        """One lane left imaging in this process, and no more to come: its images are the
+        last the run waits for (in a worker: the last of this worker's)."""
+        return not self.discovering and self.lanes_imaging == 1
+
+    def _nudge_last(self) -> None:
+        if self.last_lane():  # the lane left may be asleep, timed as one lane of many
+            for waiter in self.waiters:
+                waiter.nudge()
+
     def discovery_done(self) -> None:
         self.discovering = False
+        self._nudge_last()
         if self.link is not None:
             self.link.counted(discovered=True)
             return

@@ -27,6 +27,13 @@ small share of its pending time. Once that share passes the ceiling, the ceiling
 it always did.
 Until the lane has seen one image settle, it polls at the ceiling.
 
+The lane whose images are **the last the run waits for** (``next_delay(last=True)``: every
+other lane of the process is done) decides the run's makespan by when it sees its last
+image: there the tail rule polls once all watched images have settled with probability
+``LAST_TAIL_PROBABILITY``, over budget at least ``LAST_AGE_SHARE`` of the youngest's age
+apart. A few polls more in one lane of the run (~4 on 30 s pending times) see the run's last
+image ~0.8 s after it settles instead of ~3 s (a 5 % gap after a poll at the median).
+
 A lane over its budget that is *still registering images* skips its ceiling polls, up to
 ``MAX_SKIPPED_CEILINGS`` in a row (:meth:`PollSchedule.skip`): its last image, which decides
 its makespan, is not even created yet, and each new image earns the budget back. Without
@@ -61,6 +68,10 @@ _MAX_GROUPS = 64
 MAX_SKIPPED_CEILINGS = 4
 # Over budget, the shortest gap between polls, as a share of the youngest image's age.
 OVER_BUDGET_AGE_SHARE = 0.05
+# The run's last lane: its tail probability, and its share of the youngest image's age (an
+# image stuck far past the learned times still reaches the ceiling, at 50 ceilings of age).
+LAST_TAIL_PROBABILITY = 0.1
+LAST_AGE_SHARE = 0.02
 
 
 class PendingTimes:
@@ -205,9 +216,12 @@ class PollSchedule:
         for k, (low, high) in enumerate(seen):
             self.pending.observe(low + (high - low) * (k + 0.5) / len(seen))
 
-    def next_delay(self, now: float, registered_at: Iterable[float]) -> float:
+    def next_delay(
+        self, now: float, registered_at: Iterable[float], *, last: bool = False
+    ) -> float:
         """Seconds from ``now`` until the next poll, for images registered at these times
-        (each still pending at the last poll, or registered since)."""
+        (each still pending at the last poll, or registered since). ``last``: they are the
+        last images the run waits for."""
         times = list(registered_at)
         ceiling = self.ceiling_s
         credits = self.credits
@@ -218,7 +232,8 @@ class PollSchedule:
                 return ceiling  # still creating: a ceiling poll, which skip() may skip
             if self.last_poll_at is not None and times:
                 youngest = self.last_poll_at - max(times)
-                floor = max(floor, OVER_BUDGET_AGE_SHARE * youngest)
+                share = LAST_AGE_SHARE if last else OVER_BUDGET_AGE_SHARE
+                floor = max(floor, share * youngest)
         earliest = 0.0
         if self.last_poll_at is not None:
             earliest = max(0.0, self.last_poll_at + floor - now)
@@ -256,7 +271,10 @@ class PollSchedule:
         reserve = max(2.0, self.tail_share * self.polls_per_image * self.registered)
         spendable = credits - min(reserve, credits / 2)
         body = remaining / spendable if spendable > 0 and not over else math.inf
-        tail = math.log(self.tail_probability)
+        probability = self.tail_probability
+        if last:
+            probability = min(probability, LAST_TAIL_PROBABILITY)
+        tail = math.log(probability)
         gap = now - since
 
         def due(delay: float) -> bool:

@@ -69,8 +69,13 @@ class ImageWaiter:
         min_poll_interval_s: float | None = None,
         polls_per_image: float = 0.05,
         on_credentials_expired: Callable[[CredentialsExpired], None] | None = None,
+        last_lane: Callable[[], bool] | None = None,
     ) -> None:
         self.lane = lane
+        # Whether this lane's images are the last the run waits for (see settling.py); when
+        # that changes, nudge() makes a sleeping poll loop time its next poll again.
+        self.last_lane = last_lane
+        self._nudged = anyio.Event()
         # poll_interval_s is the ceiling; without a floor the schedule is the fixed interval.
         self.schedule = PollSchedule(
             floor_s=poll_interval_s if min_poll_interval_s is None else min_poll_interval_s,
@@ -113,8 +118,16 @@ class ImageWaiter:
             # Until the lane has seen an image settle, a new image's first poll waits one
             # interval (the ceiling); after that, the learned pending times say when.
             now = anyio.current_time()
-            delay = self.schedule.next_delay(now, (w.registered_at for w in self._watches.values()))
-            await anyio.sleep(delay)
+            delay = self.schedule.next_delay(
+                now,
+                (w.registered_at for w in self._watches.values()),
+                last=self.last_lane is not None and self.last_lane(),
+            )
+            with anyio.move_on_after(delay):
+                await self._nudged.wait()
+            if self._nudged.is_set():
+                self._nudged = anyio.Event()
+                continue
             if self.schedule.skip():  # over budget while the lane still creates
                 self._expire(anyio.current_time())
                 continue
@@ -222,6 +235,10 @@ class ImageWaiter:
                             "the image may still become available",
                         ),
                     )
+
+    def nudge(self) -> None:
+        """What the next poll's timing depends on changed: time it again now."""
+        self._nudged.set()
 
     def release_all(self, result: ImageState) -> None:
         """Stop waiting: every current and future ``wait`` returns ``result`` (stop/deadline)."""

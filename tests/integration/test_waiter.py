@@ -362,3 +362,36 @@ async def test_images_are_still_polled_after_new_work_stopped(
                 mock.set_image_state(account, REGION, image_id, "available")
             await waiter.poll_once()
     assert {r.state for r in results.values()} == {"available"} and len(results) == 2
+
+
+async def test_a_nudge_times_a_sleeping_poll_loops_next_poll_again(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """The lane left last in the run may be asleep, its next poll timed as one lane of many:
+    a nudge wakes the loop, which asks again whether its images are the run's last."""
+    mock = await mock_ec2(_mock(1))
+    asked: list[bool] = []
+    last = False
+
+    def last_lane() -> bool:
+        asked.append(last)
+        return last
+
+    async with lane_on(mock, ec2_client) as lane:
+        ids = await create_images(mock, lane, 1)
+        # An hour's ceiling, nothing learned yet: without a nudge the loop sleeps an hour.
+        waiter = ImageWaiter(
+            lane, poll_interval_s=3600, timeout_s=7200, not_found_grace_s=7200, last_lane=last_lane
+        )
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(waiter.run)
+                start_waits(tg, waiter, ids, {})
+                await anyio.wait_all_tasks_blocked()
+                assert asked == [False]
+                last = True
+                waiter.nudge()
+                await anyio.wait_all_tasks_blocked()
+                assert asked == [False, True]
+                assert mock.count(action="DescribeImages") == 0  # timed again, not polled
+                tg.cancel_scope.cancel()

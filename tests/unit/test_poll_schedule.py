@@ -7,7 +7,13 @@ import random
 
 import pytest
 
-from fleetimage.engine.settling import MAX_SKIPPED_CEILINGS, PendingTimes, PollSchedule
+from fleetimage.engine.settling import (
+    LAST_AGE_SHARE,
+    MAX_SKIPPED_CEILINGS,
+    OVER_BUDGET_AGE_SHARE,
+    PendingTimes,
+    PollSchedule,
+)
 
 
 def _lane(
@@ -18,9 +24,11 @@ def _lane(
     interval: float = 15.0,
     burst: int = 50,
     per_s: float = 5.0,
+    last: bool = False,
 ) -> tuple[float, float, float]:
     """Drive one lane on a fake clock (AWS's CreateImage bucket: 50 at once, then 5 a second;
-    log-normal pending times around 30 s). ``schedule=None``: a fixed ``interval``.
+    log-normal pending times around 30 s). ``schedule=None``: a fixed ``interval``; ``last``:
+    the lane's images are the last the run waits for.
     Returns (polls per image, mean lag / pending time, lag of the lane's last image)."""
     rnd = random.Random(seed)
     created = [0.0 if k < burst else math.ceil((k - burst + 1) / per_s) for k in range(images)]
@@ -38,7 +46,7 @@ def _lane(
         if schedule is None:
             delay = interval
         else:
-            delay = schedule.next_delay(now, (created[i] for i in watched))
+            delay = schedule.next_delay(now, (created[i] for i in watched), last=last)
         now += delay
         if schedule is not None and schedule.skip():
             continue
@@ -149,10 +157,36 @@ def test_a_lane_over_budget_polls_when_its_last_images_should_have_settled() -> 
     assert sum(polls) / len(polls) < 0.05 + 2 / 115
 
 
-def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often() -> None:
+def test_the_runs_last_lane_sees_its_last_image_sooner_for_a_few_polls_more() -> None:
+    """The lane whose images the run waits for last decides the run's makespan: its tail
+    polls come when its images have all settled with probability 0.1 (0.5 elsewhere), at
+    least 2 % of the youngest's age apart (5 %). Here it is the last from its start (a run of
+    one lane), the most it can cost."""
+    runs = {}
+    for last in (False, True):
+        lags, polls = [], []
+        for seed in range(20):
+            schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+            per_image, _, last_lag = _lane(schedule, images=125, seed=seed, last=last)
+            lags.append(last_lag)
+            polls.append(per_image * 125)
+        runs[last] = (sum(lags) / len(lags), sum(polls) / len(polls))
+    (lag, polls), (last_lag, last_polls) = runs[False], runs[True]
+    assert last_lag < 0.5 * lag
+    assert last_polls < polls + 6.0
+
+
+@pytest.mark.parametrize(
+    ("last", "share", "polls_past_ceiling"),
+    [(False, OVER_BUDGET_AGE_SHARE, 25), (True, LAST_AGE_SHARE, 105)],
+)
+def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often(
+    last: bool, share: float, polls_past_ceiling: int
+) -> None:
     """Over budget, the tail rule alone would poll an image far past the learned pending
     times every few seconds (the log-normal says it must settle any moment): the gap is at
-    least 5 % of its age, and the ceiling once 5 % of its age is past the ceiling."""
+    least 5 % of its age (2 % in the run's last lane), and the ceiling once that share of its
+    age is past the ceiling."""
     rnd = random.Random(3)
     schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
     for _ in range(100):
@@ -161,14 +195,14 @@ def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often() -> No
     schedule.polls = 5  # the budget is spent; one image, made at 0 s, never settles
     schedule.begin_poll(40.0)
     now, gaps = 40.0, []
-    while now < 640.0:
-        gap = schedule.next_delay(now, [0.0])
-        assert gap == 15.0 if now >= 300.0 else gap >= 0.05 * now - 1e-9
+    while now < 1240.0:
+        gap = schedule.next_delay(now, [0.0], last=last)
+        assert gap == 15.0 if now >= 15.0 / share else gap >= share * now - 1e-9
         gaps.append(gap)
         now += gap
         schedule.begin_poll(now)
     assert min(gaps) < 6.0  # early on, the tail rule polls sooner than the ceiling
-    assert len(gaps) <= 600 / 15 + 25
+    assert len(gaps) <= 1200 / 15 + polls_past_ceiling
 
 
 def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:
