@@ -23,6 +23,12 @@ from fleetimage.engine.wait import ImageState, ImageWaiter
 __all__ = ["RunLink", "RunState", "StopReason"]
 
 
+# The run's last lanes poll their last images sooner (settling.py). Two, not one: the last
+# two lanes often settle within a poll's gap of each other, and the last lane is named only
+# once the one before it has seen its last image (fleet-10k: 1-2 AWS s later).
+LAST_LANES = 2
+
+
 class StopReason:
     INTERRUPTED = "Interrupted"
     DEADLINE = "DeadlineReached"
@@ -106,12 +112,12 @@ class RunState:
         self._nudge_last()
 
     def last_lane(self) -> bool:
-        """One lane left imaging in this process, and no more to come: its images are the
-        last the run waits for (in a worker: the last of this worker's)."""
-        return not self.discovering and self.lanes_imaging == 1
+        """At most ``LAST_LANES`` lanes left imaging in this process, and no more to come: the
+        run waits for their images last (in a worker: the last of this worker's)."""
+        return not self.discovering and 0 < self.lanes_imaging <= LAST_LANES
 
     def _nudge_last(self) -> None:
-        if self.last_lane():  # the lane left may be asleep, timed as one lane of many
+        if self.last_lane():  # the lanes left may be asleep, timed as lanes of many
             for waiter in self.waiters:
                 waiter.nudge()
 

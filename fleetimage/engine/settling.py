@@ -27,12 +27,13 @@ small share of its pending time. Once that share passes the ceiling, the ceiling
 it always did.
 Until the lane has seen one image settle, it polls at the ceiling.
 
-The lane whose images are **the last the run waits for** (``next_delay(last=True)``: every
-other lane of the process is done) decides the run's makespan by when it sees its last
-image: there the tail rule polls once all watched images have settled with probability
-``LAST_TAIL_PROBABILITY``, over budget at least ``LAST_AGE_SHARE`` of the youngest's age
-apart. A few polls more in one lane of the run (~4 on 30 s pending times) see the run's last
-image ~0.8 s after it settles instead of ~3 s (a 5 % gap after a poll at the median).
+The lanes whose images are **the last the run waits for** (``next_delay(last=True)``: the
+last two lanes of the process, runstate.LAST_LANES) decide the run's makespan by when they
+see their last images: there the tail rule polls once all watched images have settled with
+probability ``LAST_TAIL_PROBABILITY``, over budget at least ``LAST_AGE_SHARE`` of the
+youngest's age apart. A few polls more in those lanes (~4-6 on 30 s pending times) see the
+run's last image ~0.8 s after it settles instead of ~3 s (a 5 % gap after a poll at the
+median).
 
 A lane over its budget that is *still registering images* skips its ceiling polls, up to
 ``MAX_SKIPPED_CEILINGS`` in a row (:meth:`PollSchedule.skip`): its last image, which decides

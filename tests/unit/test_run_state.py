@@ -1,11 +1,11 @@
-"""What lanes of a run share: which lane's images are the last the run waits for."""
+"""What lanes of a run share: which lanes' images are the last the run waits for."""
 
 from __future__ import annotations
 
 from typing import Any, cast
 
 from fleetimage.config import ErrorBudget
-from fleetimage.engine.runstate import RunState
+from fleetimage.engine.runstate import LAST_LANES, RunState
 from fleetimage.engine.wait import ImageWaiter
 
 
@@ -26,26 +26,27 @@ def _state(lanes: int) -> tuple[RunState, list[_Waiter]]:
     return state, waiters
 
 
-def test_the_last_lane_is_known_once_discovery_is_done_and_the_others_have_finished() -> None:
-    state, waiters = _state(3)
+def test_the_last_lanes_are_known_once_discovery_is_done_and_the_others_have_finished() -> None:
+    state, waiters = _state(LAST_LANES + 2)
     state.lane_finished()
     state.lane_finished()
     assert not state.last_lane()  # more lanes may still be discovered
-    assert [w.nudges for w in waiters] == [0, 0, 0]
+    assert {w.nudges for w in waiters} == {0}
     state.discovery_done()
     assert state.last_lane()
-    # The lane left may be asleep, its poll timed as one lane of many: every waiter is
+    # The lanes left may be asleep, their polls timed as lanes of many: every waiter is
     # nudged (those of finished lanes watch nothing, and sleep on).
-    assert [w.nudges for w in waiters] == [1, 1, 1]
+    assert {w.nudges for w in waiters} == {1}
 
 
-def test_discovery_done_with_lanes_imaging_names_no_last_lane_until_one_is_left() -> None:
-    state, waiters = _state(2)
+def test_discovery_done_with_more_lanes_imaging_names_none_last_until_few_are_left() -> None:
+    state, waiters = _state(LAST_LANES + 1)
     state.discovery_done()
     assert not state.last_lane()
-    assert [w.nudges for w in waiters] == [0, 0]
+    assert {w.nudges for w in waiters} == {0}
     state.lane_finished()
     assert state.last_lane()
-    assert [w.nudges for w in waiters] == [1, 1]
-    state.lane_finished()
+    assert {w.nudges for w in waiters} == {1}
+    for _ in range(LAST_LANES):
+        state.lane_finished()
     assert not state.last_lane()  # none left
