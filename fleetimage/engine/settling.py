@@ -69,7 +69,7 @@ _MAX_GROUPS = 64
 MAX_SKIPPED_CEILINGS = 4
 # Over budget, the shortest gap between polls, as a share of the youngest image's age.
 OVER_BUDGET_AGE_SHARE = 0.05
-# The run's last lane: its tail probability, and its share of the youngest image's age (an
+# The run's last lanes: their tail probability, and their share of the youngest image's age (an
 # image stuck far past the learned times still reaches the ceiling, at 50 ceilings of age).
 LAST_TAIL_PROBABILITY = 0.1
 LAST_AGE_SHARE = 0.02

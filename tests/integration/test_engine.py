@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -13,8 +14,9 @@ from aiobotocore.session import AioSession, get_session
 from fleetimage import Outcome, image_fleet, parse_config
 from fleetimage.aws import clients
 from fleetimage.core.clock import now
-from fleetimage.core.models import Event, Throttled
+from fleetimage.core.models import Available, Event, Throttled
 from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG
+from fleetimage.engine.settling import PollSchedule
 from fleetimage.engine.wait import READ_IMAGE_MEMBERS
 from fleetimage.mock import FaultConfig, MockConfig
 
@@ -537,3 +539,58 @@ async def test_a_confirmed_plan_is_imaged_exactly(fleet_mock: Any) -> None:
     assert mock.count(action="DescribeInstances") == 1  # planning only: no second discovery
     names = {s.name for s in plan.specs}
     assert {r.image_name for r in report.results} == names
+
+
+async def test_the_runs_last_two_lanes_poll_as_the_last(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four lanes whose images the test lets settle one region at a time: once two lanes are
+    left, those two (and only they) time their polls as the run's last, woken to do so."""
+    regions = REGIONS[:4]
+    mock = await fleet_mock(
+        MockConfig(
+            regions=regions,
+            instances_per_region=3,
+            time_scale=50,
+            pending_s=3600,  # pending until the test says otherwise
+            state_mix={"running": 1.0},
+        )
+    )
+    account = mock.config.accounts[0]
+    asked: dict[int, set[bool]] = {}
+    next_delay = PollSchedule.next_delay
+
+    def recorded(
+        self: PollSchedule, now: float, registered_at: Any, *, last: bool = False
+    ) -> float:
+        asked.setdefault(id(self), set()).add(last)
+        return next_delay(self, now, registered_at, last=last)
+
+    monkeypatch.setattr(PollSchedule, "next_delay", recorded)
+    settled: Counter[str] = Counter()
+    lane_done = {region: anyio.Event() for region in regions}
+
+    def on_event(event: Event) -> None:
+        if isinstance(event, Available):
+            settled[event.region] += 1
+            if settled[event.region] == 3:
+                lane_done[event.region].set()
+
+    cfg = fleet_config(50, targets=[{"regions": list(regions), "all_instances": True}])
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                lambda: image_fleet(
+                    parse_config(cfg), endpoint_url=mock.endpoint_url, on_event=on_event
+                )
+            )
+            for _ in itertools.count():  # every image created, every lane's waiter polling
+                if mock.count(action="CreateImage") == 12 and len(asked) == 4:
+                    break
+                await anyio.sleep(0.01)
+            for region in regions:
+                for image in mock.images(account, region):
+                    mock.set_image_state(account, region, image["image_id"], "available")
+                await lane_done[region].wait()
+    assert len(asked) == 4 and all(False in seen for seen in asked.values())
+    assert sum(True in seen for seen in asked.values()) == 2
