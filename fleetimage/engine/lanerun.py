@@ -70,7 +70,7 @@ class LaneRun:
             self.lane,
             **w.model_dump(exclude={"enabled"}),
             on_credentials_expired=self._credentials_expired,
-            last_lane=state.last_lane,
+            among_last_lanes=state.among_last_lanes,
         )
         state.waiters.append(self.waiter)
         state.lane_started()

@@ -111,13 +111,13 @@ class RunState:
         self.lanes_imaging -= 1
         self._nudge_last()
 
-    def last_lane(self) -> bool:
+    def among_last_lanes(self) -> bool:
         """At most ``LAST_LANES`` lanes left imaging in this process, and no more to come: the
         run waits for their images last (in a worker: the last of this worker's)."""
         return not self.discovering and 0 < self.lanes_imaging <= LAST_LANES
 
     def _nudge_last(self) -> None:
-        if self.last_lane():  # the lanes left may be asleep, timed as lanes of many
+        if self.among_last_lanes():  # the lanes left may be asleep, timed as lanes of many
             for waiter in self.waiters:
                 waiter.nudge()
 

@@ -69,12 +69,12 @@ class ImageWaiter:
         min_poll_interval_s: float | None = None,
         polls_per_image: float = 0.05,
         on_credentials_expired: Callable[[CredentialsExpired], None] | None = None,
-        last_lane: Callable[[], bool] | None = None,
+        among_last_lanes: Callable[[], bool] | None = None,
     ) -> None:
         self.lane = lane
         # Whether this lane's images are the last the run waits for (see settling.py); when
         # that changes, nudge() makes a sleeping poll loop time its next poll again.
-        self.last_lane = last_lane
+        self.among_last_lanes = among_last_lanes
         self._nudged = anyio.Event()
         # poll_interval_s is the ceiling; without a floor the schedule is the fixed interval.
         self.schedule = PollSchedule(
@@ -121,7 +121,7 @@ class ImageWaiter:
             delay = self.schedule.next_delay(
                 now,
                 (w.registered_at for w in self._watches.values()),
-                last=self.last_lane is not None and self.last_lane(),
+                last=self.among_last_lanes is not None and self.among_last_lanes(),
             )
             with anyio.move_on_after(delay):
                 await self._nudged.wait()

@@ -367,13 +367,13 @@ async def test_images_are_still_polled_after_new_work_stopped(
 async def test_a_nudge_times_a_sleeping_poll_loops_next_poll_again(
     mock_ec2: Any, ec2_client: Any
 ) -> None:
-    """The lane left last in the run may be asleep, its next poll timed as one lane of many:
-    a nudge wakes the loop, which asks again whether its images are the run's last."""
+    """A lane left among the run's last may be asleep, its next poll timed as one lane of
+    many: a nudge wakes the loop, which asks again whether its images are the run's last."""
     mock = await mock_ec2(_mock(1))
     asked: list[bool] = []
     last = False
 
-    def last_lane() -> bool:
+    def among_last_lanes() -> bool:
         asked.append(last)
         return last
 
@@ -381,7 +381,11 @@ async def test_a_nudge_times_a_sleeping_poll_loops_next_poll_again(
         ids = await create_images(mock, lane, 1)
         # An hour's ceiling, nothing learned yet: without a nudge the loop sleeps an hour.
         waiter = ImageWaiter(
-            lane, poll_interval_s=3600, timeout_s=7200, not_found_grace_s=7200, last_lane=last_lane
+            lane,
+            poll_interval_s=3600,
+            timeout_s=7200,
+            not_found_grace_s=7200,
+            among_last_lanes=among_last_lanes,
         )
         with anyio.fail_after(30):
             async with anyio.create_task_group() as tg:

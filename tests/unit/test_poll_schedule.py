@@ -177,11 +177,11 @@ def test_the_runs_last_lane_sees_its_last_image_sooner_for_a_few_polls_more() ->
 
 
 @pytest.mark.parametrize(
-    ("last", "share", "polls_past_ceiling"),
+    ("last", "share", "polls_before_ceiling"),
     [(False, OVER_BUDGET_AGE_SHARE, 25), (True, LAST_AGE_SHARE, 105)],
 )
 def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often(
-    last: bool, share: float, polls_past_ceiling: int
+    last: bool, share: float, polls_before_ceiling: int
 ) -> None:
     """Over budget, the tail rule alone would poll an image far past the learned pending
     times every few seconds (the log-normal says it must settle any moment): the gap is at
@@ -202,7 +202,7 @@ def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often(
         now += gap
         schedule.begin_poll(now)
     assert min(gaps) < 6.0  # early on, the tail rule polls sooner than the ceiling
-    assert len(gaps) <= 1200 / 15 + polls_past_ceiling
+    assert len(gaps) <= 1200 / 15 + polls_before_ceiling
 
 
 def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:

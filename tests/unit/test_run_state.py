@@ -30,10 +30,10 @@ def test_the_last_lanes_are_known_once_discovery_is_done_and_the_others_have_fin
     state, waiters = _state(LAST_LANES + 2)
     state.lane_finished()
     state.lane_finished()
-    assert not state.last_lane()  # more lanes may still be discovered
+    assert not state.among_last_lanes()  # more lanes may still be discovered
     assert {w.nudges for w in waiters} == {0}
     state.discovery_done()
-    assert state.last_lane()
+    assert state.among_last_lanes()
     # The lanes left may be asleep, their polls timed as lanes of many: every waiter is
     # nudged (those of finished lanes watch nothing, and sleep on).
     assert {w.nudges for w in waiters} == {1}
@@ -42,11 +42,11 @@ def test_the_last_lanes_are_known_once_discovery_is_done_and_the_others_have_fin
 def test_discovery_done_with_more_lanes_imaging_names_none_last_until_few_are_left() -> None:
     state, waiters = _state(LAST_LANES + 1)
     state.discovery_done()
-    assert not state.last_lane()
+    assert not state.among_last_lanes()
     assert {w.nudges for w in waiters} == {0}
     state.lane_finished()
-    assert state.last_lane()
+    assert state.among_last_lanes()
     assert {w.nudges for w in waiters} == {1}
     for _ in range(LAST_LANES):
         state.lane_finished()
-    assert not state.last_lane()  # none left
+    assert not state.among_last_lanes()  # none left
