@@ -86,11 +86,11 @@ def throttle_bound(shape: Shape, passed: int, per_passed: float) -> float:
     ``per_passed`` per request that passed. Shards that did not adapt, each sending at the
     full rate, would be throttled ``shards - 1`` times per request that passed (3 for 4
     shards). Each shard's limiter lets throttles by only until three come in a row or
-    ``CONFIRM_SHARE`` of its last ~20 answers were throttled, then empties its bucket and
-    cuts its rate (x0.7) and recovers
-    additively: the tests allow 0.5 per request that passed (measured: 0.2-0.3). With the
-    split bucket the shards' buckets add up to the destination's, so only network jitter (a
-    request sent in time that arrives late) throttles one: 0.05 allowed.
+    ``CONFIRM_SHARE`` of its last ~20 answers were throttled, then empties its bucket, cuts
+    its rate (x0.7) and recovers additively: the tests allow 0.5 per request that passed
+    (measured: 0.2-0.3). With the split bucket the shards' buckets add up to the
+    destination's, so only network jitter (a request sent in time that arrives late)
+    throttles one: 0.05 allowed.
     """
     first_round = 0 if shape.split_bucket else (shape.shards - 1) * shape.burst
     return first_round + passed * per_passed
