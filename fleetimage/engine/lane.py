@@ -27,8 +27,9 @@ from fleetimage.core.models import (
     Throttled,
 )
 from fleetimage.engine.breaker import Breaker, Ticket, describe_error
+from fleetimage.engine.bucket import AdaptiveTokenBucket
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter
+from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.retry import TIME_BOUNDED, RetryPolicy, retrying
 from fleetimage.engine.stop import Stopper
 

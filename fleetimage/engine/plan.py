@@ -36,7 +36,7 @@ __all__ = ["LanePlan", "Plan", "lane_keys", "open_lanes", "plan_fleet"]
 # while we pace at r_c > r_s (a neighbour draining it, or limits lower than we assume), then
 # once the bursts are spent we send r_c requests a second and r_s pass: the steady share of
 # throttled answers is 1 - r_s / r_c, the shortage itself. So the share of throttled answers
-# (a moving average over ~20 answers, ~10 after a cut: limiter._SHARE_WEIGHT_*) measures how
+# (a moving average over ~20 answers, ~10 after a cut: bucket._SHARE_WEIGHT_*) measures how
 # much of the rate is missing. We act (empty our bucket, cut the rate) once it reaches 0.2, or
 # at three throttles in a row: a shortage of 20 % or more is confirmed within a few answers
 # (its throttles come in runs), while isolated throttles — one-offs from a neighbour's burst, or

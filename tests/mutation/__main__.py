@@ -41,7 +41,7 @@ class Module:
 
 MODULES: dict[str, Module] = {
     "limiter": Module(
-        "fleetimage/engine/limiter.py",
+        "fleetimage/engine/bucket.py",
         (
             "tests/unit/test_ratelimit.py",
             "tests/unit/test_limiter_edges.py",

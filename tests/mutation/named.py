@@ -29,7 +29,7 @@ class Named:
 NAMED = (
     Named(
         "limiter: on_throttle() is a no-op",
-        "fleetimage/engine/limiter.py",
+        "fleetimage/engine/bucket.py",
         "        now = self._clock()\n        self._refill(now)\n        self._throttle_share +=",
         "        return self._rate\n        now = self._clock()\n        self._refill(now)\n"
         "        self._throttle_share +=",

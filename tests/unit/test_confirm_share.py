@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fleetimage.engine.limiter import DEFAULT_PROBE_FRACTION, AdaptiveTokenBucket
+from fleetimage.engine.bucket import DEFAULT_PROBE_FRACTION, AdaptiveTokenBucket
 from fleetimage.engine.plan import CONFIRM_SHARE
 from fleetimage.mock.buckets import TokenBucket
 

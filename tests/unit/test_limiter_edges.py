@@ -1,4 +1,4 @@
-"""The token bucket's edges, on a fake clock: each test pins one rule of limiter.py's contract
+"""The token bucket's edges, on a fake clock: each test pins one rule of bucket.py's contract
 that the broader property tests in test_ratelimit.py leave loose (found by mutation testing,
 see tests/mutation/README.md)."""
 
@@ -9,7 +9,8 @@ import math
 import anyio
 import pytest
 
-from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter, UnlimitedBucket
+from fleetimage.engine.bucket import AdaptiveTokenBucket, UnlimitedBucket
+from fleetimage.engine.limiter import Limiter
 
 
 class FakeClock:

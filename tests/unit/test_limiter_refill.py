@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fleetimage.engine.limiter import AdaptiveTokenBucket
+from fleetimage.engine.bucket import AdaptiveTokenBucket
 from fleetimage.mock.buckets import TokenBucket
 
 START = 1000.0

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter, UnlimitedBucket
+from fleetimage.engine.bucket import AdaptiveTokenBucket, UnlimitedBucket
+from fleetimage.engine.limiter import Limiter
 
 EPS = 1e-6
 

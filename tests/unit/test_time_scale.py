@@ -8,7 +8,8 @@ import json
 import pytest
 
 from fleetimage.config import FleetConfig, load_default_limits, parse_config
-from fleetimage.engine.limiter import AdaptiveTokenBucket, Limiter
+from fleetimage.engine.bucket import AdaptiveTokenBucket
+from fleetimage.engine.limiter import Limiter
 
 TARGETS = [{"regions": ["us-east-1"], "all_instances": True}]
 
