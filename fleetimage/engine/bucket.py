@@ -10,13 +10,20 @@ every second (AWS: "refills every second"), at a phase the client cannot see.
   counting sleeps) and capped at ``burst``. Alone in the account, we are never throttled.
 * **Stepped refill** (``refill_period_s``: the server's step, 1 s for AWS; 0 for a server
   that refills continuously). A continuous refill runs ahead of a stepped one by up to a
-  whole step, and the step's phase is unknown, so the refill is credited only from one
-  period after the server's level was last known (a throttle: empty; our bucket in its top
-  step, ``ceiling * refill_period_s`` below ``burst``: possibly full, the server's next step
-  possibly capped away). Refill fills to one step below ``burst``; the last step is added
-  after a whole period without a take, when the server's bucket must be full. That keeps us
-  below the server's bucket for any phase, at the cost of about one period of refill each
-  time the bucket runs dry from full or is throttled, never per request.
+  whole step, and the step's phase is unknown. So the refill is credited as the server adds
+  it, a period's tokens at once, the first step one period after the server's level was last
+  known (a throttle: empty; our bucket in its top step, ``ceiling * refill_period_s`` below
+  ``burst``: possibly full, the server's next step possibly capped away) and one every period
+  after. The server has had a step of its own by then, whatever its phase, and one more
+  every period. A server bucket made by our first request (the mock's are; AWS does not say)
+  counts its steps from that request's arrival, which may come after our burst took its
+  tokens: the first step also waits a period past our first answer. Refill fills to one step
+  below ``burst``; the last step is added after a whole period without a take, when the
+  server's bucket must be full. That keeps us below the server's bucket for any phase, each
+  step less than one period after the server's own (``1 - phase``; on the mock, one answer's
+  latency), each time the bucket runs dry from full or is throttled, never per request.
+  (Crediting continuously from that first step instead, as before, also cost the fraction of
+  a step not yet credited: 0.2-1 s more at the end of a lane at 5/s.)
 * **Never much slower.** A waiter sleeps exactly until its token is due; a late wake-up
   loses nothing because the refill keeps running on the clock, so a lane running flat out
   gets the server's rate minus scheduler noise.
@@ -41,13 +48,15 @@ import time
 from collections.abc import Callable
 
 import anyio
-import anyio.lowlevel
 
-__all__ = ["AdaptiveTokenBucket", "UnlimitedBucket"]
+__all__ = ["AdaptiveTokenBucket"]
 
 # Float slack when comparing token counts: refills are sums of float products, and a waiter
 # that wakes at exactly the computed instant must find its token rather than sleep ~0 s again.
 _EPS = 1e-9
+# A refill step is credited this long after its instant: our steps and the server's are sums
+# of periods, and float rounding must not put ours a hair before one it lands on exactly.
+_STEP_SLACK_S = 1e-6
 # Default floor, as a fraction of the ceiling: low enough to yield to a noisy neighbour,
 # high enough that a lane keeps moving (5/s CreateImage -> 0.5/s).
 DEFAULT_MIN_FRACTION = 0.1
@@ -163,6 +172,7 @@ class AdaptiveTokenBucket:
         self._last_cut: float | None = None
         self._cut_window = 0.0
         self._last_credit = start  # recovery is credited from here
+        self._answered = False  # no answer heard yet (see _first_answer)
         self._lock = anyio.Lock()  # FIFO: waiters are served in arrival order
 
     # --- read-only state ---------------------------------------------------------------
@@ -204,7 +214,9 @@ class AdaptiveTokenBucket:
 
     def _refill(self, now: float) -> None:
         top = self._burst - self._step  # refill credits up to here; see the module docstring
-        if now > self._stamp:  # a clock that stands still or steps back adds nothing
+        if self._period > 0.0:
+            self._step_refill(now, top)
+        elif now > self._stamp:  # a clock that stands still or steps back adds nothing
             if self._tokens < top:
                 reached = self._tokens + (now - self._stamp) * self._rate
                 if reached >= top:  # the instant it got there starts the quiet period
@@ -220,6 +232,22 @@ class AdaptiveTokenBucket:
                 self._tokens = float(self._burst)
             self._hold_refill(now)
 
+    def _step_refill(self, now: float, top: float) -> None:
+        """A period's refill at once at ``_stamp`` (the next step) and every period after it,
+        as the server adds its own: steps due by ``now`` are credited, ``_stamp`` moves on."""
+        first = self._stamp + _STEP_SLACK_S
+        if now < first:
+            return
+        steps = math.floor((now - first) / self._period) + 1
+        if self._tokens < top:
+            per_step = self._rate * self._period
+            # the step that got it there starts the quiet period
+            needed = max(1, math.ceil((top - self._tokens) / per_step - _EPS))
+            if needed <= steps:
+                self._quiet_since = self._stamp + (needed - 1) * self._period
+            self._tokens = min(top, self._tokens + steps * per_step)
+        self._stamp += steps * self._period
+
     def _hold_refill(self, now: float) -> None:
         """The server's level is known at ``now``: credit refill again one period later."""
         self._stamp = max(self._stamp, now + self._period)
@@ -232,6 +260,12 @@ class AdaptiveTokenBucket:
             # A take starts the quiet period anew (if the level is still in the top step).
             self._quiet_since = now if self._tokens >= self._burst - self._step else None
             return 0.0
+        if self._period > 0.0:  # the step that brings the missing share of a token
+            steps = max(1, math.ceil((1.0 - self._tokens) / (self._rate * self._period) - _EPS))
+            due = self._stamp + _STEP_SLACK_S + (steps - 1) * self._period
+            # Never 0 (that means "taken"): float rounding may leave the due step a hair
+            # uncredited at its own instant; it is credited at the next call.
+            return max(due - now, _STEP_SLACK_S)
         return max(0.0, self._stamp - now) + (1.0 - self._tokens) / self._rate
 
     def _set_rate(self, now: float, rate: float) -> None:
@@ -269,6 +303,7 @@ class AdaptiveTokenBucket:
         throttles would collapse the rate to the floor.
         """
         now = self._clock()
+        self._first_answer(now)
         self._refill(now)
         self._throttle_share += self._share_weight(now) * (1.0 - self._throttle_share)
         self._throttle_run += 1
@@ -303,6 +338,7 @@ class AdaptiveTokenBucket:
     def on_success(self) -> None:
         """A request went through: move the rate toward the ceiling (additive increase)."""
         now = self._clock()
+        self._first_answer(now)
         self._throttle_share -= self._share_weight(now) * self._throttle_share
         self._throttle_run = 0
         if self._last_cut is not None and now - self._last_cut < self._cut_window:
@@ -317,6 +353,16 @@ class AdaptiveTokenBucket:
                 step *= self._probe_fraction
             self._set_rate(now, self._rate + step)
 
+    def _first_answer(self, now: float) -> None:
+        """The server's bucket may have been made by our first request (the mock's is, and AWS
+        does not say): its steps then count from when that request arrived, which may be after
+        our burst took its tokens. Its first step comes a period after that, before our first
+        answer's: our first step comes a period after that answer at the earliest."""
+        if not self._answered:
+            self._answered = True
+            self._refill(now)
+            self._hold_refill(now)
+
     def _share_weight(self, now: float) -> float:
         return _SHARE_WEIGHT_AGAIN if self._remembers_cut(now) else _SHARE_WEIGHT_FIRST
 
@@ -329,39 +375,3 @@ class AdaptiveTokenBucket:
             f"{type(self).__name__}(burst={self._burst}, rate_per_s={self._rate:.3g}, "
             f"ceiling_per_s={self._ceiling:.3g})"
         )
-
-
-class UnlimitedBucket(AdaptiveTokenBucket):
-    """A bucket for actions with no known limit: every acquire succeeds at once."""
-
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(burst=1, rate_per_s=1.0, clock=clock)
-
-    @property
-    def rate_per_s(self) -> float:
-        return math.inf
-
-    @property
-    def ceiling_per_s(self) -> float:
-        return math.inf
-
-    @property
-    def min_rate_per_s(self) -> float:
-        return math.inf
-
-    @property
-    def tokens(self) -> float:
-        return math.inf
-
-    def try_acquire(self) -> bool:
-        return True
-
-    async def acquire(self) -> None:
-        # Still a checkpoint, so a loop of acquires stays cancellable and yields to others.
-        await anyio.lowlevel.checkpoint()
-
-    def on_throttle(self, *, sent_at: float | None = None) -> float:
-        return math.inf
-
-    def on_success(self) -> None:
-        return None

@@ -4,12 +4,52 @@ server's, and adapts to throttles, is told there)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from fleetimage.engine.bucket import AdaptiveTokenBucket, UnlimitedBucket
+import anyio.lowlevel
 
-__all__ = ["Limiter"]
+from fleetimage.engine.bucket import AdaptiveTokenBucket
+
+__all__ = ["Limiter", "UnlimitedBucket"]
+
+
+class UnlimitedBucket(AdaptiveTokenBucket):
+    """A bucket for actions with no known limit: every acquire succeeds at once."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(burst=1, rate_per_s=1.0, clock=clock)
+
+    @property
+    def rate_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def ceiling_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def min_rate_per_s(self) -> float:
+        return math.inf
+
+    @property
+    def tokens(self) -> float:
+        return math.inf
+
+    def try_acquire(self) -> bool:
+        return True
+
+    async def acquire(self) -> None:
+        # Still a checkpoint, so a loop of acquires stays cancellable and yields to others.
+        await anyio.lowlevel.checkpoint()
+
+    def on_throttle(self, *, sent_at: float | None = None) -> float:
+        return math.inf
+
+    def on_success(self) -> None:
+        return None
 
 
 class Limiter:

@@ -395,6 +395,32 @@ async def test_throttles_slow_the_lane_down(fleet_mock: Any) -> None:
     assert not mock.duplicates()
 
 
+async def test_a_lane_flat_out_keeps_to_the_mocks_refill_steps(fleet_mock: Any) -> None:
+    """The mock refills CreateImage a second's tokens at once every (AWS) second, counting its
+    seconds from the lane's first request, as a bucket made at first use would. The lane takes
+    its burst and then a step's tokens at once each second: not one call is throttled. (The
+    race a first step held from the burst alone can lose, against a first request that
+    arrives late, is played out in tests/unit/test_limiter_refill.py.)"""
+    mock = await fleet_mock(
+        MockConfig(
+            regions=("us-east-1",),
+            instances_per_region=150,
+            seed=5,
+            time_scale=20,
+            pending_s=1.0,
+            refill="per_second",
+            state_mix={"running": 1.0},
+        )
+    )
+    # AWS's buckets (50, then 5 a second) and refill step (1 s), time-scaled as the mock's.
+    cfg = fleet_config(time_scale=20, wait={"poll_interval_s": 1.0, "timeout_s": 600})
+    del cfg["limits"]
+    report = await image_fleet(parse_config(cfg), endpoint_url=mock.endpoint_url)
+    assert report.counts["available"] == 150
+    assert mock.count(action="CreateImage", outcome="ok") == 150
+    assert mock.count(action="CreateImage", outcome="throttled") == 0
+
+
 async def test_pending_images_cap_is_reached_and_never_exceeded(fleet_mock: Any) -> None:
     mock = await fleet_mock(
         MockConfig(

@@ -9,8 +9,8 @@ import math
 import anyio
 import pytest
 
-from fleetimage.engine.bucket import AdaptiveTokenBucket, UnlimitedBucket
-from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.bucket import AdaptiveTokenBucket
+from fleetimage.engine.limiter import Limiter, UnlimitedBucket
 
 
 class FakeClock:

@@ -3,17 +3,21 @@ every second, at a phase the client cannot see), on a fake clock.
 
 The server here is the mock's own TokenBucket (``period_s`` > 0 is its per-second mode). The
 old continuous refill runs up to one step ahead of it; ``refill_period_s`` keeps the client
-below it for any phase, for about one period of refill each time the bucket runs dry.
+below it for any phase, crediting a step's tokens at once a period after it last knew the
+server's level and every period after: less than one period behind the server's own steps
+each time the bucket runs dry, none when the server's steps fall with the client's.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from fleetimage.engine.bucket import _STEP_SLACK_S as SLACK
 from fleetimage.engine.bucket import AdaptiveTokenBucket
 from fleetimage.mock.buckets import TokenBucket
 
@@ -135,39 +139,124 @@ def test_never_throttled_by_a_continuous_server_either(
     assert _throttled(client, clock, server, gaps) == []
 
 
-# --- the price: one period per run-dry, not per request ----------------------------------------
+def _flat_out_through_a_made_server(
+    client: AdaptiveTokenBucket, clock: FakeClock, n: int, first_send: float
+) -> int:
+    """``n`` requests flat out. Each is sent ``_CPU`` after its token is taken and after the
+    request before it (the event loop sends one at a time), the first ``first_send`` after
+    its take (a new connection); each arrives ``_LATENCY`` after its send and is answered
+    ``_LATENCY`` after that. The server's bucket is made full when the first request
+    arrives, its steps counted from then, as the mock's are. Returns the throttled count."""
+    answers: list[float] = []
+    server: TokenBucket | None = None
+    throttled, now, sent = 0, clock.t, -math.inf
+    for k in range(n):
+        while True:
+            for t in [a for a in answers if a <= now]:  # heard before the next take
+                clock.t = t
+                client.on_success()
+                answers.remove(t)
+            clock.t = now
+            wait = client._take(now)
+            if wait == 0.0:
+                break
+            now = min(now + wait, min((a for a in answers if a > now), default=math.inf))
+        sent = now + first_send if k == 0 else max(now, sent) + _CPU
+        arrival = sent + _LATENCY
+        if server is None:
+            server = TokenBucket(50, 5.0, 50, arrival, 1.0)
+        if server.try_take(arrival):
+            answers.append(arrival + _LATENCY)
+        else:
+            throttled += 1
+    return throttled
+
+
+_CPU, _LATENCY = 0.002, 0.001
+
+
+@pytest.mark.parametrize("first_send", [0.02, 0.3])
+def test_a_server_bucket_made_by_the_first_request_is_never_run_ahead_of(
+    first_send: float,
+) -> None:
+    """The whole burst is taken before the first request has even arrived, and the server's
+    steps count from that arrival: a first step a period after the burst would come before the
+    server's. It comes a period after the first answer."""
+    clock = FakeClock()
+    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
+    assert _flat_out_through_a_made_server(client, clock, 120, first_send) == 0
+    # The same client anchored on its burst alone (as if it had heard an answer before):
+    clock = FakeClock()
+    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
+    client._answered = True
+    assert _flat_out_through_a_made_server(client, clock, 120, first_send) > 0
+
+
+# --- the price: at most one period per run-dry, never per request ------------------------------
 
 
 @pytest.mark.parametrize("n", [50, 51, 55, 56, 500])
-def test_flat_out_loses_exactly_one_period(n: int) -> None:
+def test_flat_out_keeps_the_servers_own_steps_when_they_fall_with_ours(n: int) -> None:
+    """A server whose steps fall a whole period after the burst (the phase the client
+    assumes): the client's steps come with the server's, each a period's tokens at once, and
+    the n-th token is taken when the server has it: ceil((n - 50) / 5) s after the burst."""
     clock = FakeClock()
     client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
     server = _server(50, 5.0, 1.0, phase=0.0)
     gaps = [0.0] * n
     assert _throttled(client, clock, server, gaps) == []
-    continuous = max(0, n - 50) / 5.0
-    assert clock.t - START == pytest.approx(continuous + (1.0 if n > 50 else 0.0), abs=1e-9)
+    assert clock.t - START == pytest.approx(math.ceil(max(0, n - 50) / 5.0), abs=2 * SLACK)
+
+
+@pytest.mark.parametrize("phase", [0.1, 0.25, 0.5, 0.9, 0.999])
+def test_flat_out_is_less_than_one_period_behind_a_server_of_any_phase(phase: float) -> None:
+    """The server's first step comes ``phase`` of a period after the burst; the client's a
+    whole period after it (it cannot see the phase): every later token is taken (1 - phase)
+    of a period after the server has it, the price of never running ahead of it."""
+    clock = FakeClock()
+    client = AdaptiveTokenBucket(burst=50, rate_per_s=5.0, refill_period_s=1.0, clock=clock)
+    server = _server(50, 5.0, 1.0, phase=phase)
+    assert _throttled(client, clock, server, [0.0] * 500) == []
+    servers_own = phase + math.ceil(450 / 5.0) - 1.0  # its 90th step after the burst
+    assert clock.t - START - servers_own == pytest.approx(1.0 - phase, abs=2 * SLACK)
 
 
 def test_refill_stops_a_step_short_of_full_until_a_quiet_period_has_passed() -> None:
-    """40 left at t=0: refill from t=1 reaches 45 (one 5-token step short of full) at t=2;
-    the last step is added once a whole period passed without a take. A take that leaves
-    the level in that top step starts the quiet period anew."""
+    """40 left at t=0: a step at t=1 brings it to 45, one 5-token step short of full; the last
+    step is added once a whole period passed without a take (t=2). A take that leaves the
+    level in that top step starts the quiet period anew."""
     clock = FakeClock(0.0)
     client = _taken(clock, 10)
     clock.t = 0.99
     assert client.tokens == pytest.approx(40.0)  # nothing credited within the period
-    clock.t = 1.5
-    assert client.tokens == pytest.approx(42.5)
-    clock.t = 2.99
+    clock.t = 1.0 + SLACK  # (a step is credited a hair after its instant: see bucket.py)
+    assert client.tokens == pytest.approx(45.0)  # a step's tokens at once
+    clock.t = 1.99
     assert client.tokens == pytest.approx(45.0)
-    clock.t = 3.0
+    clock.t = 2.0 + SLACK
     assert client.tokens == 50.0
-    assert client.try_acquire()  # 49: still in the top step, quiet again from t=3
-    clock.t = 3.99
+    assert client.try_acquire()  # 49: still in the top step, quiet again from t=2
+    clock.t = 2.99
     assert client.tokens == pytest.approx(49.0)
-    clock.t = 4.0
+    clock.t = 3.0 + SLACK
     assert client.tokens == 50.0
+
+
+def test_a_step_at_a_cut_rate_brings_that_rates_share_of_a_period() -> None:
+    """After a cut to 3.5/s each step brings 3.5 tokens; a token short of one waits for the
+    step that completes it."""
+    clock = FakeClock(0.0)
+    client = _taken(clock, 50)
+    client.on_throttle()  # (a cut, and the server is empty now: the next step at t=1)
+    assert client.rate_per_s == pytest.approx(3.5)
+    assert client._take(0.0) == pytest.approx(1.0 + SLACK)
+    clock.t = 1.0 + SLACK
+    assert client.tokens == pytest.approx(3.5)
+    for _ in range(3):
+        assert client.try_acquire()
+    assert client._take(clock.t) == pytest.approx(1.0)  # 0.5 left: the step at t=2 completes it
+    clock.t = 2.0 + SLACK
+    assert client.tokens == pytest.approx(4.0)
 
 
 def test_after_idle_the_whole_burst_is_back() -> None:
@@ -181,14 +270,14 @@ def test_a_fresh_throttle_holds_the_refill_for_a_period() -> None:
     """The server's bucket is empty now and its next step may be a second away."""
     clock = FakeClock(0.0)
     client = _taken(clock, 50)
-    clock.t = 3.0
-    assert client.tokens == pytest.approx(10.0)  # refilling since t=1
+    clock.t = 3.0 + SLACK
+    assert client.tokens == pytest.approx(15.0)  # the steps at t=1, 2 and 3
     assert client.on_throttle() == pytest.approx(3.5)
     assert client.tokens == 0
-    assert client._take(clock.t) == pytest.approx(1.0 + 1 / 3.5)
+    assert client._take(clock.t) == pytest.approx(1.0 + SLACK)  # the next: a period from now
     clock.t = 3.99
     assert not client.try_acquire()
-    clock.t = 4.0 + 1 / 3.5
+    clock.t = 4.0 + 2 * SLACK
     assert client.try_acquire()
 
 
@@ -231,6 +320,6 @@ async def test_acquire_waits_out_the_period_in_real_time() -> None:
     for _ in range(20):
         await bucket.acquire()
     elapsed = time.monotonic() - start
-    # ideal: 0.1 + (20 - 10) / 50 = 0.3 s; the lower bound is the promise, the upper only
-    # catches a limiter that sleeps far too long (exact pacing is pinned on the fake clock).
-    assert 0.3 - 1e-3 <= elapsed < 3.0
+    # ideal: two steps of 5 tokens, at 0.1 and 0.2 s; the lower bound is the promise, the upper
+    # only catches a limiter that sleeps far too long (exact pacing is pinned on the fake clock).
+    assert 0.2 - 1e-3 <= elapsed < 3.0

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fleetimage.engine.bucket import AdaptiveTokenBucket, UnlimitedBucket
-from fleetimage.engine.limiter import Limiter
+from fleetimage.engine.bucket import AdaptiveTokenBucket
+from fleetimage.engine.limiter import Limiter, UnlimitedBucket
 
 EPS = 1e-6
 
