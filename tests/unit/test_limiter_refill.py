@@ -139,6 +139,9 @@ def test_never_throttled_by_a_continuous_server_either(
     assert _throttled(client, clock, server, gaps) == []
 
 
+_CPU, _LATENCY = 0.002, 0.001  # s: a request's send after the one before it; one way
+
+
 def _flat_out_through_a_made_server(
     client: AdaptiveTokenBucket, clock: FakeClock, n: int, first_send: float
 ) -> int:
@@ -170,9 +173,6 @@ def _flat_out_through_a_made_server(
         else:
             throttled += 1
     return throttled
-
-
-_CPU, _LATENCY = 0.002, 0.001
 
 
 @pytest.mark.parametrize("first_send", [0.02, 0.3])
