@@ -240,13 +240,15 @@ class AdaptiveTokenBucket:
             return
         steps = math.floor((now - first) / self._period) + 1
         if self._tokens < top:
-            per_step = self._rate * self._period
-            # the step that got it there starts the quiet period
-            needed = max(1, math.ceil((top - self._tokens) / per_step - _EPS))
-            if needed <= steps:
+            needed = self._steps_to(top)
+            if needed <= steps:  # the step that got it there starts the quiet period
                 self._quiet_since = self._stamp + (needed - 1) * self._period
-            self._tokens = min(top, self._tokens + steps * per_step)
+            self._tokens = min(top, self._tokens + steps * self._rate * self._period)
         self._stamp += steps * self._period
+
+    def _steps_to(self, level: float) -> int:
+        """Steps (at least one) that bring the bucket from its level up to ``level``."""
+        return max(1, math.ceil((level - self._tokens) / (self._rate * self._period) - _EPS))
 
     def _hold_refill(self, now: float) -> None:
         """The server's level is known at ``now``: credit refill again one period later."""
@@ -261,8 +263,7 @@ class AdaptiveTokenBucket:
             self._quiet_since = now if self._tokens >= self._burst - self._step else None
             return 0.0
         if self._period > 0.0:  # the step that brings the missing share of a token
-            steps = max(1, math.ceil((1.0 - self._tokens) / (self._rate * self._period) - _EPS))
-            due = self._stamp + _STEP_SLACK_S + (steps - 1) * self._period
+            due = self._stamp + _STEP_SLACK_S + (self._steps_to(1.0) - 1) * self._period
             # Never 0 (that means "taken"): float rounding may leave the due step a hair
             # uncredited at its own instant; it is credited at the next call.
             return max(due - now, _STEP_SLACK_S)
