@@ -247,13 +247,17 @@ async def test_own_credentials_expiring_stop_assumed_role_lanes_at_their_renewal
             instances_per_region=6,
             state_mix={"running": 1.0},
             seed=25,
-            time_scale=300,
+            time_scale=150,
             pending_s=100_000,
             own_credentials_expire_after_s=300,  # before the first renewal of a 900 s session
         )
     )
-    accounts = [{"role_arn": ROLE_A, "duration_s": 900}]
-    cfg = config(300, [{"regions": list(REGIONS[:1]), "all_instances": True, "accounts": accounts}])
+    # "Never used expired" holds while a request signed before the mandatory margin arrives
+    # before the expiry. A loaded 2-core host has stalled the loop for longer than the default
+    # margin (67 AWS s = 0.22 wall s at time_scale 300); the widest fraction at time_scale 150
+    # leaves 225 AWS s = 1.5 wall s.
+    accounts = [{"role_arn": ROLE_A, "duration_s": 900, "renew_fraction": 0.5}]
+    cfg = config(150, [{"regions": list(REGIONS[:1]), "all_instances": True, "accounts": accounts}])
     report = await image_fleet(cfg, endpoint_url=mock.endpoint_url)
 
     stopped = _stopped(report.results)
