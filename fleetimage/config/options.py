@@ -50,7 +50,7 @@ class WaitOptions(BaseModel):
     # has seen an image settle); min_poll_interval_s is the shortest.
     poll_interval_s: PosFloat = 15.0
     min_poll_interval_s: PosFloat = 1.0
-    # DescribeImages rounds the schedule may spend per image it waits for (past the budget:
+    # DescribeImages calls the schedule may spend per image it waits for (past the budget:
     # only the tail rule, and every poll_interval_s at the latest; up to 4 of those ceiling
     # polls are skipped in a row while the lane still creates images).
     polls_per_image: PosFloat = 0.05

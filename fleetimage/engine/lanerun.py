@@ -71,6 +71,7 @@ class LaneRun:
             **w.model_dump(exclude={"enabled"}),
             on_credentials_expired=self._credentials_expired,
             among_last_lanes=state.among_last_lanes,
+            poll_budget=state.poll_budget,
         )
         state.waiters.append(self.waiter)
         state.lane_started()

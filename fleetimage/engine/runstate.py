@@ -17,6 +17,7 @@ from fleetimage.config import ErrorBudget
 from fleetimage.core.errors import CredentialsExpired
 from fleetimage.core.models import ImageSpec
 from fleetimage.engine.bus import LEDGER_FAILED
+from fleetimage.engine.settling import PollBudget
 from fleetimage.engine.stop import Stopper
 from fleetimage.engine.wait import ImageState, ImageWaiter
 
@@ -60,6 +61,8 @@ class RunState:
     feeders: list[anyio.CancelScope] = field(default_factory=list)
     waiters: list[ImageWaiter] = field(default_factory=list)
     lanes_imaging: int = 0  # lanes of this process whose targets are not all settled
+    # The DescribeImages budget of this process's lanes: the last lanes spend what others left.
+    poll_budget: PollBudget = field(default_factory=PollBudget)
     on_available: Callable[[ImageSpec, str], object] | None = None  # copy_lanes.CopyPhase
     # A worker's link to the run's budget and stop (None: this process is the whole run).
     link: RunLink | None = None

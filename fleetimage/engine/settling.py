@@ -15,7 +15,19 @@ to settle:
   (``tail_share``, at least 2 polls) is kept for it;
 
 never sooner than ``floor_s`` after the last poll, never later than ``ceiling_s``. The
-budget is ``polls_per_image`` for every image registered so far. Past it, the body rule is
+budget is ``polls_per_image`` DescribeImages calls for every image registered so far (a poll
+of more than one chunk of images costs a call per chunk).
+
+**The ceiling's polls are paid first.** Whatever the body does, the lane polls at least once
+a ceiling until its watched images have settled; the body spends only what those polls
+(until every watched image is expected settled, with ``tail_probability``) leave. A lane of
+~125 images on 30 s pending times earns ~6 polls and lives ~5 ceilings: it polls about at
+the ceiling, where the body would have spent its budget on ~10 s gaps and then gone over it
+for the tail (a model of fleet-1k's 8 lanes: 0.060 → 0.051 polls per image, the run's last
+image seen as soon). A lane of thousands earns far more than its ceilings: there the body
+decides as before.
+
+Past the budget, the body rule is
 off but the tail rule still times the poll, at the ceiling at the latest: the ceiling polls a
 lane over budget must make anyway then land when its last images are expected to have
 settled, not a blind interval after the last poll (a lane of ~100 images spends its budget
@@ -35,6 +47,13 @@ youngest's age apart. A few polls more in those lanes (~4-6 on 30 s pending time
 run's last image ~0.8 s after it settles instead of ~3 s (a 5 % gap after a poll at the
 median).
 
+**One budget per process** (:class:`PollBudget`, the run state's). Every lane spends
+``1 - LAST_LANES_SHARE`` of what its own images earned; the run's last lanes spend what the
+whole process has left. Only the last lanes' polls move the run's end, and they come when
+the others are done: a model of fleet-10k's 32 lanes of 312 spends 0.044 polls per image
+instead of 0.054, its last image seen 0.5 s after it settles instead of 0.9 s (the other
+images 6.7 s instead of 3.3 s, within the ceiling).
+
 A lane over its budget that is *still registering images* skips its ceiling polls, up to
 ``MAX_SKIPPED_CEILINGS`` in a row (:meth:`PollSchedule.skip`): its last image, which decides
 its makespan, is not even created yet, and each new image earns the budget back. Without
@@ -50,12 +69,14 @@ from __future__ import annotations
 
 import bisect
 import math
+import statistics
 from collections import deque
 from collections.abc import Iterable
 
-__all__ = ["PendingTimes", "PollSchedule"]
+__all__ = ["PendingTimes", "PollBudget", "PollSchedule"]
 
 _SQRT2 = math.sqrt(2.0)
+_NORMAL = statistics.NormalDist()
 # A spread guessed until enough samples exist, and the bounds of a fitted one (log space).
 _PRIOR_SIGMA = 0.5
 _MIN_SIGMA, _MAX_SIGMA = 0.1, 2.0
@@ -73,6 +94,9 @@ OVER_BUDGET_AGE_SHARE = 0.05
 # image stuck far past the learned times still reaches the ceiling, at 50 ceilings of age).
 LAST_TAIL_PROBABILITY = 0.1
 LAST_AGE_SHARE = 0.02
+# The share of every image's polls that its lane leaves to the run's last lanes (when the
+# lanes share a PollBudget).
+LAST_LANES_SHARE = 0.3
 
 
 class PendingTimes:
@@ -137,6 +161,20 @@ def _cdf(fit: tuple[float, float], age_s: float) -> float:
     return 0.5 * (1.0 + math.erf((math.log(age_s) - mu) / (sigma * _SQRT2)))
 
 
+class PollBudget:
+    """The budget of all of a process's lanes: what every image registered earned its lane,
+    and the polls made. Each lane spends ``1 - LAST_LANES_SHARE`` of what its own images
+    earned; the run's last lanes spend what the whole process has left."""
+
+    def __init__(self) -> None:
+        self.earned = 0.0
+        self.polls = 0
+
+    @property
+    def credits(self) -> float:
+        return self.earned - self.polls
+
+
 class PollSchedule:
     """Decides how long a lane's waiter sleeps before its next DescribeImages round."""
 
@@ -149,7 +187,10 @@ class PollSchedule:
         tail_probability: float = 0.5,
         tail_share: float = 0.5,
         pending: PendingTimes | None = None,
+        shared: PollBudget | None = None,
     ) -> None:
+        self.shared = shared  # the process's budget, its lanes' (None: this lane's alone)
+        self._own_share = 1.0 if shared is None else 1.0 - LAST_LANES_SHARE
         self.ceiling_s = ceiling_s
         self.floor_s = min(floor_s, ceiling_s)  # a short configured interval wins
         self.polls_per_image = polls_per_image
@@ -168,19 +209,25 @@ class PollSchedule:
 
     @property
     def credits(self) -> float:
-        """Polls the budget still allows (may be negative after ceiling polls)."""
-        return self.polls_per_image * self.registered - self.polls
+        """Polls the lane's own budget still allows (may be negative after ceiling polls)."""
+        return self._own_share * self.polls_per_image * self.registered - self.polls
 
     def register(self) -> None:
         """A new image to watch: it earns the lane ``polls_per_image`` polls."""
         self.registered += 1
+        if self.shared is not None:
+            self.shared.earned += self.polls_per_image
 
-    def begin_poll(self, at: float) -> None:
-        """A poll starts at ``at`` (call before :meth:`settled` for what it sees)."""
+    def begin_poll(self, at: float, calls: int = 1) -> None:
+        """A poll starts at ``at`` (call before :meth:`settled` for what it sees); ``calls``:
+        the DescribeImages calls it takes (one per chunk of watched images), what the budget
+        counts."""
         self._learn()
         self._previous_poll_at = self.last_poll_at
         self.last_poll_at = at
-        self.polls += 1
+        self.polls += calls
+        if self.shared is not None:
+            self.shared.polls += calls
         self._registered_at_check = self.registered
         self._skipped = 0
 
@@ -225,7 +272,8 @@ class PollSchedule:
         last images the run waits for."""
         times = list(registered_at)
         ceiling = self.ceiling_s
-        credits = self.credits
+        # The run's last lanes may spend what every lane of the process left.
+        credits = self.shared.credits if last and self.shared is not None else self.credits
         over = credits < 1.0
         floor = self.floor_s
         if over:
@@ -270,7 +318,13 @@ class PollSchedule:
         ]
         remaining = sum(groups.values())
         reserve = max(2.0, self.tail_share * self.polls_per_image * self.registered)
+        # The ceiling's polls until the watched images are expected settled (all of them,
+        # with the tail's probability) are paid first: the body spends what they leave.
+        each = self.tail_probability ** (1.0 / remaining)
+        settled_by = math.exp(fit[0] + fit[1] * _NORMAL.inv_cdf(min(each, 1.0 - 1e-9)))
+        youngest = min(age for age, _, _ in ages)
         spendable = credits - min(reserve, credits / 2)
+        spendable -= max(0.0, since + settled_by - youngest - now) / ceiling
         body = remaining / spendable if spendable > 0 and not over else math.inf
         probability = self.tail_probability
         if last:

@@ -23,7 +23,7 @@ from fleetimage.aws.parsing import reading_only
 from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.lane import Lane
-from fleetimage.engine.settling import PollSchedule
+from fleetimage.engine.settling import PollBudget, PollSchedule
 
 __all__ = ["READ_IMAGE_MEMBERS", "TERMINAL_STATES", "ImageState", "ImageWaiter"]
 
@@ -70,6 +70,7 @@ class ImageWaiter:
         polls_per_image: float = 0.05,
         on_credentials_expired: Callable[[CredentialsExpired], None] | None = None,
         among_last_lanes: Callable[[], bool] | None = None,
+        poll_budget: PollBudget | None = None,
     ) -> None:
         self.lane = lane
         # Whether this lane's images are the last the run waits for (see settling.py); when
@@ -81,6 +82,7 @@ class ImageWaiter:
             floor_s=poll_interval_s if min_poll_interval_s is None else min_poll_interval_s,
             ceiling_s=poll_interval_s,
             polls_per_image=polls_per_image,
+            shared=poll_budget,
         )
         self.on_credentials_expired = on_credentials_expired
         self.poll_interval_s = poll_interval_s
@@ -169,11 +171,11 @@ class ImageWaiter:
         every watched image, which is how an image deregistered by someone else is noticed.
         """
         t0 = anyio.current_time()
-        self.schedule.begin_poll(t0)
+        ids = list(self._watches)
+        self.schedule.begin_poll(t0, calls=len(range(0, len(ids), CHUNK)))
         census = t0 - self._last_census >= self.not_found_grace_s
         if census:
             self._last_census = t0
-        ids = list(self._watches)
         for start in range(0, len(ids), CHUNK):
             chunk = ids[start : start + CHUNK]
             filters = [{"Name": "image-id", "Values": chunk}]

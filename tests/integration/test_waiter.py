@@ -82,7 +82,8 @@ async def waits_started(
 
 async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: Any) -> None:
     """250 pending images in one lane: each round asks in two chunks (200 + 50), and all
-    250 settle in the round after they became available — none is left to time out."""
+    250 settle in the round after they became available — none is left to time out. The
+    poll budget counts both calls of a round."""
     n = 250  # a literal: EC2 bounds a filter's values, and the waiter asks for 200 at most
     mock = await mock_ec2(_mock(n))
     account = mock.config.accounts[0]
@@ -100,6 +101,7 @@ async def test_every_chunk_of_a_large_lane_is_polled(mock_ec2: Any, ec2_client: 
             before = mock.count(action="DescribeImages")
             await waiter.poll_once()
             assert mock.count(action="DescribeImages") - before == 2
+            assert waiter.schedule.polls == 4
     assert len(results) == n
     assert all(r.state == "available" for r in results.values())
 
