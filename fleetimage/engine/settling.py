@@ -27,16 +27,15 @@ for the tail (a model of fleet-1k's 8 lanes: 0.060 → 0.051 polls per image, th
 image seen as soon). A lane of thousands earns far more than its ceilings: there the body
 decides as before.
 
-Past the budget, the body rule is
-off but the tail rule still times the poll, at the ceiling at the latest: the ceiling polls a
-lane over budget must make anyway then land when its last images are expected to have
-settled, not a blind interval after the last poll (a lane of ~100 images spends its budget
-on ~5 ceiling polls, and its last image was seen ~7 s late on 30 s pending times). Over
-budget, the gap between polls is at least ``OVER_BUDGET_AGE_SHARE`` of the age of the
-youngest image watched: a last straggler far past the learned times (the log-normal says
-it must settle any moment) is not polled every few seconds, and is still seen within a
-small share of its pending time. Once that share passes the ceiling, the ceiling holds, as
-it always did.
+Past the budget, the body rule is off but the tail rule still times the poll, at the ceiling
+at the latest: the ceiling polls a lane over budget must make anyway then land when its last
+images are expected to have settled, not a blind interval after the last poll (a lane of
+~100 images spends its budget on ~5 ceiling polls, and its last image was seen ~7 s late on
+30 s pending times). Over budget, the gap between polls is at least
+``OVER_BUDGET_AGE_SHARE`` of the age of the youngest image watched: a last straggler far
+past the learned times (the log-normal says it must settle any moment) is not polled every
+few seconds, and is still seen within a small share of its pending time. Once that share
+passes the ceiling, the ceiling holds, as it always did.
 Until the lane has seen one image settle, it polls at the ceiling.
 
 The lanes whose images are **the last the run waits for** (``next_delay(last=True)``: the
