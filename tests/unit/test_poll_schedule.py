@@ -19,6 +19,24 @@ from fleetimage.engine.settling import (
 )
 
 
+def _made_and_ready(
+    rnd: random.Random,
+    images: int,
+    *,
+    start: float = 0.0,
+    burst: int = 50,
+    per_s: float = 5.0,
+) -> tuple[list[float], list[float]]:
+    """When each image is made (a burst at ``start``, then ``per_s`` a second in whole steps of
+    the bucket's clock) and when it is ready (log-normal pending times around 30 s)."""
+    created = [
+        start if k < burst else math.floor(start) + math.ceil((k - burst + 1) / per_s)
+        for k in range(images)
+    ]
+    ready = [c + 30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)) for c in created]
+    return created, ready
+
+
 def _lane(
     schedule: PollSchedule | None,
     *,
@@ -34,8 +52,7 @@ def _lane(
     the lane's images are the last the run waits for.
     Returns (polls per image, mean lag / pending time, lag of the lane's last image)."""
     rnd = random.Random(seed)
-    created = [0.0 if k < burst else math.ceil((k - burst + 1) / per_s) for k in range(images)]
-    ready = [c + 30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)) for c in created]
+    created, ready = _made_and_ready(rnd, images, burst=burst, per_s=per_s)
     registered: set[int] = set()
     unseen = set(range(images))
     now, polls, fractions = 0.0, 0, []
@@ -285,11 +302,7 @@ def _process(lanes: int, images: int, *, seed: int, shared: bool) -> tuple[float
     state = []
     for _ in range(lanes):
         start = 0.2 + 0.3 * rnd.random()
-        created = [
-            start if k < 50 else math.floor(start) + math.ceil((k - 49) / 5.0)
-            for k in range(images)
-        ]
-        ready = [c + 30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)) for c in created]
+        created, ready = _made_and_ready(rnd, images, start=start)
         schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05, shared=budget)
         state.append(
             {
