@@ -9,7 +9,7 @@ are reported as missing.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,17 +37,17 @@ def _filters(spec: TargetSpec) -> list[dict[str, Any]]:
     return [{"Name": name, "Values": list(values)} for name, values in spec.filters.items()]
 
 
-async def _describe(lane: Lane, filters: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """The instances, page by page as they arrive (a page is converted before the next one is
-    asked for, so raw answers never pile up)."""
+async def _describe(
+    lane: Lane, filters: list[dict[str, Any]]
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The instances, a page at a time as they arrive (a page is converted before the next one
+    is asked for, so raw answers never pile up)."""
     params: dict[str, Any] = {"MaxResults": PAGE_SIZE}
     if filters:
         params["Filters"] = filters
     while True:
         answer = await lane.call("DescribeInstances", params)
-        for reservation in answer.get("Reservations", []):
-            for instance in reservation.get("Instances", []):
-                yield instance
+        yield [i for r in answer.get("Reservations", []) for i in r.get("Instances", [])]
         token = answer.get("NextToken")
         if not token:
             return
@@ -69,10 +69,29 @@ def _target(lane: Lane, instance: dict[str, Any], role_arn: str | None) -> Targe
 
 
 async def discover_lane(
-    lane: Lane, specs: list[TargetSpec], *, role_arn: str | None, into: LaneDiscovery | None = None
+    lane: Lane,
+    specs: list[TargetSpec],
+    *,
+    role_arn: str | None,
+    into: LaneDiscovery | None = None,
+    on_page: Callable[[list[Target]], Awaitable[None]] | None = None,
 ) -> LaneDiscovery:
-    """Resolve every selector that covers this lane; an instance found twice counts once."""
+    """Resolve every selector that covers this lane; an instance found twice counts once.
+
+    ``on_page``: called after each page with the targets it found first, in order (the
+    engine images them while the next pages are asked for)."""
     found = into if into is not None else LaneDiscovery()
+
+    async def take(page: list[dict[str, Any]]) -> None:
+        new = []
+        for instance in page:
+            iid = instance["InstanceId"]
+            if iid not in found.targets:
+                found.targets[iid] = target = _target(lane, instance, role_arn)
+                new.append(target)
+        if on_page is not None and new:
+            await on_page(new)
+
     for spec in specs:
         base = _filters(spec)
         if spec.instance_ids:
@@ -81,15 +100,13 @@ async def discover_lane(
             for start in range(0, len(ids), ID_CHUNK):
                 chunk = ids[start : start + ID_CHUNK]
                 id_filter = {"Name": "instance-id", "Values": chunk}
-                async for instance in _describe(lane, [*base, id_filter]):
-                    seen.add(instance["InstanceId"])
-                    found.targets.setdefault(
-                        instance["InstanceId"], _target(lane, instance, role_arn)
-                    )
+                async for page in _describe(lane, [*base, id_filter]):
+                    seen.update(i["InstanceId"] for i in page)
+                    await take(page)
             if not base:  # with other filters too, an absent id may just not match them
                 found.missing.update(i for i in ids if i not in seen and i not in found.targets)
         else:
-            async for instance in _describe(lane, base):
-                found.targets.setdefault(instance["InstanceId"], _target(lane, instance, role_arn))
+            async for page in _describe(lane, base):
+                await take(page)
     found.missing.difference_update(found.targets)
     return found

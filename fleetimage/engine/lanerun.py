@@ -1,5 +1,4 @@
-"""One lane's imaging: a feeder under the lane's caps, a task per target, one waiter; also
-what a lane announces before it images."""
+"""One lane's imaging: a feeder under the lane's caps, a task per target, one waiter."""
 
 from __future__ import annotations
 
@@ -14,18 +13,16 @@ from fleetimage.core.errors import AwsError, CredentialsExpired, ErrorKind
 from fleetimage.core.models import (
     Available,
     Created,
-    Discovered,
     DryRunChecked,
     Failed,
     ImageSpec,
     JournalState,
-    LaneFailed,
-    LanePlanned,
     Outcome,
     Skipped,
     TargetRecord,
 )
 from fleetimage.core.states import SETTLED
+from fleetimage.engine.announce import event_fields
 from fleetimage.engine.breaker import LaneOutage
 from fleetimage.engine.bus import Bus, SubscriberError
 from fleetimage.engine.create import check_dry_run, create_image
@@ -35,12 +32,7 @@ from fleetimage.engine.runstate import RunState, StopReason
 from fleetimage.engine.stop import Stopped
 from fleetimage.engine.wait import ImageState, ImageWaiter
 
-__all__ = ["LaneRun", "announce_lane", "event_fields"]
-
-
-def event_fields(spec: ImageSpec) -> tuple[str, str, str]:
-    t = spec.target
-    return t.account, t.region, t.instance_id
+__all__ = ["LaneRun"]
 
 
 class LaneRun:
@@ -58,10 +50,18 @@ class LaneRun:
         wait: bool,
         prior: dict[tuple[str, str, str], TargetRecord],
         retry_failed: bool = False,
+        streamed: bool = False,
     ) -> None:
+        """``streamed``: the lane's specs come page by page as it is discovered
+        (:meth:`extend`), until :meth:`close`; else they are ``lp.specs``, all known."""
         assert lp.lane is not None
         self.retry_failed = retry_failed
         self.lp, self.lane, self.config, self.state, self.bus = lp, lp.lane, config, state, bus
+        self.specs: list[ImageSpec] = [] if streamed else list(lp.specs)
+        self._more = anyio.Event()
+        self._closed = anyio.Event()
+        if not streamed:
+            self._closed.set()
         self.run_id, self.dry_run, self.wait, self.prior = run_id, dry_run, wait, prior
         self.in_flight = anyio.Semaphore(config.concurrency.max_in_flight_per_region)
         self.pending = anyio.Semaphore(config.concurrency.max_pending_images_per_region)
@@ -88,12 +88,29 @@ class LaneRun:
         finally:
             self.state.lane_finished()
 
+    def extend(self, specs: list[ImageSpec]) -> None:
+        """More of a streamed lane's specs (journaled as discovered already)."""
+        self.specs.extend(specs)
+        self._more.set()
+
+    def close(self) -> None:
+        """A streamed lane's discovery has ended: no more specs come."""
+        self._closed.set()
+        self._more.set()
+
     async def _feed(self, work: anyio.abc.TaskGroup) -> None:
-        specs = self.lp.specs
+        specs = self.specs
         started = 0
         with self._feeding as scope:
             self.state.feeders.append(scope)
-            for spec in specs:
+            while True:
+                if started == len(specs):
+                    if self._closed.is_set():
+                        break
+                    await self._more.wait()  # bounded: the lane's discovery ends, or a stop
+                    self._more = anyio.Event()
+                    continue
+                spec = specs[started]
                 if self.state.stopping() or self.lane.breaker.stopped:
                     break
                 record = self.prior.get(event_fields(spec))
@@ -115,6 +132,9 @@ class LaneRun:
         reason = self.state.stop_reason or StopReason.INTERRUPTED
         outage = None if self.state.stopping() else self.lane.breaker.stopped  # breaker hook
         code, why = (outage.code, outage.message) if outage else (reason, _NOT_STARTED[reason])
+        # A streamed lane's later pages still come: its discovery ends soon after a stop or an
+        # outage (its calls end too), and what it journaled must not be left without a word.
+        await self._closed.wait()
         for spec in specs[started:]:
             record = self.prior.get(event_fields(spec))
             if record is not None and self._settled(record):
@@ -286,69 +306,3 @@ _NOT_STARTED = {
     StopReason.JOURNAL: "the journal failed, so no CreateImage could be journaled before it "
     "was sent; no new images were started",
 }
-
-
-async def announce_lane(
-    lp: LanePlan, bus: Bus, run_id: str, prior: dict[tuple[str, str, str], TargetRecord]
-) -> None:
-    """Discovered/Skipped/Failed events for what planning found in a lane, before imaging."""
-    key = lp.key
-    if lp.error is not None:
-        affected = sorted(
-            r.instance_id
-            for (account, region, _), r in prior.items()
-            if (account, region) == (key.account, key.region) and r.state not in SETTLED
-        )
-        await bus.emit(
-            LaneFailed(
-                run_id,
-                key.account,
-                key.region,
-                None,
-                now(),
-                lp.error.action,
-                lp.error.code,
-                f"{lp.error.action} failed for the whole lane: {lp.error.message}",
-                tuple(affected),
-            )
-        )
-        return
-    await bus.emit(LanePlanned(run_id, key.account, key.region, None, now(), len(lp.specs)))
-    for spec in lp.specs:
-        await bus.emit(Discovered(run_id, *event_fields(spec), now(), spec.name, spec.target.state))
-    for target, reason in lp.skipped:
-        await bus.emit(
-            Discovered(run_id, key.account, key.region, target.instance_id, now(), "", target.state)
-        )
-        await bus.emit(Skipped(run_id, key.account, key.region, target.instance_id, now(), reason))
-    for spec, other in lp.collisions:
-        await bus.emit(Discovered(run_id, *event_fields(spec), now(), spec.name, spec.target.state))
-        await bus.emit(
-            Failed(
-                run_id,
-                *event_fields(spec),
-                now(),
-                Outcome.FAILED,
-                "NameCollision",
-                f"the name template renders {spec.name!r} for this instance and for {other}; "
-                "add {instance_id} where tags cannot run into it",
-            )
-        )
-    for instance_id in lp.missing:
-        if (key.account, key.region, instance_id) in prior:
-            continue
-        await bus.emit(
-            Discovered(run_id, key.account, key.region, instance_id, now(), "", "unknown")
-        )
-        await bus.emit(
-            Failed(
-                run_id,
-                key.account,
-                key.region,
-                instance_id,
-                now(),
-                Outcome.FAILED,
-                "InvalidInstanceID.NotFound",
-                "no such instance in this account and region",
-            )
-        )

@@ -71,16 +71,23 @@ class LanePlan:
     adopted: dict[str, RunImage] = field(default_factory=dict)
     looked_up: bool = False
 
+    # The planned name of each spec, with its instance (names are the idempotency key).
+    names: dict[str, str] = field(default_factory=dict, repr=False)
+
+    def add(self, spec: ImageSpec) -> bool:
+        """Plan ``spec``, unless another target of the lane already has its name (two targets
+        must never share one): then it is a collision. True if planned."""
+        other = self.names.setdefault(spec.name, spec.target.instance_id)
+        if other != spec.target.instance_id:
+            self.collisions.append((spec, other))
+            return False
+        self.specs.append(spec)
+        return True
+
     def keep_unique_names(self) -> None:
-        first: dict[str, str] = {}
-        unique: list[ImageSpec] = []
-        for spec in self.specs:
-            other = first.setdefault(spec.name, spec.target.instance_id)
-            if other == spec.target.instance_id:
-                unique.append(spec)
-            else:
-                self.collisions.append((spec, other))
-        self.specs = unique
+        every, self.specs, self.names = self.specs, [], {}
+        for spec in every:
+            self.add(spec)
 
 
 @dataclass(slots=True)
@@ -117,6 +124,7 @@ async def open_lanes(
     stopper: Stopper | None = None,
     planned: Plan | None = None,
     on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
+    on_lane_page: Callable[[LanePlan, list[ImageSpec]], Awaitable[None]] | None = None,
     owns: Callable[[LaneKey], bool] | None = None,
     adopt: bool = False,
 ) -> Plan:
@@ -128,6 +136,9 @@ async def open_lanes(
     ``adopt``: also find the images an earlier start of this run created (engine/adopt.py).
     ``on_lane_ready``: called with each lane as soon as it is planned (or has failed), so the
     engine can start imaging it while other lanes still discover.
+    ``on_lane_page``: called after each discovery page with the specs it added to the lane, so
+    the engine can start imaging a lane of many pages from its first (not with ``adopt``: a
+    lane looks up what an earlier start created before anything is created in it).
     """
     units, lanes, covering = await _who_and_where(config, session, endpoint_url, owns)
 
@@ -198,26 +209,35 @@ async def open_lanes(
             lp.adopted, lp.looked_up = dict(earlier.adopted), earlier.looked_up
             await look_up(lp)
             return
+        paged = on_lane_page if not adopt else None
+
+        async def page(targets: list[Target]) -> None:
+            added = []
+            for target in targets:
+                if target.state not in IMAGEABLE_STATES:
+                    why = f"instance is {target.state}; CreateImage needs running, stopping or stopped"
+                    lp.skipped.append((target, why))
+                elif lp.add(spec := build_spec(config, target, run_id, started_at)):
+                    added.append(spec)
+            if paged is not None and added:
+                try:
+                    await paged(lp, added)
+                except Exception as exc:
+                    raise _NotDiscovery(exc) from exc
+
         try:
             async with discovering:
-                found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn)
+                found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn, on_page=page)
+        except _NotDiscovery as failed:  # the engine's own (a subscriber's): not the lane's
+            raise failed.error from failed.error.__cause__
         except Exception as exc:
             lp.error = _lane_error(exc, "DescribeInstances")
+            if paged is None:  # nothing of the lane is being imaged: it is all unknown
+                lp.specs, lp.skipped, lp.collisions = [], [], []
             return
         if not await look_up(lp):
             return
-        for target in found.targets.values():
-            if target.state in IMAGEABLE_STATES:
-                lp.specs.append(build_spec(config, target, run_id, started_at))
-            else:
-                lp.skipped.append(
-                    (
-                        target,
-                        f"instance is {target.state}; CreateImage needs running, stopping or stopped",
-                    )
-                )
         lp.missing = sorted(found.missing)
-        lp.keep_unique_names()
 
     async with anyio.create_task_group() as tg:
         for key in lanes:
@@ -226,6 +246,14 @@ async def open_lanes(
 
 
 Covering = dict[LaneKey, tuple[Access, list[TargetSpec]]]
+
+
+class _NotDiscovery(Exception):
+    """What the engine's page callback raised, carried through discovery's own handling."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def _who_and_where(

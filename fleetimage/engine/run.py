@@ -23,12 +23,20 @@ from fleetimage.config import ErrorBudget, FleetConfig
 from fleetimage.core.clock import now
 from fleetimage.core.copies import CopyRecord
 from fleetimage.core.ledger import Ledger
-from fleetimage.core.models import Created, JournalState, RunStopping, TargetRecord
+from fleetimage.core.models import (
+    Created,
+    ImageSpec,
+    JournalState,
+    LaneKey,
+    RunStopping,
+    TargetRecord,
+)
 from fleetimage.core.naming import new_run_id
 from fleetimage.core.shards import Shard
+from fleetimage.engine.announce import announce_lane, announce_specs
 from fleetimage.engine.bus import Bus, Subscriber, SubscriberError
 from fleetimage.engine.copy_lanes import CopyPhase
-from fleetimage.engine.lanerun import LaneRun, announce_lane
+from fleetimage.engine.lanerun import LaneRun
 from fleetimage.engine.plan import LanePlan, Plan, lane_keys, open_lanes
 from fleetimage.engine.restart import adopted_records
 from fleetimage.engine.resume import complete_from_journal
@@ -171,8 +179,52 @@ async def execute(
             )
             state.on_available = phase.offer  # each image as it becomes available
 
+        # A lane the journal knows nothing of is imaged from its first discovery page, while
+        # its next pages are asked for; one it knows (resume) is completed from the journal
+        # once its discovery is.
+        known = {(account, region) for account, region, _ in prior}
+        streams: dict[LaneKey, LaneRun] = {}
+
+        def lane_run(lp: LanePlan, *, streamed: bool = False) -> LaneRun:
+            assert run_id is not None
+            return LaneRun(
+                lp,
+                config,
+                state,
+                bus,
+                run_id=run_id,
+                dry_run=dry_run,
+                wait=wait,
+                prior=prior,
+                retry_failed=retry_failed,
+                streamed=streamed,
+            )
+
+        async def lane_page(lp: LanePlan, specs: list[ImageSpec]) -> None:
+            assert run_id is not None
+            if lp.lane is None or (lp.key.account, lp.key.region) in known:
+                return
+            run = streams.get(lp.key)
+            if run is None:
+                run = streams[lp.key] = lane_run(lp, streamed=True)
+                if phase is not None:  # copies into this region go through this lane
+                    phase.share_lane(lp.lane)
+                lanes.start_soon(run.run)
+            await announce_specs(bus, run_id, specs)
+            state.add_targets(len(specs))
+            run.extend(specs)
+
         async def lane_ready(lp: LanePlan) -> None:
             assert run_id is not None and started_at is not None
+            streamed = streams.pop(lp.key, None)
+            if streamed is not None:
+                try:
+                    await announce_lane(lp, bus, run_id, prior, streamed=True)
+                finally:
+                    streamed.close()
+                return
+            if lp.error is not None:  # what its discovery found before failing: resume's
+                lp.specs, lp.skipped, lp.collisions = [], [], []
             adopted = adopted_records(lp) if lp.error is None else {}
             prior.update(adopted)
             complete_from_journal(lp, prior, config, run_id, started_at)
@@ -202,18 +254,7 @@ async def execute(
                 )
             state.add_targets(len(lp.specs))
             if lp.lane is not None and lp.specs:
-                run = LaneRun(
-                    lp,
-                    config,
-                    state,
-                    bus,
-                    run_id=run_id,
-                    dry_run=dry_run,
-                    wait=wait,
-                    prior=prior,
-                    retry_failed=retry_failed,
-                )
-                lanes.start_soon(run.run)
+                lanes.start_soon(lane_run(lp).run)
 
         async with anyio.create_task_group() as copying:
             if phase is not None:
@@ -235,6 +276,7 @@ async def execute(
                         stack=stack,
                         planned=plan,
                         on_lane_ready=lane_ready,
+                        on_lane_page=lane_page,
                         owns=None if shard is None else shard.owns,
                         adopt=adopt and not dry_run,
                     )

@@ -1,0 +1,132 @@
+"""A lane of several discovery pages is imaged from its first page, and what it journaled
+before a stop between its pages is finished by resume without a duplicate.
+
+Pages here are 5 instances (the module's page size lowered), and DescribeInstances is paced at
+2 a second by the client's own limits, so the lane's discovery takes ~2 s while CreateImage is
+unlimited: the order of the run's events shows what was imaged before the lane was planned.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from fleetimage import (
+    Created,
+    Discovered,
+    Event,
+    LanePlanned,
+    Outcome,
+    image_fleet,
+    parse_config,
+    resume_fleet,
+)
+from fleetimage.engine import discovery
+from fleetimage.mock import MockConfig
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+INSTANCES = 23  # 5 pages of 5
+
+
+def _config() -> Any:
+    return parse_config(
+        {
+            "targets": [{"regions": [REGION], "all_instances": True}],
+            "image": {"name_template": "{instance_id}-{run_id}"},
+            "limits": {"DescribeInstances": {"burst": 1, "rate_per_s": 2.0}},
+            "wait": {"poll_interval_s": 0.05, "timeout_s": 60},
+            "retry": {"base_delay_s": 0.01, "max_delay_s": 0.2},
+        }
+    )
+
+
+@pytest.fixture
+async def fleet(fleet_mock: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
+    return await fleet_mock(
+        MockConfig(
+            regions=(REGION,),
+            instances_per_region=INSTANCES,
+            state_mix={"running": 1.0},
+            pending_s=0.2,
+            throttling=False,
+        )
+    )
+
+
+async def test_a_lane_is_imaged_from_its_first_discovery_page(fleet: Any, tmp_path: Path) -> None:
+    events: list[Event] = []
+    journal = tmp_path / "j.sqlite3"
+    report = await image_fleet(
+        _config(),
+        journal=journal,
+        run_id="paged",
+        endpoint_url=fleet.endpoint_url,
+        on_event=events.append,
+    )
+    assert [r.outcome for r in report.results] == [Outcome.AVAILABLE] * INSTANCES
+    assert fleet.count(action="DescribeInstances") == 5
+    assert fleet.count(action="CreateImage", outcome="ok") == INSTANCES
+    assert not fleet.duplicates()
+    kinds = [type(e) for e in events]
+    planned = kinds.index(LanePlanned)
+    assert kinds.count(LanePlanned) == 1
+    assert events[planned].targets == INSTANCES  # type: ignore[attr-defined]
+    # Images were created while the lane's later pages were still being asked for ...
+    assert kinds.index(Created) < planned
+    # ... and each target was journaled (Discovered) before anything was sent for it.
+    first: dict[str, int] = {}
+    for i, event in enumerate(events):
+        first.setdefault(f"{type(event).__name__}:{event.instance_id}", i)
+    for r in report.results:
+        assert first[f"Discovered:{r.instance_id}"] < first[f"Created:{r.instance_id}"]
+    assert kinds.count(Discovered) == INSTANCES
+    with sqlite3.connect(journal) as conn:
+        lanes = conn.execute("SELECT account, region, state FROM lanes").fetchall()
+    assert lanes == [(ACCOUNT, REGION, "planned")]
+
+
+async def test_a_run_stopped_between_a_lanes_pages_is_finished_by_resume(
+    fleet: Any, tmp_path: Path
+) -> None:
+    """Stopped after its first image, while later pages are still to come: what was found is
+    journaled (and imaged or not started), the lane is not marked planned, and resume
+    discovers it again and images every target once."""
+    journal = tmp_path / "j.sqlite3"
+    stop = anyio.Event()
+
+    def stop_at_first_image(event: Event) -> None:
+        if isinstance(event, Created):
+            stop.set()
+
+    first = await image_fleet(
+        _config(),
+        journal=journal,
+        run_id="paged",
+        endpoint_url=fleet.endpoint_url,
+        on_event=stop_at_first_image,
+        stop=stop,
+    )
+    assert first.interrupted
+    assert fleet.count(action="DescribeInstances") < 5  # stopped before its last page
+    found = {r.instance_id: r.outcome for r in first.results}
+    assert 5 <= len(found) < INSTANCES  # the first page's, perhaps a second's
+    assert set(found.values()) <= {Outcome.PENDING, Outcome.NOT_STARTED}
+    [failure] = first.lane_failures
+    assert (failure.account, failure.region) == (ACCOUNT, REGION)
+    assert "they are imaged; resume discovers the rest" in failure.error_message
+    with sqlite3.connect(journal) as conn:
+        assert conn.execute("SELECT state FROM lanes").fetchall() == [("failed",)]
+        journaled = {i for (i,) in conn.execute("SELECT instance_id FROM targets")}
+    assert journaled == set(found)
+
+    report = await resume_fleet("paged", journal=journal, endpoint_url=fleet.endpoint_url)
+    assert len(report.results) == INSTANCES
+    assert {r.outcome for r in report.results} == {Outcome.AVAILABLE}
+    assert fleet.count(action="CreateImage", outcome="ok") == INSTANCES
+    assert not fleet.duplicates()
