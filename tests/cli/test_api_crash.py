@@ -84,3 +84,60 @@ def test_batch_job_killed_mid_create_is_finished_by_resume_fleet(
         ("finished",)
     ]
     print(f"api crash: killed with {created} created and {states} journaled; 0 duplicates")
+
+
+def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_fleet(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """A lane of three DescribeInstances pages (each answered after 1 s) is imaged from its
+    first page. Killed then (later pages not read, the lane not marked discovered), the run
+    resumes by discovering the lane again and finishing what it journaled: one image each."""
+    region = "us-east-1"
+    mock = mock_thread(
+        regions=(region,),
+        instances_per_region=2100,
+        state_mix={"running": 1.0},
+        time_scale=1.0,
+        pending_s=1.0,
+        throttling=False,
+        faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
+    )
+    unlimited = {"burst": 1_000_000, "rate_per_s": 1.0e9}
+    config = write_config(
+        tmp_path / "fleet.yaml",
+        fleet_config(
+            (region,),
+            scale=1,
+            limits={"CreateImage": unlimited, "DescribeImages": unlimited},
+            wait={"poll_interval_s": 0.2, "timeout_s": 120, "not_found_grace_s": 5},
+        ),
+    )
+    journal = tmp_path / "batch.sqlite3"
+    run_id = "nightly-2026-11-30"
+    expected = imageable(mock)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BATCH_JOB, str(config), str(journal), run_id, mock.endpoint_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    _wait_for(
+        "images of the first page",
+        lambda: mock.count(action="CreateImage", outcome="ok") >= 50,
+        proc,
+    )
+    _kill(proc)
+    assert journal_rows(journal, "SELECT state FROM lanes") == [], "killed after discovery"
+    journaled = sum(_states(journal, run_id).values())
+    assert 1000 <= journaled < len(expected)
+
+    report = resume_fleet_sync(run_id, journal=journal, endpoint_url=mock.endpoint_url)
+
+    assert mock.count(action="DescribeInstances") >= 5  # the lane was discovered again
+    assert mock.call(lambda m: m.duplicates()) == {}
+    per_instance = mock.call(lambda m: m.images_per_instance())
+    assert set(per_instance) == expected and set(per_instance.values()) == {1}
+    assert report.ok and report.counts["available"] == len(expected) == 2100
+    assert journal_rows(journal, "SELECT state FROM lanes") == [("planned",)]
