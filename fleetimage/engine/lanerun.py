@@ -56,7 +56,7 @@ class LaneRun:
         (:meth:`extend`), until :meth:`close`; else they are ``lp.specs``, all known."""
         assert lp.lane is not None
         self.retry_failed = retry_failed
-        self.lp, self.lane, self.config, self.state, self.bus = lp, lp.lane, config, state, bus
+        self.lane, self.config, self.state, self.bus = lp.lane, config, state, bus
         self.specs: list[ImageSpec] = [] if streamed else list(lp.specs)
         self._more = anyio.Event()
         self._closed = anyio.Event()
