@@ -7,12 +7,14 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from cli_helpers import MockFactory, fleet_config, imageable, journal_rows, write_config
 from test_crash import _kill, _states, _wait_for
 
 from fleetimage import Outcome, resume_fleet_sync
 from fleetimage.mock import FaultConfig
+from fleetimage.mock.runner import MockEC2Thread
 
 BATCH_JOB = textwrap.dedent(
     """
@@ -23,6 +25,31 @@ BATCH_JOB = textwrap.dedent(
     run_fleet(load_config(config), journal=journal, run_id=run_id, endpoint_url=url)
     """
 )
+
+
+def _batch_job(
+    mock: MockEC2Thread,
+    tmp_path: Path,
+    run_id: str,
+    regions: tuple[str, ...],
+    *,
+    limits: dict[str, Any],
+) -> tuple[subprocess.Popen[str], Path]:
+    """The batch job started on ``mock`` (real time) with its journal's path."""
+    wait = {"poll_interval_s": 0.2, "timeout_s": 120, "not_found_grace_s": 5}
+    config = write_config(
+        tmp_path / "fleet.yaml", fleet_config(regions, scale=1, limits=limits, wait=wait)
+    )
+    journal = tmp_path / "batch.sqlite3"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BATCH_JOB, str(config), str(journal), run_id, mock.endpoint_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    return proc, journal
 
 
 def test_batch_job_killed_mid_create_is_finished_by_resume_fleet(
@@ -38,25 +65,14 @@ def test_batch_job_killed_mid_create_is_finished_by_resume_fleet(
         limits={"CreateImage": (5, 8)},
         faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"CreateImage"})),
     )
-    config = write_config(
-        tmp_path / "fleet.yaml",
-        fleet_config(
-            ("us-east-1", "eu-west-1"),
-            scale=1,
-            limits={"CreateImage": {"burst": 5, "rate_per_s": 8}},
-            wait={"poll_interval_s": 0.2, "timeout_s": 120, "not_found_grace_s": 5},
-        ),
-    )
-    journal = tmp_path / "batch.sqlite3"
     run_id = "nightly-2026-11-29"
     expected = imageable(mock)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BATCH_JOB, str(config), str(journal), run_id, mock.endpoint_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
+    proc, journal = _batch_job(
+        mock,
+        tmp_path,
+        run_id,
+        ("us-east-1", "eu-west-1"),
+        limits={"CreateImage": {"burst": 5, "rate_per_s": 8}},
     )
     _wait_for(
         "a third of the images",
@@ -103,25 +119,14 @@ def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_
         faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
     )
     unlimited = {"burst": 1_000_000, "rate_per_s": 1.0e9}
-    config = write_config(
-        tmp_path / "fleet.yaml",
-        fleet_config(
-            (region,),
-            scale=1,
-            limits={"CreateImage": unlimited, "DescribeImages": unlimited},
-            wait={"poll_interval_s": 0.2, "timeout_s": 120, "not_found_grace_s": 5},
-        ),
-    )
-    journal = tmp_path / "batch.sqlite3"
     run_id = "nightly-2026-11-30"
     expected = imageable(mock)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", BATCH_JOB, str(config), str(journal), run_id, mock.endpoint_url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
+    proc, journal = _batch_job(
+        mock,
+        tmp_path,
+        run_id,
+        (region,),
+        limits={"CreateImage": unlimited, "DescribeImages": unlimited},
     )
     _wait_for(
         "images of the first page",
