@@ -129,6 +129,44 @@ def test_two_workers_image_every_target_once_into_one_journal(
     assert lanes == [(len(REGIONS4),)]
 
 
+def test_workers_image_each_lane_from_its_first_discovery_page(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """Lanes of two DescribeInstances pages (each answered after 1 s, real time), discovered
+    by the workers themselves: images are made before the lanes are marked discovered, the
+    parent's journal has every target's row before its image, and each instance gets one."""
+    regions = REGIONS4[:2]
+    mock = mock_thread(
+        regions=regions,
+        instances_per_region=1100,
+        state_mix={"running": 1.0},
+        time_scale=1.0,
+        pending_s=0.5,
+        throttling=False,
+        faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
+    )
+    unlimited = {"burst": 1_000_000, "rate_per_s": 1.0e9}
+    cfg = fleet_config(regions, limits={"CreateImage": unlimited, "DescribeImages": unlimited})
+    config = load_config(write_config(tmp_path / "fleet.yaml", cfg))
+    journal = tmp_path / "j.sqlite3"
+    order: list[str] = []
+    report = run_fleet(
+        config,
+        journal=journal,
+        run_id="paged-workers",
+        endpoint_url=mock.endpoint_url,
+        workers=2,
+        on_event=lambda e: order.append(type(e).__name__),
+    )
+    assert report.ok and report.counts["available"] == 2 * 1100
+    assert order.count("LanePlanned") == 2
+    assert order.index("Created") < order.index("LanePlanned")
+    _each_instance_once(mock)
+    _all_settled(journal, "paged-workers", 2 * 1100)
+    lanes = journal_rows(journal, "SELECT count(*) FROM lanes WHERE state = 'planned'")
+    assert lanes == [(2,)]
+
+
 def test_a_killed_worker_is_started_again_and_nothing_is_made_twice(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
