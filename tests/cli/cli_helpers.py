@@ -15,7 +15,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from fleetimage.cli import app
-from fleetimage.mock import MockEC2Thread
+from fleetimage.mock import FaultConfig, MockEC2Thread
 
 REGIONS = ("us-east-1", "eu-west-1")
 IMAGEABLE = frozenset({"running", "stopped", "stopping"})
@@ -85,6 +85,29 @@ def cli_process(*args: str | Path, **kwargs: Any) -> subprocess.Popen[str]:
         env={**os.environ, "COLUMNS": "200"},
         start_new_session=True,
         **kwargs,
+    )
+
+
+# Limits for the client that never pace it (the paged fleet's mock has no buckets).
+UNLIMITED_IMAGING = {
+    action: {"burst": 1_000_000, "rate_per_s": 1.0e9}
+    for action in ("CreateImage", "DescribeImages")
+}
+
+
+def paged_fleet(
+    mock_thread: MockFactory, regions: tuple[str, ...], instances: int, *, pending_s: float
+) -> MockEC2Thread:
+    """Lanes of several DescribeInstances pages, each answered after 1 s (real time), no
+    buckets: what a lane images while its later pages are still coming."""
+    return mock_thread(
+        regions=regions,
+        instances_per_region=instances,
+        state_mix={"running": 1.0},
+        time_scale=1.0,
+        pending_s=pending_s,
+        throttling=False,
+        faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
     )
 
 

@@ -9,7 +9,15 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from cli_helpers import MockFactory, fleet_config, imageable, journal_rows, write_config
+from cli_helpers import (
+    UNLIMITED_IMAGING,
+    MockFactory,
+    fleet_config,
+    imageable,
+    journal_rows,
+    paged_fleet,
+    write_config,
+)
 from test_crash import _kill, _states, _wait_for
 
 from fleetimage import Outcome, resume_fleet_sync
@@ -109,16 +117,7 @@ def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_
     first page. Killed then (later pages not read, the lane not marked discovered), the run
     resumes by discovering the lane again and finishing what it journaled: one image each."""
     region = "us-east-1"
-    mock = mock_thread(
-        regions=(region,),
-        instances_per_region=2100,
-        state_mix={"running": 1.0},
-        time_scale=1.0,
-        pending_s=1.0,
-        throttling=False,
-        faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
-    )
-    unlimited = {"burst": 1_000_000, "rate_per_s": 1.0e9}
+    mock = paged_fleet(mock_thread, (region,), 2100, pending_s=1.0)
     run_id = "nightly-2026-11-30"
     expected = imageable(mock)
     proc, journal = _batch_job(
@@ -126,7 +125,7 @@ def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_
         tmp_path,
         run_id,
         (region,),
-        limits={"CreateImage": unlimited, "DescribeImages": unlimited},
+        limits=UNLIMITED_IMAGING,
     )
     _wait_for(
         "images of the first page",

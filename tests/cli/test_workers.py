@@ -16,12 +16,14 @@ from pathlib import Path
 
 import psutil
 from cli_helpers import (
+    UNLIMITED_IMAGING,
     MockFactory,
     cli,
     cli_process,
     fleet_config,
     imageable,
     journal_rows,
+    paged_fleet,
     write_config,
 )
 from test_crash import _kill, _states, _wait_for
@@ -136,17 +138,8 @@ def test_workers_image_each_lane_from_its_first_discovery_page(
     by the workers themselves: images are made before the lanes are marked discovered, the
     parent's journal has every target's row before its image, and each instance gets one."""
     regions = REGIONS4[:2]
-    mock = mock_thread(
-        regions=regions,
-        instances_per_region=1100,
-        state_mix={"running": 1.0},
-        time_scale=1.0,
-        pending_s=0.5,
-        throttling=False,
-        faults=FaultConfig(slow=1.0, slow_s=1.0, actions=frozenset({"DescribeInstances"})),
-    )
-    unlimited = {"burst": 1_000_000, "rate_per_s": 1.0e9}
-    cfg = fleet_config(regions, limits={"CreateImage": unlimited, "DescribeImages": unlimited})
+    mock = paged_fleet(mock_thread, regions, 1100, pending_s=0.5)
+    cfg = fleet_config(regions, limits=UNLIMITED_IMAGING)
     config = load_config(write_config(tmp_path / "fleet.yaml", cfg))
     journal = tmp_path / "j.sqlite3"
     order: list[str] = []
