@@ -124,7 +124,7 @@ async def open_lanes(
     stopper: Stopper | None = None,
     planned: Plan | None = None,
     on_lane_ready: Callable[[LanePlan], Awaitable[None]] | None = None,
-    on_lane_page: Callable[[LanePlan, list[ImageSpec]], Awaitable[None]] | None = None,
+    on_lane_page: Callable[[LanePlan, list[ImageSpec]], Awaitable[bool]] | None = None,
     owns: Callable[[LaneKey], bool] | None = None,
     adopt: bool = False,
 ) -> Plan:
@@ -138,7 +138,8 @@ async def open_lanes(
     engine can start imaging it while other lanes still discover.
     ``on_lane_page``: called after each discovery page with the specs it added to the lane, so
     the engine can start imaging a lane of many pages from its first (not with ``adopt``: a
-    lane looks up what an earlier start created before anything is created in it).
+    lane looks up what an earlier start created before anything is created in it); it returns
+    True if it is imaging them.
     """
     units, lanes, covering = await _who_and_where(config, session, endpoint_url, owns)
 
@@ -210,8 +211,10 @@ async def open_lanes(
             await look_up(lp)
             return
         paged = on_lane_page if not adopt else None
+        imaging = False  # what the lane found is being imaged already
 
         async def page(targets: list[Target]) -> None:
+            nonlocal imaging
             added = []
             for target in targets:
                 if target.state not in IMAGEABLE_STATES:
@@ -221,7 +224,7 @@ async def open_lanes(
                     added.append(spec)
             if paged is not None and added:
                 try:
-                    await paged(lp, added)
+                    imaging = await paged(lp, added) or imaging
                 except Exception as exc:
                     raise _NotDiscovery(exc) from exc
 
@@ -232,7 +235,7 @@ async def open_lanes(
             raise failed.error from failed.error.__cause__
         except Exception as exc:
             lp.error = _lane_error(exc, "DescribeInstances")
-            if paged is None:  # nothing of the lane is being imaged: it is all unknown
+            if not imaging:  # what it found is left to resume, which discovers it again
                 lp.specs, lp.skipped, lp.collisions = [], [], []
             return
         if not await look_up(lp):

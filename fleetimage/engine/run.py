@@ -200,10 +200,10 @@ async def execute(
                 streamed=streamed,
             )
 
-        async def lane_page(lp: LanePlan, specs: list[ImageSpec]) -> None:
+        async def lane_page(lp: LanePlan, specs: list[ImageSpec]) -> bool:
             assert run_id is not None
             if lp.lane is None or (lp.key.account, lp.key.region) in known:
-                return
+                return False
             run = streams.get(lp.key)
             if run is None:
                 run = streams[lp.key] = lane_run(lp, streamed=True)
@@ -213,6 +213,7 @@ async def execute(
             await announce_specs(bus, run_id, specs)
             state.add_targets(len(specs))
             run.extend(specs)
+            return True
 
         async def lane_ready(lp: LanePlan) -> None:
             assert run_id is not None and started_at is not None
@@ -223,8 +224,6 @@ async def execute(
                 finally:
                     streamed.close()
                 return
-            if lp.error is not None:  # what its discovery found before failing: resume's
-                lp.specs, lp.skipped, lp.collisions = [], [], []
             adopted = adopted_records(lp) if lp.error is None else {}
             prior.update(adopted)
             complete_from_journal(lp, prior, config, run_id, started_at)
