@@ -3,7 +3,11 @@ signals, the report file and the exit code.
 
 The run and its journal are :func:`~fleetimage.engine.api.image_fleet` /
 :func:`~fleetimage.engine.api.resume_fleet`'s; their ``confirm`` callback is where the CLI shows
-the plan, refuses an empty one and asks. Signals: the first SIGINT/SIGTERM sets the engine's
+the plan, refuses an empty one and asks. A run that asks nothing (``--yes``, or no terminal)
+and follows no plan (no ``--plan``, no ``--run-id``, whose restart adopts lane by lane after
+planning) has no use for the whole plan first: it passes no ``confirm``, so each lane is imaged
+from its first discovery page, and an empty fleet is refused once discovery has found nothing
+(still before any CreateImage). Signals: the first SIGINT/SIGTERM sets the engine's
 ``stop`` event (no new images, in-flight calls settle, pending images stay pending for resume);
 the second cancels everything at once. Either way the journal is consistent (``requesting`` is
 committed before each CreateImage) and the exit code is 130.
@@ -12,7 +16,6 @@ committed before each CreateImage) and the exit code is 130.
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import typer
 from aiobotocore.session import AioSession
 from rich.console import Console
 
+from fleetimage.cli.gate import LaneWarnings, ask, asks, imaged_any, nothing_to_image, warn_lanes
 from fleetimage.cli.signals import watch_signals
 from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
@@ -103,19 +106,27 @@ class Execution:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _confirm(opts: RunOptions, question: str) -> bool:
-    if opts.yes or not sys.stdin.isatty():
-        return True
-    return typer.confirm(question, default=False, err=True)
-
-
 def _resume_hint(run_id: str, opts: RunOptions) -> str:
     flag = f" --journal {opts.journal_path}" if opts.journal_path else ""
     return f"fleetimage resume {run_id}{flag}"
 
 
+async def _refuse_empty(
+    run: Awaitable[RunReport], journal: Journal | None, opts: RunOptions
+) -> RunReport:
+    """A streamed run's report, unless discovery found nothing to image: then, as a plan
+    would have been, it is refused and forgotten (nothing was sent)."""
+    report = await run
+    if opts.allow_empty or opts.shard is not None or report.interrupted or imaged_any(report):
+        return report
+    if journal is not None:
+        await journal.discard_run(report.run_id)
+    raise nothing_to_image(len(report.lane_failures))
+
+
 async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> Execution:
-    """``fleetimage run``: plan, refuse empty, confirm, image, report."""
+    """``fleetimage run``: plan, refuse empty, confirm, image, report (or, asking nothing,
+    image as discovery finds, then refuse empty)."""
     started_at = datetime.now(UTC)
     plan = opts.plan
     run_id = plan.run_id if plan is not None else (opts.run_id or new_run_id(started_at))
@@ -126,7 +137,7 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
 
         def confirm(plan: Plan) -> bool:
             data = plan_data(plan, config)
-            _warn_lanes(data, con)
+            warn_lanes(data, con.err)
             what = (
                 f"{plural(data['targets'], 'instance')} in {plural(data['regions'], 'region')} "
                 f"({plural(data['accounts'], 'account')}); {data['skipped']} skipped"
@@ -134,33 +145,38 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
             con.err.print(f"run {run_id}{shard}: {what}", markup=False, highlight=False)
             # One shard may hold no lane, or none with instances: that shard is done, not wrong.
             if data["targets"] == 0 and not opts.allow_empty and opts.shard is None:
-                errors = data["lane_errors"]
-                why = f"; {errors} of {len(data['lanes'])} lanes failed (see the warnings)"
-                raise UsageError(
-                    f"the targets resolve to no instance to image{why if errors else ''}; check "
-                    "the config's regions and filters (fleetimage plan shows them), or pass "
-                    "--allow-empty"
-                )
+                raise nothing_to_image(data["lane_errors"], len(data["lanes"]))
             verb = "Dry-run CreateImage for" if opts.dry_run else "Create images of"
-            return watch.confirmed(_confirm(opts, f"{verb} {what}?"))
+            return watch.confirmed(ask(opts.yes, f"{verb} {what}?"))
 
+        # a run named by the user may be a restart that lost its journal
+        adopt = opts.run_id is not None or plan is not None
+        streamed = not adopt and not asks(opts.yes)
         watch = _Watch(run_id, opts, con)
         watch.tracker.limits = config.limits_for  # the CreateImage bucket bounds the ETA
-        return await watch.execute(
-            image_fleet(
-                config,
-                journal=journal,
-                run_id=run_id,
-                started_at=started_at,
-                confirm=confirm,
-                dry_run=opts.dry_run,
-                plan=plan,
-                shard=opts.shard,
-                # a run named by the user may be a restart that lost its journal
-                adopt=opts.run_id is not None or plan is not None,
-                **watch.engine_options(),
-            ),
+        options = watch.engine_options()
+        if streamed:
+            options["on_event"].append(LaneWarnings(con.err))
+            con.err.print(
+                f"run {run_id}{shard}: imaging each lane from its first discovery page "
+                "(fleetimage plan shows the whole plan)",
+                markup=False,
+                highlight=False,
+            )
+            watch.started.set()
+        run = image_fleet(
+            config,
+            journal=journal,
+            run_id=run_id,
+            started_at=started_at,
+            confirm=None if streamed else confirm,
+            dry_run=opts.dry_run,
+            plan=plan,
+            shard=opts.shard,
+            adopt=adopt,
+            **options,
         )
+        return await watch.execute(_refuse_empty(run, journal, opts) if streamed else run)
     finally:
         if journal is not None:
             await journal.close()
@@ -201,9 +217,7 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
                 con.err.print("found since the run started: no new instance", markup=False)
             watch.tracker.seed(seen.records)
             watch.tracker.limits = seen.config.limits_for
-            return watch.confirmed(
-                _confirm(opts, f"Resume run {run_id} ({todo} targets not done)?")
-            )
+            return watch.confirmed(ask(opts.yes, f"Resume run {run_id} ({todo} targets not done)?"))
 
         watch = _Watch(run_id, opts, con)
         watch.resuming = True
@@ -219,25 +233,6 @@ async def resume_command(run_id: str, opts: RunOptions, con: Consoles) -> Execut
         )
     finally:
         await journal.close()
-
-
-def _warn_lanes(data: dict[str, Any], con: Consoles) -> None:
-    for lane in data["lanes"]:
-        if lane["error"]:
-            e = lane["error"]
-            con.err.print(
-                f"warning: {lane['account']}/{lane['region']}: {e['action']}: "
-                f"{e['code']}: {e['message']}",
-                markup=False,
-                highlight=False,
-            )
-        if lane["missing"]:
-            con.err.print(
-                f"warning: {lane['account']}/{lane['region']}: not found: "
-                f"{', '.join(lane['missing'])}",
-                markup=False,
-                highlight=False,
-            )
 
 
 class _Watch:

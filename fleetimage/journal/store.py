@@ -248,6 +248,8 @@ class Journal:
                     f"run {run_id} has sent CreateImage calls; it cannot be discarded"
                 )
             conn.execute("DELETE FROM targets WHERE run_id = ?", (run_id,))
+            # a run imaged as discovery found (nothing, in the end) has marked its lanes
+            conn.execute("DELETE FROM lanes WHERE run_id = ?", (run_id,))
             conn.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
 
         await self._call(write)

@@ -1,0 +1,95 @@
+"""`fleetimage run` asking nothing (--yes, or no terminal) images each lane from its first
+discovery page; a run that must plan first (--run-id: a restart adopts after planning) shows
+the plan before imaging; an empty fleet is refused either way, with nothing sent or kept."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_helpers import (
+    UNLIMITED_IMAGING,
+    MockFactory,
+    cli,
+    fleet_config,
+    journal_rows,
+    one_line_error,
+    paged_fleet,
+    write_config,
+)
+
+REGION = ("us-east-1",)
+
+
+def _events(log: Path) -> list[str]:
+    return [json.loads(line)["event"] for line in log.read_text().splitlines()]
+
+
+def _run(mock_url: str, tmp_path: Path, *flags: str) -> tuple[list[str], str]:
+    cfg = write_config(tmp_path / "fleet.yaml", fleet_config(REGION, limits=UNLIMITED_IMAGING))
+    log = tmp_path / "events.log"
+    ran = cli(
+        "run", "-c", cfg, "--endpoint-url", mock_url, "--yes", "--journal", tmp_path / "j.db",
+        "--report", tmp_path / "r.json", "--log-format", "json", "--log-file", log, *flags,
+    )  # fmt: skip
+    assert ran.code == 0, ran.output
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["counts"]["available"] == report["counts"]["total"] == 1100
+    return _events(log), ran.stderr
+
+
+def test_run_yes_images_each_lane_from_its_first_discovery_page(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """A lane of two DescribeInstances pages, each answered after 1 s: its first image is
+    created before the lane is discovered, and each instance gets one image."""
+    mock = paged_fleet(mock_thread, REGION, 1100, pending_s=0.5)
+    events, stderr = _run(mock.endpoint_url, tmp_path)
+    assert "imaging each lane from its first discovery page" in stderr
+    assert events.count("laneplanned") == 1
+    assert events.index("created") < events.index("laneplanned")
+    assert not mock.call(lambda m: m.duplicates())
+    assert journal_rows(tmp_path / "j.db", "SELECT state FROM lanes") == [("planned",)]
+
+
+def test_a_named_run_shows_its_plan_before_imaging(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """--run-id may be a restart that lost its journal: every lane is planned (and its
+    earlier images looked up) before the first CreateImage, and the plan's count is shown."""
+    mock = paged_fleet(mock_thread, REGION, 1100, pending_s=0.5)
+    events, stderr = _run(mock.endpoint_url, tmp_path, "--run-id", "named-run")
+    assert "run named-run: 1100 instances in 1 region (1 account); 0 skipped" in stderr
+    assert events.index("laneplanned") < events.index("created")
+    assert not mock.call(lambda m: m.duplicates())
+
+
+def test_a_streamed_run_warns_of_a_failed_lane_and_refuses_an_empty_fleet(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """One lane's role is denied, the other's filter matches nothing: the failure is shown
+    when it happens, the run is refused (exit 2) with nothing sent, and the journal keeps
+    nothing of it (its lanes neither)."""
+    mock = mock_thread(
+        denied_roles=frozenset({"222222222222"}), accounts=("123456789012", "222222222222")
+    )
+    cfg = fleet_config(
+        targets=[
+            {"regions": list(REGION), "filters": {"tag:Env": "nope"}},
+            {
+                "regions": list(REGION),
+                "all_instances": True,
+                "accounts": [{"role_arn": "arn:aws:iam::222222222222:role/fleetimage"}],
+            },
+        ],
+    )
+    path = write_config(tmp_path / "fleet.yaml", cfg)
+    journal = tmp_path / "j.db"
+    ran = cli("run", "-c", path, "--endpoint-url", mock.endpoint_url, "--yes", "--journal", journal)
+    assert ran.code == 2, ran.output
+    assert "warning: 222222222222/us-east-1: AssumeRole: " in ran.stderr
+    error = one_line_error(ran, alone=False)
+    assert "resolve to no instance to image; 1 lanes failed" in error, error
+    assert mock.count(action="CreateImage") == 0
+    for table in ("runs", "targets", "lanes"):
+        assert journal_rows(journal, f"SELECT count(*) FROM {table}") == [(0,)], table
