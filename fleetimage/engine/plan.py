@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 from aiobotocore.session import AioSession
@@ -22,7 +23,7 @@ from fleetimage.core.naming import new_run_id
 from fleetimage.engine.accounts import Access, resolve_account
 from fleetimage.engine.adopt import RunImage, find_run_images
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.discovery import IMAGEABLE_STATES, discover_lane
+from fleetimage.engine.discovery import IMAGEABLE_STATES, LaneDiscovery, discover_lane
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.organizations import OrgUnits, UnitAccounts, resolve_units
@@ -176,18 +177,33 @@ async def open_lanes(
         lp = lanes[key]
         if lp.error is not None:
             return
+        earlier = planned.lanes.get(key) if planned is not None else None
+        # Opening a lane's client takes CPU too (botocore copies its handlers for each one)
+        # and yields on the way: 100 lanes opened at once are all opened before the first
+        # discovers or images. Opened with their discovery, a few at a time, the first go
+        # ~0.8 s sooner there.
+        async with discovering:
+            open_lane(key, acc, await stack.enter_async_context(client_for(key, acc)))
+            found = None
+            if earlier is not None and earlier.error is None:  # confirmed: not discovered again
+                lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
+                lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
+                lp.adopted, lp.looked_up = dict(earlier.adopted), earlier.looked_up
+            elif (found := await discover(lp, acc, specs)) is None:
+                return
+        if await look_up(lp) and found is not None:
+            lp.missing = sorted(found.missing)
+
+    def client_for(key: LaneKey, acc: Access) -> contextlib.AbstractAsyncContextManager[Any]:
         # One client per lane, kept, from the account's session: it signs every request with
         # the account's one renewing credentials object (aws/credentials.py).
         assert acc.session is not None
-        client = await stack.enter_async_context(
-            clients.ec2_client(
-                acc.session,
-                region=key.region,
-                endpoint_url=endpoint_url,
-                config=cfg,
-            )
+        return clients.ec2_client(
+            acc.session, region=key.region, endpoint_url=endpoint_url, config=cfg
         )
-        lp.lane = Lane(
+
+    def open_lane(key: LaneKey, acc: Access, client: Any) -> None:
+        lanes[key].lane = Lane(
             key,
             client,
             # A throttle is acted on once ~20 % of recent answers are throttles: a real
@@ -203,13 +219,10 @@ async def open_lanes(
             stopper=stopper,
             credentials=acc.credentials,
         )
-        earlier = planned.lanes.get(key) if planned is not None else None
-        if earlier is not None and earlier.error is None:
-            lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
-            lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
-            lp.adopted, lp.looked_up = dict(earlier.adopted), earlier.looked_up
-            await look_up(lp)
-            return
+
+    async def discover(lp: LanePlan, acc: Access, specs: list[TargetSpec]) -> LaneDiscovery | None:
+        """The lane's discovery; None if it failed (``lp.error`` says why)."""
+        assert lp.lane is not None
         paged = on_lane_page if not adopt else None
         imaging = False  # what the lane found is being imaged already
 
@@ -229,18 +242,14 @@ async def open_lanes(
                     raise _NotDiscovery(exc) from exc
 
         try:
-            async with discovering:
-                found = await discover_lane(lp.lane, specs, role_arn=acc.role_arn, on_page=page)
+            return await discover_lane(lp.lane, specs, role_arn=acc.role_arn, on_page=page)
         except _NotDiscovery as failed:  # the engine's own (a subscriber's): not the lane's
             raise failed.error from failed.error.__cause__
         except Exception as exc:
             lp.error = _lane_error(exc, "DescribeInstances")
             if not imaging:  # what it found is left to resume, which discovers it again
                 lp.specs, lp.skipped, lp.collisions = [], [], []
-            return
-        if not await look_up(lp):
-            return
-        lp.missing = sorted(found.missing)
+            return None
 
     async with anyio.create_task_group() as tg:
         for key in lanes:
