@@ -11,12 +11,15 @@ from cli_helpers import (
     UNLIMITED_IMAGING,
     MockFactory,
     cli,
+    cli_process,
     fleet_config,
+    imageable,
     journal_rows,
     one_line_error,
     paged_fleet,
     write_config,
 )
+from test_crash import _kill, _wait_for
 
 REGION = ("us-east-1",)
 
@@ -93,3 +96,35 @@ def test_a_streamed_run_warns_of_a_failed_lane_and_refuses_an_empty_fleet(
     assert mock.count(action="CreateImage") == 0
     for table in ("runs", "targets", "lanes"):
         assert journal_rows(journal, f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
+def test_run_yes_killed_between_a_lanes_pages_is_finished_by_resume(
+    mock_thread: MockFactory, tmp_path: Path
+) -> None:
+    """`fleetimage run --yes` as a process, SIGKILLed while its lane of three pages (each
+    answered after 1 s) is imaged from the first: the lane is not marked discovered, and
+    `fleetimage resume` discovers it again and finishes it, one image per instance."""
+    mock = paged_fleet(mock_thread, REGION, 2100, pending_s=1.0)
+    expected = imageable(mock)
+    wait = {"poll_interval_s": 0.2, "timeout_s": 120, "not_found_grace_s": 5}
+    cfg = fleet_config(REGION, scale=1, limits=UNLIMITED_IMAGING, wait=wait)
+    config, journal = write_config(tmp_path / "fleet.yaml", cfg), tmp_path / "j.db"
+    proc = cli_process(
+        "run", "-c", config, "--journal", journal, "--endpoint-url", mock.endpoint_url,
+        "--yes", "--report", tmp_path / "r.json",
+    )  # fmt: skip
+    _wait_for("images of the first page", lambda: mock.count(action="CreateImage") >= 50, proc)
+    _kill(proc)
+    assert mock.count(action="CreateImage") < len(expected), "killed after the last page"
+    assert journal_rows(journal, "SELECT state FROM lanes") == [], "killed after discovery"
+    [(run_id,)] = journal_rows(journal, "SELECT run_id FROM runs")
+
+    ran = cli(
+        "resume", run_id, "--journal", journal, "--endpoint-url", mock.endpoint_url, "--yes",
+        "--report", tmp_path / "r2.json",
+    )  # fmt: skip
+    assert ran.code == 0, ran.output
+    assert mock.call(lambda m: m.duplicates()) == {}
+    per_instance = mock.call(lambda m: m.images_per_instance())
+    assert set(per_instance) == expected and set(per_instance.values()) == {1}
+    assert journal_rows(journal, "SELECT state FROM lanes") == [("planned",)]
