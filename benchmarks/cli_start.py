@@ -1,7 +1,9 @@
 """How soon ``fleetimage run`` sends its first CreateImage on an organisation's fleet:
-asking nothing (``--yes``: each lane imaged from its first DescribeInstances page) against
-the same build planning every lane first (``--yes --run-id``: a restart's path, which adopts
-lane by lane after planning), alternated in one run.
+asking nothing (``--yes``: each lane imaged from its first DescribeInstances page), asking
+nothing under a named run (``--yes --run-id``, the deploy examples' way: every lane is first
+asked for the run's images, as a restart must), and asking first (on a terminal: every lane
+discovered, the plan shown, the question answered at once through a pseudo-terminal), the
+three alternated in one run on the same build.
 
 The fleet is org-scale's shape (20 regions x 5 accounts, 100 instances a lane, AWS's buckets)
 on the mock at 20x, every DescribeInstances page answered after ``page_s`` AWS seconds (10:
@@ -20,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pty
+import select
 import statistics
 import subprocess
 import sys
@@ -40,7 +44,9 @@ REGIONS = (
     "ap-southeast-2", "me-south-1", "af-south-1",
 )  # fmt: skip
 ACCOUNTS = tuple(f"{n}" * 12 for n in range(1, 6))
-PATHS = {"streamed": (), "planned first": ("--run-id", "cli-start-bench")}
+PATHS = ("streamed", "named", "asked first")
+NAMED = {"streamed": (), "named": ("--run-id", "cli-start-bench")}
+PROMPT = b"Create images of"
 TIME_SCALE = 20.0
 
 
@@ -101,18 +107,28 @@ def first_create(mock: MockEC2Thread, path: str, workdir: Path, timeout_s: float
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),  # this checkout
     }
     journal = workdir / f"journal-{time.monotonic_ns()}.sqlite3"
-    command = [sys.executable, "-m", "fleetimage.cli", "run", "-c", str(cfg), "--yes"]
-    command += ["--endpoint-url", mock.endpoint_url, "--journal", str(journal), *PATHS[path]]
+    command = [sys.executable, "-m", "fleetimage.cli", "run", "-c", str(cfg)]
+    command += ["--endpoint-url", mock.endpoint_url, "--journal", str(journal)]
+    asked = path == "asked first"
+    # Asked first: stdin and stderr are a terminal (the question and the progress go there).
+    leader, follower = pty.openpty() if asked else (-1, -1)
+    terminal = follower if asked else subprocess.DEVNULL
     before = mock.count(action="CreateImage")
     started = time.monotonic()
     proc = subprocess.Popen(
-        command, cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        command if asked else [*command, "--yes", *NAMED[path]], cwd=workdir, env=env,
+        stdin=terminal, stdout=subprocess.DEVNULL, stderr=terminal,
     )  # fmt: skip
+    seen, answered = b"", not asked
     try:
         while mock.count(action="CreateImage") == before:
+            if asked and select.select([leader], [], [], 0)[0]:
+                seen += os.read(leader, 65536)  # drained, so the process never blocks on it
+                if not answered and PROMPT in seen:
+                    os.write(leader, b"y\n")
+                    answered = True
             if proc.poll() is not None:
-                raise RuntimeError(f"{path}: exited {proc.returncode}: {proc.stderr.read()}")
+                raise RuntimeError(f"{path}: exited {proc.returncode}: {seen[-2000:]!r}")
             if time.monotonic() - started > timeout_s:
                 raise RuntimeError(f"{path}: no CreateImage within {timeout_s} s")
             time.sleep(0.005)
@@ -120,7 +136,10 @@ def first_create(mock: MockEC2Thread, path: str, workdir: Path, timeout_s: float
         pages = mock.count(action="DescribeInstances")
     finally:
         proc.kill()
-        proc.communicate()
+        proc.wait()
+        if asked:
+            os.close(leader)
+            os.close(follower)
     return Start(path, seconds, pages)
 
 
@@ -161,8 +180,10 @@ def markdown(starts: list[Start], command: str) -> str:
         runs = ", ".join(f"{s.seconds:.2f}" for s in mine)
         pages = ", ".join(str(s.pages) for s in mine)
         lines.append(f"| {p} | {runs} | {median[p]:.2f} | {pages} |")
-    ratio = median["planned first"] / median["streamed"]
-    lines += ["", f"planned first ÷ streamed (medians): **{ratio:.1f}×**", ""]
+    ratios = ", ".join(
+        f"{p} ÷ streamed **{median[p] / median['streamed']:.1f}×**" for p in PATHS[1:]
+    )
+    lines += ["", f"Medians: {ratios}.", ""]
     return "\n".join(lines)
 
 

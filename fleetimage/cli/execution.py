@@ -4,13 +4,14 @@ signals, the report file and the exit code.
 The run and its journal are :func:`~fleetimage.engine.api.image_fleet` /
 :func:`~fleetimage.engine.api.resume_fleet`'s; their ``confirm`` callback is where the CLI shows
 the plan, refuses an empty one and asks. A run that asks nothing (``--yes``, or no terminal)
-and follows no plan (no ``--plan``, no ``--run-id``, whose restart adopts lane by lane after
-planning) has no use for the whole plan first: it passes no ``confirm``, so each lane is imaged
-from its first discovery page, and an empty fleet is refused once discovery has found nothing
-(still before any CreateImage). Signals: the first SIGINT/SIGTERM sets the engine's
-``stop`` event (no new images, in-flight calls settle, pending images stay pending for resume);
-the second cancels everything at once. Either way the journal is consistent (``requesting`` is
-committed before each CreateImage) and the exit code is 130.
+and follows no saved plan has no use for the whole plan first: it passes no ``confirm``, so
+each lane is imaged as discovery finds its instances, and an empty fleet is refused once
+discovery has found nothing (still before any CreateImage).
+
+Signals: the first SIGINT/SIGTERM sets the engine's ``stop`` event (no new images, in-flight
+calls settle, pending images stay pending for resume); the second cancels everything at once.
+Either way the journal is consistent (``requesting`` is committed before each CreateImage) and
+the exit code is 130.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import anyio
 from aiobotocore.session import AioSession
 from rich.console import Console
 
-from fleetimage.cli.gate import LaneWarnings, ask, asks, imaged_any, nothing_to_image, warn_lanes
+from fleetimage.cli.gate import Underway, ask, asks, imaged_any, nothing_to_image, warn_lanes
 from fleetimage.cli.signals import watch_signals
 from fleetimage.cli.views import plan_data, plural
 from fleetimage.config import ErrorBudget, FleetConfig
@@ -151,19 +152,16 @@ async def run_command(config: FleetConfig, opts: RunOptions, con: Consoles) -> E
 
         # a run named by the user may be a restart that lost its journal
         adopt = opts.run_id is not None or plan is not None
-        streamed = not adopt and not asks(opts.yes)
+        streamed = plan is None and not asks(opts.yes)
         watch = _Watch(run_id, opts, con)
         watch.tracker.limits = config.limits_for  # the CreateImage bucket bounds the ETA
         options = watch.engine_options()
         if streamed:
-            options["on_event"].append(LaneWarnings(con.err))
-            con.err.print(
-                f"run {run_id}{shard}: imaging each lane from its first discovery page "
-                "(fleetimage plan shows the whole plan)",
-                markup=False,
-                highlight=False,
+            banner = (
+                f"run {run_id}{shard}: imaging each lane as discovery finds its instances "
+                "(fleetimage plan shows the whole plan)"
             )
-            watch.started.set()
+            options["on_event"].append(Underway(con.err, banner, watch.started))
         run = image_fleet(
             config,
             journal=journal,

@@ -4,7 +4,7 @@ question, the refusal of a fleet with nothing to image, and the lanes' warnings.
 A run shown its plan first (:func:`warn_lanes`, then :func:`ask`) is refused before anything
 is sent when the plan holds no target. A run that asks nothing images each lane from its first
 discovery page; it is refused once discovery has found nothing (:func:`imaged_any`), which
-sent nothing either, and it shows each lane's failure as it happens (:class:`LaneWarnings`).
+sent nothing either, and it shows each lane's failure as it happens (:class:`Underway`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import anyio
 import typer
 from rich.console import Console
 
@@ -19,7 +20,7 @@ from fleetimage.core.errors import UsageError
 from fleetimage.core.models import Event, LaneFailed, Outcome
 from fleetimage.output.report import RunReport
 
-__all__ = ["LaneWarnings", "ask", "asks", "imaged_any", "nothing_to_image", "warn_lanes"]
+__all__ = ["Underway", "ask", "asks", "imaged_any", "nothing_to_image", "warn_lanes"]
 
 # What planning fails before any call: not a target that discovery gave the run to image.
 _PLANNING_REFUSALS = frozenset({"NameCollision", "InvalidInstanceID.NotFound"})
@@ -67,14 +68,19 @@ def warn_lanes(data: dict[str, Any], err: Console) -> None:
             _warn(err, lane["account"], lane["region"], f"not found: {', '.join(lane['missing'])}")
 
 
-class LaneWarnings:
-    """An event observer: each lane failure of a run shown no plan, as it happens (instance
-    ids not found are failed targets, in the summary)."""
+class Underway:
+    """An event observer for a run shown no plan: at its first event (the run is under way:
+    a refused run id prints its error alone) it says so and lets the progress display start;
+    then it shows each lane failure as it happens (instance ids not found are failed
+    targets, in the summary)."""
 
-    def __init__(self, err: Console) -> None:
-        self.err = err
+    def __init__(self, err: Console, banner: str, started: anyio.Event) -> None:
+        self.err, self.banner, self.started = err, banner, started
 
     def __call__(self, event: Event) -> None:
+        if not self.started.is_set():
+            self.err.print(self.banner, markup=False, highlight=False)
+            self.started.set()
         if isinstance(event, LaneFailed):
             what = f"{event.action}: {event.error_code}: {event.error_message}"
             _warn(self.err, event.account, event.region, what)

@@ -36,7 +36,7 @@ from fleetimage.core.shards import Shard
 from fleetimage.core.states import OPEN_OUTCOMES
 from fleetimage.engine.bus import Subscriber
 from fleetimage.engine.plan import Plan, plan_fleet
-from fleetimage.engine.restart import restart_plan
+from fleetimage.engine.restart import recorded_start, restart_plan
 from fleetimage.engine.resume import journal_plan, new_targets
 from fleetimage.engine.run import execute
 from fleetimage.journal import Journal, RunSummary, default_journal_path
@@ -93,9 +93,10 @@ async def image_fleet(
     ``journal``: record the run there (resumable with :func:`resume_fleet`); ``run_id`` names
     it (letters, digits and ``-``, at most 40; default: generated; an id already in the journal
     is refused: resume it). ``adopt``: the run may be a restart that lost its journal (give
-    the same ``run_id``) — the whole plan is made first and, before creating anything, each
-    lane adopts the images that already carry this run id and an instance id of the lane;
-    names are rendered from the run's start recorded on them (:mod:`~fleetimage.engine.adopt`).
+    the same ``run_id``) — every lane is first asked for the images that already carry this
+    run id, which give the run's recorded start (names are rendered from it); then, before
+    creating anything in it, each lane adopts the images of its instances, and a lane with
+    none is imaged from its first discovery page (:mod:`~fleetimage.engine.adopt`).
     ``shard``: image only that shard's lanes (``Shard``; the report records it). ``confirm``: called
     with the plan (STS + DescribeInstances only) before anything is created; the run then
     images exactly that plan. ``plan``: a :func:`~fleetimage.engine.plan.plan_fleet` result to
@@ -142,8 +143,27 @@ async def image_fleet(
                     run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
                 )
         sent = False
+        found = None
         try:
-            if (confirm is not None or adopt) and plan is None:
+            if adopt and plan is None and confirm is None:
+                # A restart's look-up first: every lane's images of this run, and so the run's
+                # recorded start; then lanes without any are imaged as discovery finds them.
+                found = await plan_fleet(
+                    config,
+                    endpoint_url=endpoint_url,
+                    session=session,
+                    run_id=run_id,
+                    started_at=started_at,
+                    owns=None if shard is None else shard.owns,
+                    adopt=True,
+                    discover=False,
+                )
+                started_at = recorded_start(found) or started_at
+                if ledger is not None:
+                    await ledger.start_run(
+                        run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
+                    )
+            elif (confirm is not None or adopt) and plan is None:
                 plan = await plan_fleet(
                     config,
                     endpoint_url=endpoint_url,
@@ -182,6 +202,7 @@ async def image_fleet(
                 plan=plan,
                 shard=shard,
                 adopt=adopt,
+                found=found,
                 workers=workers,
             )
             return await _journaled(ledger, run_id, run)

@@ -68,6 +68,7 @@ async def execute(
     retry_failed: bool = False,
     shard: Shard | None = None,
     adopt: bool = False,
+    found: Plan | None = None,
     copies: Sequence[CopyRecord] = (),
     workers: int = 1,
     state: RunState | None = None,
@@ -85,7 +86,9 @@ async def execute(
     whose image failed are imaged again under a new name (see :mod:`.recreate`).
     ``shard``: image only its lanes (the report records it). ``adopt``: the run starts again
     without its journal; images its earlier start created (found by planning, or here for a
-    lane planned again) are waited for, never created again (see :mod:`.adopt`).
+    lane planned again) are waited for, never created again (see :mod:`.adopt`). ``found``:
+    ``adopt``'s look-up made first (``plan_fleet(discover=False)``), so lanes without images of
+    the run are imaged from their first discovery page (in this process).
     ``copies``: the journal's copy records of this run (resume), see :mod:`.copy_lanes`.
     ``workers``: image the lanes in that many processes, this one staying the run (planned
     here first, see :mod:`.workers`). ``state``: a worker's, linked to its parent.
@@ -278,6 +281,7 @@ async def execute(
                         on_lane_page=lane_page,
                         owns=None if shard is None else shard.owns,
                         adopt=adopt and not dry_run,
+                        found=found,
                     )
                     state.discovery_done()
             finally:

@@ -1,6 +1,6 @@
 """`fleetimage run` asking nothing (--yes, or no terminal) images each lane from its first
-discovery page; a run that must plan first (--run-id: a restart adopts after planning) shows
-the plan before imaging; an empty fleet is refused either way, with nothing sent or kept."""
+discovery page, a named run (--run-id: perhaps a restart) once its lanes are looked up; an
+empty fleet is refused, with nothing sent or kept."""
 
 from __future__ import annotations
 
@@ -48,22 +48,23 @@ def test_run_yes_images_each_lane_from_its_first_discovery_page(
     created before the lane is discovered, and each instance gets one image."""
     mock = paged_fleet(mock_thread, REGION, 1100, pending_s=0.5)
     events, stderr = _run(mock.endpoint_url, tmp_path)
-    assert "imaging each lane from its first discovery page" in stderr
+    assert "imaging each lane as discovery finds its instances" in stderr
     assert events.count("laneplanned") == 1
     assert events.index("created") < events.index("laneplanned")
     assert not mock.call(lambda m: m.duplicates())
     assert journal_rows(tmp_path / "j.db", "SELECT state FROM lanes") == [("planned",)]
 
 
-def test_a_named_run_shows_its_plan_before_imaging(
+def test_a_named_run_looks_its_lanes_up_then_images_from_the_first_page(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
-    """--run-id may be a restart that lost its journal: every lane is planned (and its
-    earlier images looked up) before the first CreateImage, and the plan's count is shown."""
+    """--run-id may be a restart that lost its journal: each lane is asked for the run's
+    images before anything (one DescribeImages here, nothing found), then imaged from its
+    first page like any run that asks nothing."""
     mock = paged_fleet(mock_thread, REGION, 1100, pending_s=0.5)
     events, stderr = _run(mock.endpoint_url, tmp_path, "--run-id", "named-run")
-    assert "run named-run: 1100 instances in 1 region (1 account); 0 skipped" in stderr
-    assert events.index("laneplanned") < events.index("created")
+    assert "run named-run: imaging each lane as discovery finds its instances" in stderr
+    assert events.index("created") < events.index("laneplanned")
     assert not mock.call(lambda m: m.duplicates())
 
 

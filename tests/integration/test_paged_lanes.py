@@ -9,6 +9,7 @@ unlimited: the order of the run's events shows what was imaged before the lane w
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,11 @@ REGION = "us-east-1"
 INSTANCES = 23  # 5 pages of 5
 
 
-def _config() -> Any:
+def _config(*regions: str, name: str = "{instance_id}-{run_id}") -> Any:
     return parse_config(
         {
-            "targets": [{"regions": [REGION], "all_instances": True}],
-            "image": {"name_template": "{instance_id}-{run_id}"},
+            "targets": [{"regions": list(regions or [REGION]), "all_instances": True}],
+            "image": {"name_template": name},
             "limits": {"DescribeInstances": {"burst": 1, "rate_per_s": 2.0}},
             "wait": {"poll_interval_s": 0.05, "timeout_s": 60},
             "retry": {"base_delay_s": 0.01, "max_delay_s": 0.2},
@@ -130,3 +131,57 @@ async def test_a_run_stopped_between_a_lanes_pages_is_finished_by_resume(
     assert {r.outcome for r in report.results} == {Outcome.AVAILABLE}
     assert fleet.count(action="CreateImage", outcome="ok") == INSTANCES
     assert not fleet.duplicates()
+
+
+async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_first_page(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A run restarted without its journal (``adopt``): its earlier start imaged one lane and
+    died before the other. Every lane is looked up first, so the restart names every image
+    from the recorded start; the lane with the run's images adopts them (discovered whole,
+    nothing created), the lane with none is imaged from its first page. One image each."""
+    monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
+    other = "eu-west-1"
+    fleet = await fleet_mock(
+        MockConfig(
+            regions=(REGION, other),
+            instances_per_region=INSTANCES,
+            state_mix={"running": 1.0},
+            pending_s=0.2,
+            throttling=False,
+        )
+    )
+
+    def config(*regions: str) -> Any:
+        return _config(*regions, name="{instance_id}-{run_id}-{time}")
+
+    started = datetime(2026, 11, 30, 1, 2, 3, tzinfo=UTC)
+    earlier = await image_fleet(
+        config(REGION), run_id="restart", adopt=True, started_at=started,
+        endpoint_url=fleet.endpoint_url,
+    )  # fmt: skip
+    assert earlier.ok and len(earlier.results) == INSTANCES
+
+    events: list[Event] = []
+    report = await image_fleet(
+        config(REGION, other), journal=tmp_path / "j.sqlite3", run_id="restart", adopt=True,
+        endpoint_url=fleet.endpoint_url, on_event=events.append,
+    )  # fmt: skip
+    assert report.ok and len(report.results) == 2 * INSTANCES
+    assert report.started_at == started  # the images' recorded start, not the restart's clock
+    assert {r.image_name for r in report.results} == {
+        f"{r.instance_id}-restart-010203" for r in report.results
+    }
+    assert fleet.count(action="CreateImage", outcome="ok") == 2 * INSTANCES
+    assert not fleet.duplicates()
+
+    def order(region: str) -> list[Event]:
+        return [e for e in events if e.region == region]
+
+    done = order(REGION)  # adopted whole: planned before anything, nothing created
+    created = [e for e in done if isinstance(e, Created)]
+    assert len(created) == INSTANCES and all(e.adopted for e in created)
+    assert done.index(next(e for e in done if isinstance(e, LanePlanned))) < done.index(created[0])
+    fresh = [type(e) for e in order(other)]  # imaged from its first page
+    assert fresh.index(Created) < fresh.index(LanePlanned)
+    assert not any(e.adopted for e in order(other) if isinstance(e, Created))
