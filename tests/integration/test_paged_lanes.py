@@ -133,13 +133,15 @@ async def test_a_run_stopped_between_a_lanes_pages_is_finished_by_resume(
     assert not fleet.duplicates()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_first_page(
-    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, workers: int
 ) -> None:
     """A run restarted without its journal (``adopt``): its earlier start imaged one lane and
     died before the other. Every lane is looked up first, so the restart names every image
     from the recorded start; the lane with the run's images adopts them (discovered whole,
-    nothing created), the lane with none is imaged from its first page. One image each."""
+    nothing created), the lane with none is imaged from its first page (in one process; with
+    worker processes, which look up again, once discovered). One image each."""
     monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
     other = "eu-west-1"
     fleet = await fleet_mock(
@@ -165,7 +167,7 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
     events: list[Event] = []
     report = await image_fleet(
         config(REGION, other), journal=tmp_path / "j.sqlite3", run_id="restart", adopt=True,
-        endpoint_url=fleet.endpoint_url, on_event=events.append,
+        endpoint_url=fleet.endpoint_url, on_event=events.append, workers=workers,
     )  # fmt: skip
     assert report.ok and len(report.results) == 2 * INSTANCES
     assert report.started_at == started  # the images' recorded start, not the restart's clock
@@ -182,6 +184,7 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
     created = [e for e in done if isinstance(e, Created)]
     assert len(created) == INSTANCES and all(e.adopted for e in created)
     assert done.index(next(e for e in done if isinstance(e, LanePlanned))) < done.index(created[0])
-    fresh = [type(e) for e in order(other)]  # imaged from its first page
-    assert fresh.index(Created) < fresh.index(LanePlanned)
     assert not any(e.adopted for e in order(other) if isinstance(e, Created))
+    if workers == 1:  # imaged from its first page (the workers' pages are not lowered)
+        fresh = [type(e) for e in order(other)]
+        assert fresh.index(Created) < fresh.index(LanePlanned)
