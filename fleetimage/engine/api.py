@@ -145,37 +145,28 @@ async def image_fleet(
         sent = False
         found = None
         try:
-            if adopt and plan is None and confirm is None:
-                # A restart's look-up first: every lane's images of this run, and so the run's
-                # recorded start; then lanes without any are imaged as discovery finds them.
-                found = await plan_fleet(
+            if plan is None and (confirm is not None or adopt):
+                planning = functools.partial(
+                    plan_fleet,
                     config,
                     endpoint_url=endpoint_url,
                     session=session,
                     run_id=run_id,
                     started_at=started_at,
                     owns=None if shard is None else shard.owns,
-                    adopt=True,
-                    discover=False,
                 )
-                started_at = recorded_start(found) or started_at
-                if ledger is not None:
-                    await ledger.start_run(
-                        run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
-                    )
-            elif (confirm is not None or adopt) and plan is None:
-                plan = await plan_fleet(
-                    config,
-                    endpoint_url=endpoint_url,
-                    session=session,
-                    run_id=run_id,
-                    started_at=started_at,
-                    owns=None if shard is None else shard.owns,
-                    adopt=adopt,
-                )
-            if adopt and plan is not None:
-                plan = restart_plan(plan, config)
-                started_at = plan.started_at
+                if adopt and confirm is None:
+                    # A restart's look-up first: every lane's images of this run, and so the
+                    # run's recorded start; then a lane with none is imaged as it is found.
+                    found = await planning(adopt=True, discover=False)
+                else:
+                    plan = await planning(adopt=adopt)
+            if adopt:
+                if plan is not None:
+                    plan = restart_plan(plan, config)
+                    started_at = plan.started_at
+                elif found is not None:
+                    started_at = recorded_start(found) or started_at
                 if ledger is not None:
                     await ledger.start_run(
                         run_id, started_at=started_at, config_snapshot=snapshot, shard=shard_data
