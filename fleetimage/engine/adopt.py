@@ -5,7 +5,8 @@ its journal is gone; it is started again under the same run id (``--run-id``). B
 is created, each lane asks EC2 for this account's images tagged with the run id
 (DescribeImages, ``Owners=self``, ``tag:fleetimage:run-id``, paged). Every image that carries
 this run id and one of the lane's instance ids is adopted: its target is waited for, never
-created again — even if its instance has been stopped or terminated since.
+created again — even if its instance has been stopped or terminated since. Copies are not: one
+made into this region carries its source's run and instance ids, but is another lane's.
 
 Names containing ``{date}``/``{time}`` come from the run's start. Every image carries that start
 (tag ``fleetimage:run-start``), so a restart renders every name from the *recorded* start, not
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG, START_TAG
+from fleetimage.core.tags import INSTANCE_TAG, RUN_TAG, SOURCE_IMAGE_TAG, START_TAG
 from fleetimage.engine.lane import Lane
 
 __all__ = ["RunImage", "find_run_images"]
@@ -71,8 +72,16 @@ async def find_run_images(lane: Lane, run_id: str) -> dict[str, RunImage]:
         for raw in answer.get("Images", []):
             tags = _tags(raw)
             instance_id = tags.get(INSTANCE_TAG)
-            # The filter is the server's word; check the tags ourselves.
-            if tags.get(RUN_TAG) != run_id or not instance_id or raw.get("State") in _GONE:
+            # The filter is the server's word; check the tags ourselves. A copy carries its
+            # source image's run and instance (prune and copies need them) but is an image of
+            # another lane: one into a region that is also a source must not be taken for an
+            # image of one of its instances (a restart finds its copies by their token, copy.py).
+            if (
+                tags.get(RUN_TAG) != run_id
+                or not instance_id
+                or SOURCE_IMAGE_TAG in tags
+                or raw.get("State") in _GONE
+            ):
                 continue
             found.setdefault(
                 instance_id,

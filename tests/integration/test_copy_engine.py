@@ -250,3 +250,32 @@ async def test_copies_in_two_accounts_sign_with_each_accounts_one_credentials(
         sources = {r.image_id for r in report.results if r.account == account and r.image_id}
         assert copied == sources and sources
     assert mock.assume_role_count(role) == 1
+
+
+async def test_a_restart_never_takes_a_copy_in_a_source_region_for_an_image_of_it(
+    fleet_mock: Any,
+) -> None:
+    """us-west-2 is a source lane and a destination: after a run it holds the run's copies of
+    us-east-1's images, tagged with the run id and their instance ids. The same run started
+    again without its journal adopts each lane's own images only: every target once, none
+    made again, no copy taken for an image of the lane (and so copied on as one)."""
+    mock = await fleet_mock(copy_mock(6, 200.0))
+    config = parse_config(copy_config(200.0))
+    first = await image_fleet(config, endpoint_url=mock.endpoint_url, run_id="twice", adopt=True)
+    assert first.ok and first.copies
+    created = mock.count(action="CreateImage", outcome="ok")
+
+    again = await image_fleet(config, endpoint_url=mock.endpoint_url, run_id="twice", adopt=True)
+    assert again.ok
+
+    def targets(report: Any) -> list[tuple[str, str, str]]:
+        return sorted((r.account, r.region, r.instance_id) for r in report.results)
+
+    assert targets(again) == targets(first)
+
+    def copies(report: Any) -> list[tuple[str, str, str | None]]:
+        return sorted((c.instance_id, c.destination, c.image_id) for c in report.copies)
+
+    assert copies(again) == copies(first)  # each copy found again, none made twice
+    assert mock.count(action="CreateImage", outcome="ok") == created
+    assert not any(mock.copy_duplicates().values())
