@@ -8,7 +8,7 @@ three alternated in one run on the same build.
 The fleet is org-scale's shape (20 regions x 5 accounts, 100 instances a lane, AWS's buckets)
 on the mock at 20x, every DescribeInstances page answered after ``page_s`` AWS seconds (10:
 0.5 s real, AWS's order for a page). Each run is a real CLI process (interpreter start
-included, the same for both); it is killed once the mock has seen its first CreateImage, and
+included, the same for all three); it is killed once the mock has seen its first CreateImage, and
 what is measured is the wall time from launch to then, and how many DescribeInstances
 requests the mock had received by then (a page's request arrives when the one before is
 answered). ::
@@ -35,7 +35,7 @@ from pathlib import Path
 from fleetimage.mock import FaultConfig, MockConfig
 from fleetimage.mock.runner import MockEC2Thread
 
-__all__ = ["Start", "first_create", "main"]
+__all__ = ["PATHS", "Start", "first_create", "main", "mock_config"]
 
 REGIONS = (
     "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1", "sa-east-1",
@@ -57,7 +57,7 @@ class Start:
     pages: int  # DescribeInstances requests received by then
 
 
-def _mock(regions: int, accounts: int, instances: int, page_s: float) -> MockConfig:
+def mock_config(regions: int, accounts: int, instances: int, page_s: float) -> MockConfig:
     return MockConfig(
         regions=REGIONS[:regions],
         accounts=ACCOUNTS[:accounts],
@@ -156,10 +156,11 @@ def measure(
     with tempfile.TemporaryDirectory() as tmp:
         for _ in range(repeats):
             for path in PATHS:
-                with MockEC2Thread(_mock(regions, accounts, instances, page_s)) as mock:
+                with MockEC2Thread(mock_config(regions, accounts, instances, page_s)) as mock:
                     starts.append(first_create(mock, path, Path(tmp)))
                     print(
-                        f"{path}: {starts[-1].seconds:.2f} s, {starts[-1].pages} pages", flush=True
+                        f"{path}: {starts[-1].seconds:.2f} s, {starts[-1].pages} DescribeInstances requests",
+                        flush=True,
                     )
     return starts
 

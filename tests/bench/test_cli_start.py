@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks.cli_start import PATHS, _mock, first_create
+from benchmarks.cli_start import PATHS, first_create, mock_config
 from fleetimage.mock.runner import MockEC2Thread
 
 
@@ -17,7 +17,7 @@ def test_the_streamed_run_creates_before_the_last_pages_the_asking_one_after(
     # page's request comes when a page is answered
     starts = {}
     for path in PATHS:
-        with MockEC2Thread(_mock(regions=2, accounts=1, instances=2100, page_s=40.0)) as mock:
+        with MockEC2Thread(mock_config(regions=2, accounts=1, instances=2100, page_s=40.0)) as mock:
             starts[path] = first_create(mock, path, tmp_path)
     assert starts["asked first"].pages == 6, starts
     assert starts["streamed"].pages < 6 and starts["named"].pages < 6, starts

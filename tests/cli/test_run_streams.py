@@ -59,8 +59,8 @@ def test_a_named_run_looks_its_lanes_up_then_images_from_the_first_page(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
     """--run-id may be a restart that lost its journal: each lane is asked for the run's
-    images before anything (one DescribeImages here, nothing found), then imaged from its
-    first page like any run that asks nothing."""
+    images first (here it has none; test_paged_lanes.py restarts one that has), then imaged
+    from its first page like any run that asks nothing."""
     mock = paged_fleet(mock_thread, REGION, 1100, pending_s=0.5)
     events, stderr = _run(mock.endpoint_url, tmp_path, "--run-id", "named-run")
     assert "run named-run: imaging each lane as discovery finds its instances" in stderr
