@@ -18,12 +18,10 @@ from rich.console import Console
 
 from fleetimage.core.errors import UsageError
 from fleetimage.core.models import Event, LaneFailed, Outcome
+from fleetimage.engine.announce import PLANNING_REFUSALS
 from fleetimage.output.report import RunReport
 
 __all__ = ["Underway", "ask", "asks", "imaged_any", "nothing_to_image", "warn_lanes"]
-
-# What planning fails before any call: not a target that discovery gave the run to image.
-_PLANNING_REFUSALS = frozenset({"NameCollision", "InvalidInstanceID.NotFound"})
 
 
 def asks(yes: bool) -> bool:
@@ -48,7 +46,7 @@ def imaged_any(report: RunReport) -> bool:
     """Whether discovery gave the run a target to image (a plan's ``targets``)."""
     return any(
         r.outcome is not Outcome.SKIPPED
-        and not (r.attempts == 0 and r.error_code in _PLANNING_REFUSALS)
+        and not (r.attempts == 0 and r.error_code in PLANNING_REFUSALS)
         for r in report.results
     )
 

@@ -18,7 +18,12 @@ from fleetimage.core.states import SETTLED
 from fleetimage.engine.bus import Bus
 from fleetimage.engine.plan import LanePlan
 
-__all__ = ["announce_lane", "announce_specs", "event_fields"]
+__all__ = ["PLANNING_REFUSALS", "announce_lane", "announce_specs", "event_fields"]
+
+# What planning fails a target with, before any call: two targets rendered one name, or an
+# instance id the config names was not found.
+NAME_COLLISION, NOT_FOUND = "NameCollision", "InvalidInstanceID.NotFound"
+PLANNING_REFUSALS = frozenset({NAME_COLLISION, NOT_FOUND})
 
 
 def event_fields(spec: ImageSpec) -> tuple[str, str, str]:
@@ -84,7 +89,7 @@ async def announce_lane(
                 *event_fields(spec),
                 now(),
                 Outcome.FAILED,
-                "NameCollision",
+                NAME_COLLISION,
                 f"the name template renders {spec.name!r} for this instance and for {other}; "
                 "add {instance_id} where tags cannot run into it",
             )
@@ -103,7 +108,7 @@ async def announce_lane(
                 instance_id,
                 now(),
                 Outcome.FAILED,
-                "InvalidInstanceID.NotFound",
+                NOT_FOUND,
                 "no such instance in this account and region",
             )
         )

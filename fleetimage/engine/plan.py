@@ -10,7 +10,6 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 from aiobotocore.session import AioSession
@@ -193,7 +192,7 @@ async def open_lanes(
         # discovers or images. Opened with their discovery, a few at a time, the first
         # DescribeInstances goes ~0.25 s sooner there, a confirmed plan's first image ~1.5 s.
         async with discovering:
-            open_lane(key, acc, await stack.enter_async_context(client_for(key, acc)))
+            await open_lane(key, acc)
             discovered = None
             if earlier is not None and earlier.error is None:  # confirmed: not discovered again
                 lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
@@ -204,15 +203,15 @@ async def open_lanes(
         if await look_up(lp) and discovered is not None:
             lp.missing = sorted(discovered.missing)
 
-    def client_for(key: LaneKey, acc: Access) -> contextlib.AbstractAsyncContextManager[Any]:
+    async def open_lane(key: LaneKey, acc: Access) -> None:
         # One client per lane, kept, from the account's session: it signs every request with
         # the account's one renewing credentials object (aws/credentials.py).
         assert acc.session is not None
-        return clients.ec2_client(
-            acc.session, region=key.region, endpoint_url=endpoint_url, config=cfg
+        client = await stack.enter_async_context(
+            clients.ec2_client(
+                acc.session, region=key.region, endpoint_url=endpoint_url, config=cfg
+            )
         )
-
-    def open_lane(key: LaneKey, acc: Access, client: Any) -> None:
         lanes[key].lane = Lane(
             key,
             client,
