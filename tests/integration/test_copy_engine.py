@@ -127,7 +127,9 @@ async def check_every_copy_once(
 
 
 async def test_copies_with_faults_every_copy_once(fleet_mock: Any, tmp_path: Path) -> None:
-    mock = await fleet_mock(copy_mock(12, 200.0, FAULTS))
+    # Enough copies (~80 CopyImage calls) that a lost answer among them is all but certain
+    # whatever the order of calls drawing from the mock's one seeded fault stream.
+    mock = await fleet_mock(copy_mock(24, 200.0, FAULTS))
     await check_every_copy_once(mock, copy_config(200.0), tmp_path / "journal.sqlite3")
     # The dangerous case (applied, answer lost) happened to CopyImage and was resolved by
     # the token.
