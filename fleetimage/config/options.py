@@ -50,9 +50,9 @@ class WaitOptions(BaseModel):
     # has seen an image settle); min_poll_interval_s is the shortest.
     poll_interval_s: PosFloat = 15.0
     min_poll_interval_s: PosFloat = 1.0
-    # DescribeImages calls the schedule may spend per image it waits for (past the budget:
-    # only the tail rule, and every poll_interval_s at the latest; up to 4 of those ceiling
-    # polls are skipped in a row while the lane still creates images).
+    # DescribeImages calls per image waited for: the schedule plans 80 % of it (the rest pays
+    # for polls past the budget: the tail rule's, and every poll_interval_s at the latest; up
+    # to 4 polls are skipped in a row while the lane still creates images short of budget).
     polls_per_image: PosFloat = 0.05
     not_found_grace_s: NonNegFloat = 120.0
 

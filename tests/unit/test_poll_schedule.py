@@ -106,18 +106,18 @@ def test_the_floor_and_the_budget_hold() -> None:
     schedule = PollSchedule(floor_s=2.0, ceiling_s=15.0, polls_per_image=0.05)
     for _ in range(200):
         schedule.pending.observe(1.0)  # images settle within a second: all due at once
-    for _ in range(40):  # 2 polls of budget
+    for _ in range(50):  # 2 polls of budget: 0.05 each, less the share kept past the budget
         schedule.register()
     schedule.begin_poll(100.0)
-    registered = [99.5] * 40
+    registered = [99.5] * 50
     assert schedule.next_delay(100.0, registered) == pytest.approx(2.0)  # never below the floor
     schedule.begin_poll(102.0)
-    assert schedule.credits == 0.0
+    assert schedule.credits == pytest.approx(0.0, abs=1e-9)
     # Budget spent: the body rule is off, the tail rule still times the poll (all due).
     assert schedule.next_delay(102.0, registered) == pytest.approx(2.0)
     # ...but no sooner than 5 % of the youngest watched image's age.
     schedule.begin_poll(300.0)
-    assert schedule.next_delay(300.0, [100.0] * 40) == pytest.approx(10.0)
+    assert schedule.next_delay(300.0, [100.0] * 50) == pytest.approx(10.0)
 
 
 def test_a_short_configured_interval_wins_over_the_floor() -> None:
@@ -165,20 +165,19 @@ def test_a_lane_sees_its_images_no_later_than_a_fixed_interval_within_the_budget
 
 
 def test_a_lane_over_budget_polls_when_its_last_images_should_have_settled() -> None:
-    """A lane of ~115 images has ~6 polls of budget and lives ~5 ceilings: it is over budget
+    """A lane of ~115 images has ~4.6 polls of budget and lives ~5 ceilings: it is over budget
     before its last images settle. Its ceiling polls are timed by the tail rule instead of a
-    blind interval: the last image is seen ~3.7 s after it settles (~6 s with ceiling polls,
-    a fifth of its pending time; ~2 s when the body spent its budget on the settlements
-    before, for one poll more a lane: 0.063 polls per image instead of 0.055)."""
+    blind interval: the last image is seen ~6 s after it settles, and within a ceiling (a lane
+    among the run's last sees it sooner: the next test)."""
     lags, polls = [], []
     for seed in range(20):
         schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
         per_image, _, last_lag = _lane(schedule, images=115, seed=seed)
         lags.append(last_lag)
         polls.append(per_image)
-    # (with ceiling polls over budget: 6.2 s, and up to 14.9 s)
-    assert sum(lags) / len(lags) < 4.5 and max(lags) < 10.0
-    assert sum(polls) / len(polls) < 0.05 + 2 / 115
+    # (with blind ceiling polls over budget: 6.2 s on a richer budget, and up to 14.9 s)
+    assert sum(lags) / len(lags) < 6.5 and max(lags) < 12.0
+    assert sum(polls) / len(polls) < 0.05
 
 
 def test_the_runs_last_lane_sees_its_last_image_sooner_for_a_few_polls_more() -> None:
@@ -229,7 +228,7 @@ def test_an_image_stuck_past_the_learned_times_is_polled_ever_less_often(
     assert len(gaps) <= 1200 / 15 + polls_before_ceiling
 
 
-def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> None:
+def test_a_lane_skips_ceiling_polls_while_it_registers_short_of_its_reserve() -> None:
     schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
     schedule.register()
     schedule.begin_poll(0.0)
@@ -243,9 +242,15 @@ def test_a_lane_over_budget_skips_ceiling_polls_only_while_it_registers() -> Non
     schedule.begin_poll(75.0)
     schedule.register()
     assert schedule.skip()  # a poll starts the count again
-    for _ in range(60):  # the 2 polls made are earned back, and one more: within the budget
+    # 90 images: 0.04 polls each (0.05, less 20 % kept past the budget), 2 made: within the
+    # budget, but short of this poll and the 2 kept for the lane's last images.
+    for _ in range(90 - schedule.registered):
         schedule.register()
-    assert schedule.credits >= 1.0
+    assert 1.0 <= schedule.credits < 3.0
+    assert schedule.skip()
+    # 160 images: 4.4 credits cover this poll and a reserve of 3.2 (half of what they earned)
+    for _ in range(160 - schedule.registered):
+        schedule.register()
     assert not schedule.skip()
 
 
@@ -290,7 +295,9 @@ def test_ages_spread_wide_are_grouped_coarser_without_moving_the_poll(
 # --- the process's budget, shared by its lanes -------------------------------------------------
 
 
-def _process(lanes: int, images: int, *, seed: int, shared: bool) -> tuple[float, float, float]:
+def _process(
+    lanes: int, images: int, *, seed: int, shared: bool, burst: int = 50, per_s: float = 5.0
+) -> tuple[float, float, float]:
     """A process's ``lanes`` on one fake clock, each lane as in ``_lane`` (creations at AWS's
     bucket from a start within 0.3 s, ~30 s pending times), a waiter each; a lane is told it
     is among the last once at most ``LAST_LANES`` lanes have images left, and the lanes still
@@ -302,7 +309,7 @@ def _process(lanes: int, images: int, *, seed: int, shared: bool) -> tuple[float
     state = []
     for _ in range(lanes):
         start = 0.2 + 0.3 * rnd.random()
-        created, ready = _made_and_ready(rnd, images, start=start)
+        created, ready = _made_and_ready(rnd, images, start=start, burst=burst, per_s=per_s)
         schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05, shared=budget)
         state.append(
             {
@@ -374,24 +381,25 @@ def test_the_ceilings_polls_are_paid_before_the_body_spends() -> None:
 def test_the_runs_last_lanes_spend_what_the_processs_other_lanes_left() -> None:
     budget = PollBudget()
     busy = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05, shared=budget)
-    for _ in range(400):  # earned 20 polls and spent 5
+    for _ in range(400):  # earned 16 polls and spent 5
         busy.register()
     for at in range(5):
         busy.begin_poll(float(at))
-    assert busy.credits == pytest.approx(0.7 * 20 - 5)  # its own share: 70 %
+    # Its own share: 70 % of what it earned (0.05 a poll, less 20 % kept past the budget).
+    assert busy.credits == pytest.approx(0.7 * 16 - 5)
     last = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05, shared=budget)
     rnd = random.Random(9)
     for _ in range(64):
         last.pending.observe(30.0 * math.exp(0.3 * rnd.gauss(0.0, 1.0)))
-    for _ in range(40):  # earned 2 polls and spent 2: over its own budget
+    for _ in range(40):  # earned 1.6 polls and spent 2: over its own budget
         last.register()
-    last.begin_poll(10.0, calls=2)
-    assert last.credits < 1.0 and budget.credits == pytest.approx(22 - 7)
-    watched = [0.0] * 40  # all made at 0 s, 25 s ago
+    last.begin_poll(22.0, calls=2)
+    assert last.credits < 1.0 and budget.credits == pytest.approx(17.6 - 7)
+    watched = [0.0] * 40  # all made at 0 s, 25 s ago; the ceiling is 12 s on
     alone = last.next_delay(25.0, watched)
     as_last = last.next_delay(25.0, watched, last=True)
     # Alone it waits until all 40 have settled with probability 0.5 (~20 s on); as one of the
-    # run's last lanes it spends the process's 15 polls on the settlements (~40 % by 30 s).
+    # run's last lanes it spends the process's ~11 polls on the settlements (~40 % by 30 s).
     assert as_last < 0.5 * alone, (as_last, alone)
 
 
@@ -411,6 +419,30 @@ def test_a_processs_lanes_keep_their_budget_and_its_last_lanes_spend_what_they_l
 
     assert mean(shared, 0) <= 0.051
     assert mean(shared, 2) < mean(alone, 2) and max(run[2] for run in shared) < 1.5
-    assert mean(shared, 1) < 7.5  # an image is seen within half a ceiling on average
+    # An image is seen within three quarters of a ceiling on average (lanes creating short of
+    # their reserve skip ceiling polls: the price of keeping the budget)
+    assert mean(shared, 1) < 11.25
     if images > 200:  # (alone: 0.055 polls per image, the run's last image 0.8 s late)
         assert mean(shared, 0) < mean(alone, 0) - 0.008
+
+
+def test_lanes_that_create_slowly_keep_the_budget_and_see_the_runs_last_image() -> None:
+    """The benchmarks' small-buckets: the server's CreateImage bucket is 20 at once, then 2 a
+    second, so each lane of 115 creates for ~48 s and lives ~6 ceilings on ~5.75 polls of
+    budget. Polling every ceiling while creating spent 0.089 polls per image; a lane short
+    of its reserve skips those, and the polls past the budget come out of the 20 % kept."""
+    runs = [_process(8, 115, seed=seed, shared=True, burst=20, per_s=2.0) for seed in range(8)]
+    assert sum(run[0] for run in runs) / len(runs) <= 0.05
+    assert max(run[2] for run in runs) < 4.0  # the run's last image, seen within seconds
+
+
+def test_a_re_plan_does_not_push_the_ceiling_poll_out() -> None:
+    """The waiter plans again when its lane becomes one of the run's last (a nudge): the
+    ceiling still counts from the last poll, or from the oldest image registered since."""
+    schedule = PollSchedule(floor_s=1.0, ceiling_s=15.0, polls_per_image=0.05)
+    for _ in range(10):
+        schedule.register()
+    schedule.begin_poll(0.0)
+    assert schedule.next_delay(0.0, [0.0] * 10) == 15.0  # nothing learnt: the ceiling
+    assert schedule.next_delay(10.0, [0.0] * 10, last=True) == pytest.approx(5.0)
+    assert schedule.next_delay(20.0, [18.0]) == pytest.approx(13.0)
