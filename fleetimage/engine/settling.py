@@ -212,7 +212,7 @@ class PollSchedule:
         self.registered = 0
         self.polls = 0
         self._registered_at_check = 0  # self.registered at the last poll or skip
-        self._skipped = 0  # ceiling polls skipped in a row
+        self._skipped = 0  # polls skipped in a row
         # What the ceiling counts from: the last poll, or skip (None: the next plan's now).
         self._anchor: float | None = None
         self.last_poll_at: float | None = None
