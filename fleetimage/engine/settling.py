@@ -349,13 +349,12 @@ class PollSchedule:
             for bucket, count in groups.items()
         ]
         remaining = sum(groups.values())
-        reserve = self._reserve
         # The ceiling's polls until the watched images are expected settled (all of them,
         # with the tail's probability) are paid first: the body spends what they leave.
         each = self.tail_probability ** (1.0 / remaining)
         settled_by = math.exp(fit[0] + fit[1] * _NORMAL.inv_cdf(min(each, 1.0 - 1e-9)))
         youngest = min(age for age, _, _ in ages)
-        spendable = credits - min(reserve, credits / 2)
+        spendable = credits - min(self._reserve, credits / 2)
         spendable -= max(0.0, since + settled_by - youngest - now) / self.ceiling_s
         body = remaining / spendable if spendable > 0 and not over else math.inf
         probability = self.tail_probability

@@ -127,7 +127,7 @@ async def check_every_copy_once(
 
 
 async def test_copies_with_faults_every_copy_once(fleet_mock: Any, tmp_path: Path) -> None:
-    # Enough copies (~80 CopyImage calls) that a lost answer among them is all but certain
+    # Enough copies (~90 CopyImage calls) that a lost answer among them is all but certain
     # whatever the order of calls drawing from the mock's one seeded fault stream.
     mock = await fleet_mock(copy_mock(24, 200.0, FAULTS))
     await check_every_copy_once(mock, copy_config(200.0), tmp_path / "journal.sqlite3")
