@@ -22,7 +22,7 @@ from fleetimage.core.naming import new_run_id
 from fleetimage.engine.accounts import Access, resolve_account
 from fleetimage.engine.adopt import RunImage, find_run_images
 from fleetimage.engine.bus import Bus
-from fleetimage.engine.discovery import IMAGEABLE_STATES, LaneDiscovery, discover_lane
+from fleetimage.engine.discovery import IMAGEABLE_STATES, LaneDiscovery, Turn, discover_lane
 from fleetimage.engine.lane import Lane
 from fleetimage.engine.limiter import Limiter
 from fleetimage.engine.organizations import OrgUnits, UnitAccounts, resolve_units
@@ -46,10 +46,10 @@ __all__ = ["LanePlan", "Plan", "lane_keys", "open_lanes", "plan_fleet"]
 # request takes no token), never a wrong image. tests/unit/test_confirm_share.py checks both
 # sides on this model.
 CONFIRM_SHARE = 0.2
-# Parsing DescribeInstances answers is CPU-bound: this many lanes discover at once. Since
-# only the members discovery reads are parsed (aws.clients), 8 at once spread the lanes'
-# first CreateImage over half the time 4 did (fleet-1k: ~1-2 s instead of ~2-3.5 s), each
-# page in memory costing little.
+# Parsing DescribeInstances answers is CPU-bound: this many lanes open or ask for a page at
+# once. Since only the members discovery reads are parsed (aws.clients), 8 at once spread the
+# lanes' first CreateImage over half the time 4 did (fleet-1k: ~1-2 s instead of ~2-3.5 s),
+# each page in memory costing little. The slots are taken page by page (discovery.Turn).
 DISCOVERY_CONCURRENCY = 8
 
 
@@ -153,8 +153,8 @@ async def open_lanes(
         max_pool_connections=pool, request_timeout_s=config.retry.request_timeout_s
     )
 
-    # Parsing DescribeInstances answers is CPU-bound: a few lanes at a time finish (and start
-    # imaging) sooner than all of them at once, and fewer raw answers are in memory at once.
+    # Parsing DescribeInstances answers is CPU-bound: a few pages at a time come (and lanes
+    # start imaging) sooner than all of them at once, and fewer raw answers are in memory.
     discovering = anyio.Semaphore(DISCOVERY_CONCURRENCY)
 
     async def look_up(lp: LanePlan) -> bool:
@@ -189,17 +189,22 @@ async def open_lanes(
                 return
         # Opening a lane's client takes CPU too (botocore copies its handlers for each one)
         # and yields on the way: 100 lanes opened at once are all opened before the first
-        # discovers or images. Opened with their discovery, a few at a time, the first
-        # DescribeInstances goes ~0.25 s sooner there, a confirmed plan's first image ~1.5 s.
-        async with discovering:
+        # discovers or images. Opened in the lane's discovery turn, a few at a time (its first
+        # page follows in the same slot), the first DescribeInstances goes ~0.25 s sooner
+        # there, a confirmed plan's first image ~1.5 s.
+        turn = Turn(discovering)
+        try:
+            await turn.take()
             await open_lane(key, acc)
             discovered = None
             if earlier is not None and earlier.error is None:  # confirmed: not discovered again
                 lp.specs, lp.skipped = list(earlier.specs), list(earlier.skipped)
                 lp.missing, lp.collisions = list(earlier.missing), list(earlier.collisions)
                 lp.adopted, lp.looked_up = dict(earlier.adopted), earlier.looked_up
-            elif discover and (discovered := await discover_one(lp, acc, specs)) is None:
+            elif discover and (discovered := await discover_one(lp, acc, specs, turn)) is None:
                 return
+        finally:
+            turn.give_back()
         if await look_up(lp) and discovered is not None:
             lp.missing = sorted(discovered.missing)
 
@@ -230,7 +235,7 @@ async def open_lanes(
         )
 
     async def discover_one(
-        lp: LanePlan, acc: Access, specs: list[TargetSpec]
+        lp: LanePlan, acc: Access, specs: list[TargetSpec], turn: Turn
     ) -> LaneDiscovery | None:
         """The lane's discovery; None if it failed (``lp.error`` says why)."""
         assert lp.lane is not None
@@ -255,7 +260,9 @@ async def open_lanes(
                     raise _NotDiscovery(exc) from exc
 
         try:
-            return await discover_lane(lp.lane, specs, role_arn=acc.role_arn, on_page=page)
+            return await discover_lane(
+                lp.lane, specs, role_arn=acc.role_arn, on_page=page, slot=turn
+            )
         except _NotDiscovery as failed:  # the engine's own (a subscriber's): not the lane's
             raise failed.error from failed.error.__cause__
         except Exception as exc:

@@ -21,6 +21,7 @@ from cli_helpers import (
 from test_crash import _kill, _states, _wait_for
 
 from fleetimage import Outcome, resume_fleet_sync
+from fleetimage.engine.discovery import FIRST_PAGE_SIZE
 from fleetimage.mock import FaultConfig
 from fleetimage.mock.runner import MockEC2Thread
 
@@ -113,8 +114,8 @@ def test_batch_job_killed_mid_create_is_finished_by_resume_fleet(
 def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_fleet(
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
-    """A lane of three DescribeInstances pages (each answered after 1 s) is imaged from its
-    first page. Killed then (later pages not read, the lane not marked discovered), the run
+    """A lane of three DescribeInstances pages (100, 1,000 and 1,000 instances, each answered
+    after 1 s) is imaged from its first page. Killed then (later pages not read, the lane not marked discovered), the run
     resumes by discovering the lane again and finishing what it journaled: one image each."""
     region = "us-east-1"
     mock = paged_fleet(mock_thread, (region,), 2100, pending_s=1.0)
@@ -135,7 +136,7 @@ def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_
     _kill(proc)
     assert journal_rows(journal, "SELECT state FROM lanes") == [], "killed after discovery"
     journaled = sum(_states(journal, run_id).values())
-    assert 1000 <= journaled < len(expected)
+    assert FIRST_PAGE_SIZE <= journaled < len(expected)
 
     report = resume_fleet_sync(run_id, journal=journal, endpoint_url=mock.endpoint_url)
 

@@ -42,8 +42,9 @@ def _fake_ids(n: int) -> list[str]:
 
 
 async def test_all_instances_are_read_page_by_page(mock_ec2: Any, ec2_client: Any) -> None:
-    """1005 instances: two pages of at most 1000, the second asked for with the first's
-    token, no filter at all; every instance found once, with its state and tags."""
+    """1005 instances: two pages, a small first one (the lane images from it sooner) and one
+    of at most 1000 asked for with its token, no filter at all; every instance found once,
+    with its state and tags."""
     mock = await mock_ec2(_mock(1005, state_mix={"running": 0.5, "stopped": 0.5}))
     account = mock.config.accounts[0]
     expected = {i["instance_id"]: i for i in mock.instances(account, REGION)}
@@ -51,7 +52,7 @@ async def test_all_instances_are_read_page_by_page(mock_ec2: Any, ec2_client: An
         sent = _spy(lane)
         found = await discover_lane(lane, [_spec(all_instances=True)], role_arn=ROLE)
     assert [set(p) for p in sent] == [{"MaxResults"}, {"MaxResults", "NextToken"}]
-    assert [p["MaxResults"] for p in sent] == [1000, 1000]
+    assert [p["MaxResults"] for p in sent] == [100, 1000]
     assert sent[1]["NextToken"]
     assert set(found.targets) == set(expected)
     assert found.missing == set()
@@ -72,7 +73,7 @@ async def test_a_tag_filter_is_sent_as_ec2_filters(mock_ec2: Any, ec2_client: An
     async with lane_on(mock, ec2_client) as lane:
         sent = _spy(lane)
         found = await discover_lane(lane, [_spec(filters={"tag:Env": "prod"})], role_arn=None)
-    assert sent == [{"MaxResults": 1000, "Filters": [{"Name": "tag:Env", "Values": ["prod"]}]}]
+    assert sent == [{"MaxResults": 100, "Filters": [{"Name": "tag:Env", "Values": ["prod"]}]}]
     assert set(found.targets) == prod
     assert all(t.role_arn is None for t in found.targets.values())
 

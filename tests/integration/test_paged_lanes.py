@@ -1,7 +1,7 @@
 """A lane of several discovery pages is imaged from its first page, and what it journaled
 before a stop between its pages is finished by resume without a duplicate.
 
-Pages here are 5 instances (the module's page size lowered), and DescribeInstances is paced at
+Pages here are 5 instances (the module's page sizes lowered), and DescribeInstances is paced at
 2 a second by the client's own limits, so the lane's discovery takes ~2 s while CreateImage is
 unlimited: the order of the run's events shows what was imaged before the lane was planned.
 """
@@ -27,7 +27,8 @@ from fleetimage import (
     resume_fleet,
 )
 from fleetimage.engine import discovery
-from fleetimage.mock import MockConfig
+from fleetimage.engine import plan as plan_module
+from fleetimage.mock import FaultConfig, MockConfig
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -46,9 +47,14 @@ def _config(*regions: str, name: str = "{instance_id}-{run_id}") -> Any:
     )
 
 
+def _small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(discovery, "FIRST_PAGE_SIZE", 5)
+    monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
+
+
 @pytest.fixture
 async def fleet(fleet_mock: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
+    _small_pages(monkeypatch)
     return await fleet_mock(
         MockConfig(
             regions=(REGION,),
@@ -142,7 +148,7 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
     from the recorded start; the lane with the run's images adopts them (discovered whole,
     nothing created), the lane with none is imaged from its first page (in one process; with
     worker processes, which look up again, once discovered). One image each."""
-    monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
+    _small_pages(monkeypatch)
     other = "eu-west-1"
     fleet = await fleet_mock(
         MockConfig(
@@ -188,3 +194,45 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
     if workers == 1:  # imaged from its first page (the workers' pages are not lowered)
         fresh = [type(e) for e in order(other)]
         assert fresh.index(Created) < fresh.index(LanePlanned)
+
+
+async def test_every_lane_starts_imaging_before_any_lane_reads_its_later_pages(
+    fleet_mock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lanes take the discovery slots page by page: with 2 slots, 4 lanes of 2 pages and
+    every DescribeInstances answered after 0.3 s, the last two lanes' first pages come before
+    the first two lanes' second pages, so every lane creates an image before any lane is
+    wholly discovered (a lane that starts late finishes late). Holding a slot for a lane's
+    whole discovery, the last two started only once the first two were planned."""
+    _small_pages(monkeypatch)
+    monkeypatch.setattr(plan_module, "DISCOVERY_CONCURRENCY", 2)
+    regions = ("us-east-1", "us-west-2", "eu-west-1", "eu-central-1")
+    fleet = await fleet_mock(
+        MockConfig(
+            regions=regions,
+            instances_per_region=10,
+            state_mix={"running": 1.0},
+            pending_s=0.2,
+            throttling=False,
+            faults=FaultConfig(slow=1.0, slow_s=0.3, actions=frozenset({"DescribeInstances"})),
+        )
+    )
+    config = parse_config(
+        {
+            "targets": [{"regions": list(regions), "all_instances": True}],
+            "image": {"name_template": "{instance_id}-{run_id}"},
+            "wait": {"poll_interval_s": 0.05, "timeout_s": 60},
+        }
+    )
+    events: list[Event] = []
+    report = await image_fleet(
+        config, run_id="turns", endpoint_url=fleet.endpoint_url, on_event=events.append
+    )
+    assert report.ok and len(report.results) == 4 * 10
+    assert fleet.count(action="DescribeInstances") == 4 * 2
+    first_created = {
+        e.region: i for i, e in reversed(list(enumerate(events))) if isinstance(e, Created)
+    }
+    first_planned = next(i for i, e in enumerate(events) if isinstance(e, LanePlanned))
+    assert set(first_created) == set(regions)
+    assert max(first_created.values()) < first_planned
