@@ -26,8 +26,8 @@ __all__ = ["IMAGEABLE_STATES", "LaneDiscovery", "Turn", "discover_lane"]
 IMAGEABLE_STATES = frozenset({"running", "stopping", "stopped"})
 PAGE_SIZE = 1000
 # A lane's first page is small: the lane starts imaging once ~100 instances are parsed, not a
-# whole page of 1,000, and every lane's first page is asked for before any lane's second (see
-# discover_lane's ``slot``). It covers a CreateImage burst (50) twice over.
+# whole page of 1,000, and (taking turns, see Turn) before any lane's second page. It covers
+# a CreateImage burst (50) twice over.
 FIRST_PAGE_SIZE = 100
 ID_CHUNK = 200
 
@@ -43,8 +43,8 @@ class LaneDiscovery:
 class Turn:
     """A lane's turns at the discovery slots the lanes share. The slot taken for opening the
     lane's client is kept for its first DescribeInstances page; each later page (entering
-    the turn again) waits for a slot of its own, behind the lanes still waiting to open: every
-    lane opens and starts imaging before any lane's later pages are parsed, and a lane that
+    the turn again) waits for a slot of its own, behind the lanes still waiting to open. So
+    no lane asks for a second page before every lane has had its first turn: a lane that
     starts late finishes late (its bucket's refill is not stored up for it)."""
 
     def __init__(self, slots: anyio.Semaphore) -> None:
@@ -125,8 +125,7 @@ async def discover_lane(
 
     ``on_page``: called after each page with the targets it found first, in order (the
     engine images them while the next pages are asked for). ``slot``: held for each page's
-    request (a semaphore shared by the lanes: every page waits its turn, so each lane's
-    first page comes before any lane's next one)."""
+    request (the lane's :class:`Turn` at the slots the lanes share)."""
     found = into if into is not None else LaneDiscovery()
     held: AbstractAsyncContextManager[Any] = slot if slot is not None else nullcontext()
 
