@@ -115,8 +115,9 @@ def test_batch_job_killed_between_a_lanes_discovery_pages_is_finished_by_resume_
     mock_thread: MockFactory, tmp_path: Path
 ) -> None:
     """A lane of three DescribeInstances pages (100, 1,000 and 1,000 instances, each answered
-    after 1 s) is imaged from its first page. Killed then (later pages not read, the lane not marked discovered), the run
-    resumes by discovering the lane again and finishing what it journaled: one image each."""
+    after 1 s) is imaged from its first page. Killed then (later pages not read, the lane not
+    marked discovered), the run resumes by discovering the lane again and finishing what it
+    journaled: one image each."""
     region = "us-east-1"
     mock = paged_fleet(mock_thread, (region,), 2100, pending_s=1.0)
     run_id = "nightly-2026-11-30"
