@@ -15,15 +15,13 @@ every second (AWS: "refills every second"), at a phase the client cannot see.
   known (a throttle: empty; our bucket in its top step, ``ceiling * refill_period_s`` below
   ``burst``: possibly full, the server's next step possibly capped away) and one every period
   after. The server has had a step of its own by then, whatever its phase, and one more
-  every period. A server bucket made by our first request (the mock's are; AWS does not say)
-  counts its steps from that request's arrival, which may come after our burst took its
-  tokens: the first step also waits a period past our first answer. Refill fills to one step
-  below ``burst``; the last step is added after a whole period without a take, when the
-  server's bucket must be full. That keeps us below the server's bucket for any phase, each
-  step less than one period after the server's own (``1 - phase``; on the mock, one answer's
-  latency), each time the bucket runs dry from full or is throttled, never per request.
-  (Crediting continuously from that first step instead, as before, also cost the fraction of
-  a step not yet credited: 0.2-1 s more at the end of a lane at 5/s.)
+  every period. Refill fills to one step below ``burst``; the last step is added after a
+  whole period without a take, when the server's bucket must be full. That keeps us below
+  the server's bucket for any phase, each step less than one period after the server's own
+  (``1 - phase``; on the mock, one answer's latency), each time the bucket runs dry from
+  full or is throttled, never per request.
+* **Only what has arrived is refilled.** A step also waits until the requests heard of a
+  period before it cover all the refill credited so far (:mod:`fleetimage.engine.heard`).
 * **Never much slower.** A waiter sleeps exactly until its token is due; a late wake-up
   loses nothing because the refill keeps running on the clock, so a lane running flat out
   gets the server's rate minus scheduler noise.
@@ -48,6 +46,8 @@ import time
 from collections.abc import Callable
 
 import anyio
+
+from fleetimage.engine.heard import Heard
 
 __all__ = ["AdaptiveTokenBucket"]
 
@@ -172,7 +172,7 @@ class AdaptiveTokenBucket:
         self._last_cut: float | None = None
         self._cut_window = 0.0
         self._last_credit = start  # recovery is credited from here
-        self._answered = False  # no answer heard yet (see _first_answer)
+        self._heard = Heard()  # what the server's cap may have taken: see _ready
         self._lock = anyio.Lock()  # FIFO: waiters are served in arrival order
 
     # --- read-only state ---------------------------------------------------------------
@@ -223,28 +223,48 @@ class AdaptiveTokenBucket:
                     self._quiet_since = self._stamp + (top - self._tokens) / self._rate
                 self._tokens = min(top, reached)
             self._stamp = now
+            self._heard.forget(now)  # no step waits for them (only the quiet period does)
         if self._tokens >= top:
             # Within one server step of full: the server's next step may be capped away, so
-            # credit nothing until a period after now; a whole quiet period means it is full.
+            # credit nothing until a period after now; a whole quiet period means it is full
+            # (no take, and no request of ours on the way or arriving: each would take from it).
             if self._quiet_since is None:
                 self._quiet_since = now
-            if now - self._quiet_since >= self._period - _EPS:
+            quiet = now - max(self._quiet_since, self._heard.last)
+            if quiet >= self._period - _EPS and not self._heard.in_flight:
+                self._heard.credit(self._burst - self._tokens)
                 self._tokens = float(self._burst)
+                self._heard.known(0.0)  # full: what it capped away before is behind us
             self._hold_refill(now)
 
     def _step_refill(self, now: float, top: float) -> None:
-        """A period's refill at once at ``_stamp`` (the next step) and every period after it,
-        as the server adds its own: steps due by ``now`` are credited, ``_stamp`` moves on."""
-        first = self._stamp + _STEP_SLACK_S
-        if now < first:
-            return
-        steps = math.floor((now - first) / self._period) + 1
-        if self._tokens < top:
-            needed = self._steps_to(top)
-            if needed <= steps:  # the step that got it there starts the quiet period
-                self._quiet_since = self._stamp + (needed - 1) * self._period
-            self._tokens = min(top, self._tokens + steps * self._rate * self._period)
-        self._stamp += steps * self._period
+        """A period's refill at once at ``_stamp`` (the next step, or later: :meth:`_ready`) and
+        every period after it, as the server adds its own: steps due by ``now`` are credited."""
+        while now >= self._stamp + _STEP_SLACK_S:
+            if self._tokens >= top:  # nothing to credit: the steps pass
+                steps = math.floor((now - self._stamp - _STEP_SLACK_S) / self._period) + 1
+                self._stamp += steps * self._period
+                break
+            amount = min(self._rate * self._period, top - self._tokens)
+            ready = self._ready(amount)
+            if ready is None:  # the request it needs is not heard of yet
+                return
+            if ready > self._stamp:
+                self._stamp = ready  # and every later step a period after it
+                continue
+            self._tokens += amount
+            self._heard.credit(amount)
+            if self._tokens >= top - _EPS:  # the step that got it there starts the quiet period
+                self._tokens = top
+                self._quiet_since = self._stamp
+            self._stamp += self._period
+        self._heard.forget(self._stamp - self._period)  # they can delay no step
+
+    def _ready(self, amount: float) -> float | None:
+        """When a step of ``amount`` may come: ``_stamp``, or a period after the request that
+        covers it was heard of (None: not yet)."""
+        heard = self._heard.covering(amount)
+        return None if heard is None else max(self._stamp, heard + self._period)
 
     def _steps_to(self, level: float) -> int:
         """Steps (at least one) that bring the bucket from its level up to ``level``."""
@@ -253,17 +273,23 @@ class AdaptiveTokenBucket:
     def _hold_refill(self, now: float) -> None:
         """The server's level is known at ``now``: credit refill again one period later."""
         self._stamp = max(self._stamp, now + self._period)
+        self._heard.forget(self._stamp - self._period)  # they can delay no step
 
     def _take(self, now: float) -> float:
         """Take a token at ``now`` and return 0.0, or return the seconds until one is due."""
         self._refill(now)
         if self._tokens >= 1.0 - _EPS:
             self._tokens -= 1.0
+            self._heard.took()
             # A take starts the quiet period anew (if the level is still in the top step).
             self._quiet_since = now if self._tokens >= self._burst - self._step else None
             return 0.0
         if self._period > 0.0:  # the step that brings the missing share of a token
-            due = self._stamp + _STEP_SLACK_S + (self._steps_to(1.0) - 1) * self._period
+            top = self._burst - self._step
+            ready = self._ready(min(self._rate * self._period, top - self._tokens))
+            if ready is None:  # the answer it needs comes a period before it, at the earliest
+                return max(self._period, self._stamp + _STEP_SLACK_S - now)
+            due = ready + _STEP_SLACK_S + (self._steps_to(1.0) - 1) * self._period
             # Never 0 (that means "taken"): float rounding may leave the due step a hair
             # uncredited at its own instant; it is credited at the next call.
             return max(due - now, _STEP_SLACK_S)
@@ -304,7 +330,7 @@ class AdaptiveTokenBucket:
         throttles would collapse the rate to the floor.
         """
         now = self._clock()
-        self._first_answer(now)
+        self._heard.add(now)
         self._refill(now)
         self._throttle_share += self._share_weight(now) * (1.0 - self._throttle_share)
         self._throttle_run += 1
@@ -320,6 +346,7 @@ class AdaptiveTokenBucket:
             self._tokens = min(self._tokens, 0.0)
             self._quiet_since = None
             self._hold_refill(now)
+            self._heard.known(self._burst - self._step)
         recent = self._last_cut is not None and now - self._last_cut < self._cut_window
         if not (stale or recent):
             self._cut_window = (
@@ -339,7 +366,7 @@ class AdaptiveTokenBucket:
     def on_success(self) -> None:
         """A request went through: move the rate toward the ceiling (additive increase)."""
         now = self._clock()
-        self._first_answer(now)
+        self._heard.add(now)
         self._throttle_share -= self._share_weight(now) * self._throttle_share
         self._throttle_run = 0
         if self._last_cut is not None and now - self._last_cut < self._cut_window:
@@ -354,15 +381,10 @@ class AdaptiveTokenBucket:
                 step *= self._probe_fraction
             self._set_rate(now, self._rate + step)
 
-    def _first_answer(self, now: float) -> None:
-        """The server's bucket may have been made by our first request (the mock's is, and AWS
-        does not say): its steps then count from when that request arrived, which may be after
-        our burst took its tokens. Its first step comes a period after that, before our first
-        answer's: our first step comes a period after that answer at the earliest."""
-        if not self._answered:
-            self._answered = True
-            self._refill(now)
-            self._hold_refill(now)
+    def on_returned(self) -> None:
+        """A token's request ended without news of the server's rate (an error, a timeout, or
+        never sent): it is heard of all the same, so the refill that waits for it goes on."""
+        self._heard.add(self._clock())
 
     def _share_weight(self, now: float) -> float:
         return _SHARE_WEIGHT_AGAIN if self._remembers_cut(now) else _SHARE_WEIGHT_FIRST

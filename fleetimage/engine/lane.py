@@ -111,6 +111,7 @@ class Lane:
         bucket = self.limiter.bucket(action)
         creds = self.credentials
         ticket: Ticket | None = None
+        heard = False  # the bucket is told how the token's request ended, once
         try:
             if interruptible:
                 with self.stopper.interruptible():  # a stop ends the waits; never the send
@@ -128,6 +129,7 @@ class Lane:
                 error = to_aws_error(exc, action)
                 await self.breaker.record(ticket, error)
                 if error.kind is ErrorKind.THROTTLE:
+                    heard = True
                     rate = bucket.on_throttle(sent_at=sent_at)
                     await self.bus.emit(
                         Throttled(
@@ -143,6 +145,7 @@ class Lane:
                 elif error.kind is ErrorKind.AUTH_EXPIRED and creds is not None:
                     await creds.renew(error, generation)  # the retry resends; raises if it cannot
                 raise error from None
+            heard = True
             bucket.on_success()
             await self.breaker.record(ticket, None)
             if creds is not None:
@@ -151,6 +154,8 @@ class Lane:
         finally:
             if ticket is not None:
                 self.breaker.release(ticket)  # no-op once recorded
+                if not heard:
+                    bucket.on_returned()
 
     async def _admit(
         self, action: str, bucket: AdaptiveTokenBucket, *, through_outage: bool
@@ -167,6 +172,7 @@ class Lane:
             if self.breaker.admits(ticket, through_outage=through_outage):
                 return ticket
             self.breaker.release(ticket)  # the token is spent; the lane is paused anyway
+            bucket.on_returned()
 
     async def call(
         self,

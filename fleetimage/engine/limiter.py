@@ -51,6 +51,9 @@ class UnlimitedBucket(AdaptiveTokenBucket):
     def on_success(self) -> None:
         return None
 
+    def on_returned(self) -> None:
+        return None
+
 
 class Limiter:
     """One lane's buckets: one per action; actions without limits get an unlimited bucket."""

@@ -429,3 +429,20 @@ async def test_a_resume_lookup_that_found_nothing_is_not_repeated_after_a_thrott
     assert mock.count(action="DescribeImages") == 1
     assert mock.count(action="CreateImage", outcome="fault") == 1
     assert mock.count(action="CreateImage", outcome="ok") == 1
+
+
+async def test_every_token_a_lane_takes_is_heard_of(mock_ec2: Any, ec2_client: Any) -> None:
+    """Its bucket waits for the requests it has not heard of before it counts the server full
+    again: answers, throttles, 5xx, resets, lost answers and tokens the breaker turned back
+    must each be told to it, or a lane would wait for ever."""
+    faults = FaultConfig(
+        internal_error=0.1, unavailable=0.1, throttle=0.1, reset=0.1, lost_answer=0.1
+    )
+    mock = await mock_ec2(_mock(faults=faults, seed=3))
+    async with lane_on(mock, ec2_client) as lane:
+        with anyio.fail_after(60):
+            for n in range(2):
+                await create_image(lane, spec_for(mock, n))
+        buckets = [lane.limiter.bucket(a) for a in ("CreateImage", "DescribeImages")]
+    assert mock.count(outcome="ok") >= 2 and mock.count() > mock.count(outcome="ok")
+    assert [b._heard.in_flight for b in buckets] == [0, 0]
