@@ -399,8 +399,9 @@ async def test_a_lane_flat_out_keeps_to_the_mocks_refill_steps(fleet_mock: Any) 
     """The mock refills CreateImage a second's tokens at once every (AWS) second, counting its
     seconds from the lane's first request, as a bucket made at first use would. The lane takes
     its burst and then a step's tokens at once each second: not one call is throttled. (The
-    race a first step held from the burst alone can lose, against a first request that
-    arrives late, is played out in tests/unit/test_limiter_refill.py.)"""
+    races a busy host plays here, a burst that takes more than a second to arrive while the
+    mock's first step adds only what has arrived, are played out on a fake clock in
+    tests/unit/test_limiter_refill.py.)"""
     mock = await fleet_mock(
         MockConfig(
             regions=("us-east-1",),
