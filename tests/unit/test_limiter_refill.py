@@ -147,6 +147,24 @@ def test_never_throttled_by_a_continuous_server_either(
 _CPU, _LATENCY = 0.002, 0.001  # s: a request's send after the one before it; one way
 
 
+def _token_at(
+    client: AdaptiveTokenBucket, clock: FakeClock, now: float, heard: list[float]
+) -> float:
+    """When a request that wants to go at ``now`` has its token (exact sleeps), the answers
+    due meanwhile heard at their times (``heard``: when each will be; those heard are
+    removed)."""
+    while True:
+        for t in sorted(a for a in heard if a <= now):
+            clock.t = t
+            client.on_success()
+            heard.remove(t)
+        clock.t = now
+        wait = client._take(now)
+        if wait == 0.0:
+            return now
+        now = min(now + wait, min((a for a in heard if a > now), default=math.inf))
+
+
 def _flat_out_through_a_made_server(
     client: AdaptiveTokenBucket, clock: FakeClock, n: int, first_send: float
 ) -> int:
@@ -159,16 +177,7 @@ def _flat_out_through_a_made_server(
     server: TokenBucket | None = None
     throttled, now, sent = 0, clock.t, -math.inf
     for k in range(n):
-        while True:
-            for t in [a for a in answers if a <= now]:  # heard before the next take
-                clock.t = t
-                client.on_success()
-                answers.remove(t)
-            clock.t = now
-            wait = client._take(now)
-            if wait == 0.0:
-                break
-            now = min(now + wait, min((a for a in answers if a > now), default=math.inf))
+        now = _token_at(client, clock, now, answers)
         sent = now + first_send if k == 0 else max(now, sent) + _CPU
         arrival = sent + _LATENCY
         if server is None:
@@ -214,16 +223,7 @@ def _through_the_network(
     now = clock.t
     for k, gap in enumerate(gaps):
         now += gap
-        while True:
-            for t in sorted(a for a in heard if a <= now):
-                clock.t = t
-                client.on_success()
-                heard.remove(t)
-            clock.t = now
-            wait = client._take(now)
-            if wait == 0.0:
-                break
-            now = min(now + wait, min((a for a in heard if a > now), default=math.inf))
+        now = _token_at(client, clock, now, heard)
         up, down = ways[k]
         arrivals.append(now + up)
         heard.append(now + up + down)
