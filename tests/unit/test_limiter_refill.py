@@ -53,9 +53,9 @@ def _throttled(
     client: AdaptiveTokenBucket, clock: FakeClock, server: TokenBucket, gaps: list[float]
 ) -> list[float]:
     """Requests arrive after ``gaps``; each waits for its token (exact sleeps) and is sent
-    the instant it gets one (no latency), its answer heard at once (``on_returned``: these
-    servers are full before the first request, so the first answer's hold is not at stake
-    here). Returns the send times the server throttled."""
+    the instant it gets one (no latency), and heard of at once (``on_returned``: nothing
+    is on the way, so only the steps' phase is at stake here). Returns the send times the
+    server throttled."""
     throttled: list[float] = []
     now = clock.t
     for gap in gaps:
