@@ -88,7 +88,7 @@ async def execute(
     without its journal; images its earlier start created (found by planning, or here for a
     lane planned again) are waited for, never created again (see :mod:`.adopt`). ``found``:
     ``adopt``'s look-up made first (``plan_fleet(discover=False)``), so lanes without images of
-    the run are imaged from their first discovery page (in this process).
+    the run are imaged from their first discovery page (here or in the workers).
     ``copies``: the journal's copy records of this run (resume), see :mod:`.copy_lanes`.
     ``workers``: image the lanes in that many processes, this one staying the run (planned
     here first, see :mod:`.workers`). ``state``: a worker's, linked to its parent.
@@ -136,10 +136,12 @@ async def execute(
         tg.start_soon(announce_stop)
         session = session or clients.new_session()
         if workers > 1:
-            # Found only once the workers are starting (their start-up overlaps the STS calls).
+            # Found only once the workers are starting (their start-up overlaps the STS calls),
+            # unless planning or a restart's look-up has found them already.
+            known_lanes = plan if plan is not None else found
             keys = (
-                list(plan.lanes)
-                if plan is not None
+                list(known_lanes.lanes)
+                if known_lanes is not None
                 else functools.partial(
                     lane_keys,
                     config,
@@ -157,6 +159,7 @@ async def execute(
                 plan=plan,
                 state=state,
                 bus=bus,
+                found=found,
                 endpoint_url=endpoint_url,
                 dry_run=dry_run,
                 wait=wait,

@@ -142,6 +142,7 @@ async def _work(channel: Channel, session: AioSession) -> int:
                 retry_failed=job.retry_failed,
                 shard=Shard(job.index, job.count, lanes=job.lanes),
                 adopt=job.adopt,
+                found=job.found,
                 copies=job.copies,
                 state=state,
             )

@@ -99,6 +99,10 @@ class WorkerJob:
     adopt: bool
     resume: tuple[TargetRecord, ...] = ()
     copies: tuple[CopyRecord, ...] = ()
+    # A restart's look-up of its lanes, made by the parent before any lane was discovered
+    # (``execute``'s ``found``): the worker images a lane with none of the run's images from
+    # its first page instead of looking the lane up again once it is discovered.
+    found: Plan | None = None
     # False: the run's ledger records nothing, so a write-ahead has nothing to wait for and
     # goes with the other events, with no round trip before each request.
     journaled: bool = True
@@ -114,6 +118,7 @@ async def run_in_workers(
     plan: Plan | None,
     state: RunState,
     bus: Bus,
+    found: Plan | None = None,
     endpoint_url: str | None,
     dry_run: bool,
     wait: bool,
@@ -130,7 +135,8 @@ async def run_in_workers(
 
     With a ``plan`` (confirmed, saved or a resume's) each worker images its share of it, the
     lanes dealt by target count; without, the lanes are dealt in turn and each worker
-    discovers its own, imaging each lane as soon as it is discovered (as one process does)."""
+    discovers its own, imaging each lane as soon as it is discovered (as one process does).
+    ``found``: a restart's look-up (``execute``'s), each worker given its lanes' share."""
     template = WorkerJob(
         0,
         count,
@@ -157,7 +163,7 @@ async def run_in_workers(
         for _ in range(count):
             started.append(await start_worker())
         keys = list(lanes) if isinstance(lanes, Sequence) else list(await lanes())
-        for job in _deal(template, keys, plan, resume, copies):
+        for job in _deal(template, keys, plan, resume, copies, found):
             workers.append(_Worker(job, config, state, bus, workers, started.pop()))
         # Those no worker took (fewer lanes than workers): with their pipe closed before any
         # job they exit at once, having sent nothing.
@@ -184,6 +190,7 @@ def _deal(
     plan: Plan | None,
     resume: tuple[TargetRecord, ...],
     copies: tuple[CopyRecord, ...],
+    found: Plan | None = None,
 ) -> list[WorkerJob]:
     """Each worker's job: its lanes, with their share of the plan and of the journal's rows."""
     count = template.count
@@ -214,6 +221,13 @@ def _deal(
                 resume=tuple(r for r in resume if LaneKey(r.account, r.region) in mine),
                 copies=tuple(
                     c for c in copies if LaneKey(c.key.account, c.key.source_region) in mine
+                ),
+                found=None
+                if found is None
+                else Plan(
+                    template.run_id,
+                    template.started_at,
+                    {k: lp for k, lp in found.lanes.items() if k in mine},
                 ),
             )
         )
@@ -288,7 +302,10 @@ class _Worker:
         plan = journal_plan(job.run_id, job.started_at, rows, planned, self.config)
         self.state.total -= self.targets  # the new worker counts its lanes again
         self.targets, self.discovered = 0, False
-        return dataclasses.replace(job, plan=plan, resume=tuple(rows), copies=tuple(copies))
+        # Its look-up is stale once the worker may have created images: looked up again.
+        return dataclasses.replace(
+            job, plan=plan, resume=tuple(rows), copies=tuple(copies), found=None
+        )
 
     async def _lanes_failed(self, what: str) -> None:
         message = f"{what}; its open targets are left for `fleetimage resume`"

@@ -47,6 +47,15 @@ def _config(*regions: str, name: str = "{instance_id}-{run_id}") -> Any:
     )
 
 
+def _listings(fleet: Any) -> dict[str, int]:
+    """DescribeImages listings (a run's images by tag, never by id or name), by region."""
+    seen: dict[str, int] = {}
+    for (_, region, action, kind, _), n in fleet.request_kinds.items():
+        if action == "DescribeImages" and kind == "listing":
+            seen[region] = seen.get(region, 0) + n
+    return seen
+
+
 def _small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(discovery, "FIRST_PAGE_SIZE", 5)
     monkeypatch.setattr(discovery, "PAGE_SIZE", 5)
@@ -146,8 +155,8 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
     """A run restarted without its journal (``adopt``): its earlier start imaged one lane and
     died before the other. Every lane is looked up first, so the restart names every image
     from the recorded start; the lane with the run's images adopts them (discovered whole,
-    nothing created), the lane with none is imaged from its first page (in one process; with
-    worker processes, which look up again, once discovered). One image each."""
+    nothing created), the lane with none is imaged from its first page. Worker processes are
+    handed that look-up: no lane is listed twice. One image each."""
     _small_pages(monkeypatch)
     other = "eu-west-1"
     fleet = await fleet_mock(
@@ -176,6 +185,8 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
         endpoint_url=fleet.endpoint_url, on_event=events.append, workers=workers,
     )  # fmt: skip
     assert report.ok and len(report.results) == 2 * INSTANCES
+    # Each start's look-up lists each of its lanes once: the earlier one 1, the restart 2.
+    assert _listings(fleet) == {REGION: 2, other: 1}
     assert report.started_at == started  # the images' recorded start, not the restart's clock
     assert {r.image_name for r in report.results} == {
         f"{r.instance_id}-restart-010203" for r in report.results
