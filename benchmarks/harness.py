@@ -4,6 +4,7 @@ counters and records turned into metrics; each contender's figures are medians o
 
 from __future__ import annotations
 
+import functools
 import math
 import multiprocessing as mp
 import os
@@ -92,14 +93,21 @@ def cutoff_s(sc: Scenario, contender: str, bound_aws_s: float) -> float:
 
 
 def run_contender(
-    scenario: Scenario, contender: str, *, run_tag: str, bound_aws_s: float, limit_s: float
+    scenario: Scenario,
+    contender: str,
+    *,
+    run_tag: str,
+    bound_aws_s: float,
+    limit_s: float,
+    repeat: int = 0,
 ) -> dict[str, Any]:
-    """One contender against a fresh mock; returns the metrics row (wall = scaled seconds)."""
+    """One contender against a fresh mock (that of the scenario's ``repeat``-th run);
+    returns the metrics row (wall = scaled seconds)."""
     sc = scenario
     # The machine's 1-minute load before and after: on a shared machine the CPU a contender
     # gets depends on it, so a CPU-bound scenario's figures are read with it.
     load = [os.getloadavg()[0]]
-    with MockProcess(sc.mock_config) as mock:
+    with MockProcess(functools.partial(sc.mock_config, repeat)) as mock:
         stats0 = mock.stats()
         job = ContenderJob(
             contender,
@@ -271,6 +279,7 @@ def run_scenario(
                 run_tag=f"{time.strftime('%Y%m%d%H%M%S')}r{rep}",
                 bound_aws_s=bound_aws_s,
                 limit_s=cutoff_s(sc, contender, bound_aws_s),
+                repeat=rep,
             )
             log(f"  {contender:<21} #{rep + 1} {_brief(row)}  [{time.perf_counter() - t:.0f} s]")
             runs[contender].append(row)

@@ -94,7 +94,9 @@ class Scenario:
             merged[action] = (float(burst), float(rate))
         return merged
 
-    def mock_config(self) -> MockConfig:
+    def mock_config(self, repeat: int = 0) -> MockConfig:
+        """The mock of this scenario's ``repeat``-th run: the same fleet and pending times
+        for every run; its faults drawn from seed + repeat (benchmarks/README.md)."""
         return MockConfig(
             regions=self.region_names,
             accounts=self.account_ids,
@@ -107,7 +109,9 @@ class Scenario:
             limits=self.limits() if self.server_limits else None,
             neighbour_load=self.neighbour_load,
             state_mix=self.state_mix,
-            faults=FaultConfig(**self.faults, actions=frozenset(self.fault_actions))
+            faults=FaultConfig(
+                **self.faults, actions=frozenset(self.fault_actions), seed=self.seed + repeat
+            )
             if self.faults
             else FaultConfig(),
             refill=self.refill,

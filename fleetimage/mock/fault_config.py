@@ -18,7 +18,10 @@ __all__ = ["FaultConfig"]
 @dataclass(frozen=True, slots=True)
 class FaultConfig:
     """Injected faults. Each rate is a probability per request (0..1), drawn from a
-    ``random.Random`` seeded by :attr:`MockConfig.seed`, so a run is reproducible.
+    ``random.Random`` seeded by ``seed`` (None: :attr:`MockConfig.seed`), so a run is
+    reproducible. Draws follow the order requests arrive in: the same seed gives another
+    request the fault when timing changes. Another ``seed`` draws other faults over the same
+    fleet and pending times (the benchmarks' repeats, so a median is over several draws).
 
     ``internal_error``   HTTP 500 ``InternalError``, nothing applied.
     ``unavailable``      HTTP 503 ``Unavailable``, nothing applied.
@@ -40,8 +43,13 @@ class FaultConfig:
     slow: float = 0.0
     slow_s: float = 1.0
     actions: frozenset[str] | None = None
+    seed: int | None = None
 
     def __post_init__(self) -> None:
+        if self.seed is not None and (
+            isinstance(self.seed, bool) or not isinstance(self.seed, int)
+        ):
+            raise MockError("FaultConfig.seed must be an int or None")
         for name in (
             "internal_error",
             "unavailable",

@@ -20,8 +20,9 @@ class Fault(enum.Enum):
 
 class FaultInjector:
     def __init__(self, config: FaultConfig, seed: int) -> None:
+        """``seed``: the mock's, for faults whose config names none."""
         self.config = config
-        self.rng = random.Random(f"{seed}:faults")
+        self.rng = random.Random(f"{seed if config.seed is None else config.seed}:faults")
         self._table = [
             (config.internal_error, Fault.INTERNAL_ERROR),
             (config.unavailable, Fault.UNAVAILABLE),

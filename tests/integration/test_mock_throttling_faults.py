@@ -10,6 +10,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
+from fleetimage.core.errors import MockError
 from fleetimage.mock import FaultConfig, MockConfig, load_default_limits
 
 ACCOUNT = "123456789012"
@@ -181,3 +182,25 @@ async def test_faults_are_reproducible_from_the_seed(mock_ec2: Any, ec2_client: 
             runs.append(await outcomes(ec2, 40))
     assert runs[0] == runs[1] != runs[2]
     assert {"ok", "InternalError", "RequestLimitExceeded", "Unavailable"} == set(runs[0])
+
+
+async def test_the_faults_own_seed_draws_other_faults_over_the_same_fleet(
+    mock_ec2: Any, ec2_client: Any
+) -> None:
+    """``FaultConfig.seed`` (the benchmarks' repeats) moves the fault draws alone: the fleet,
+    made from the mock's seed, stays; without it the mock's seed draws them, as before."""
+
+    def cfg(fault_seed: int | None) -> MockConfig:
+        faults = FaultConfig(internal_error=0.3, throttle=0.2, unavailable=0.1, seed=fault_seed)
+        return MockConfig(faults=faults, seed=1, throttling=False)
+
+    runs, fleets = [], []
+    for fault_seed in (None, 1, 2):
+        mock = await mock_ec2(cfg(fault_seed))
+        fleets.append(list(mock.fleet.state(mock.config.accounts[0], REGION).instances))
+        async with ec2_client(mock, REGION) as ec2:
+            runs.append(await outcomes(ec2, 40))
+    assert runs[0] == runs[1] != runs[2]
+    assert fleets[0] == fleets[1] == fleets[2]
+    with pytest.raises(MockError, match=r"FaultConfig\.seed"):
+        FaultConfig(seed="7")  # type: ignore[arg-type]
