@@ -84,8 +84,7 @@ def status_command(
     journal: str | None = JournalOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Show one run from the journal. Exit 0 if it finished with every target (and copy)
-    done, else 1."""
+    """Show one run from the journal. Exit 0 if every target (and copy) is done, else 1."""
     path = parse_journal_path(journal) or default_journal_path()
     found = arun(_read_journal, path, run_id)
     if isinstance(found[0], prune_ledger.PruneRunRecord):
