@@ -130,6 +130,7 @@ def demo(
         metavar="X",
     ),
     report: str | None = ReportOpt,
+    workers: str = WorkersOpt,
 ) -> None:
     """Image a synthetic fleet on the built-in mock EC2 endpoint (no AWS account needed)."""
     if not 1 <= regions <= len(DEMO_REGIONS):
@@ -139,6 +140,7 @@ def demo(
     if not 0.1 <= time_scale <= 1000:
         raise fail(f"--time-scale must be 0.1-1000, got {time_scale:g}")
     report_path = parse_report_path(report)
+    processes = parse_workers(workers)
     con = consoles()
     with logging_to("console", None, "error"):
         ex = guard(
@@ -147,6 +149,7 @@ def demo(
                 instances_per_region=instances_per_region,
                 time_scale=time_scale,
                 report_path=report_path,
+                workers=processes,
                 live=None,
                 con=con,
             )

@@ -188,8 +188,11 @@ def run_demo(
     report_path: Path | None,
     live: bool | None,
     con: Consoles,
+    workers: int = 1,
 ) -> Execution:
-    """Start the mock, image its fleet like ``fleetimage run --yes``, check the outcome."""
+    """Start the mock, image its fleet like ``fleetimage run --yes``, check the outcome.
+    ``workers``: as ``run --workers`` (they reach the mock over loopback, with this process's
+    environment: the mock's fake credentials)."""
     import anyio
 
     mock_cfg = demo_mock_config(
@@ -201,7 +204,8 @@ def run_demo(
         con.out.print(
             f"demo: mock EC2 at {mock.endpoint_url} (loopback, no AWS account used): "
             f"{regions} regions × {instances_per_region} instances, "
-            f"{time_scale:g}× faster than AWS, 2 % of images fail on purpose",
+            f"{time_scale:g}× faster than AWS, 2 % of images fail on purpose"
+            + (f", lanes over {workers} worker processes" if workers > 1 else ""),
             markup=False,
             highlight=False,
         )
@@ -217,6 +221,7 @@ def run_demo(
             progress_interval_s=2.0,
             session=session,
             log_events=False,
+            workers=workers,
         )
         # run_command's own summary would end "not ok" (the injected failures), then the
         # check would say ok: the demo prints one summary instead, with one verdict.
