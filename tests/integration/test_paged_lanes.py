@@ -185,8 +185,10 @@ async def test_a_restart_images_a_lane_its_earlier_start_never_reached_from_its_
         endpoint_url=fleet.endpoint_url, on_event=events.append, workers=workers,
     )  # fmt: skip
     assert report.ok and len(report.results) == 2 * INSTANCES
-    # Each start's look-up lists each of its lanes once: the earlier one 1, the restart 2.
+    # Each start's look-up lists each of its lanes once (the earlier start's one lane, the
+    # restart's two), and asks STS once; then each process that images asks once.
     assert _listings(fleet) == {REGION: 2, other: 1}
+    assert fleet.count(action="GetCallerIdentity") == (1 + 1) + (1 + workers)
     assert report.started_at == started  # the images' recorded start, not the restart's clock
     assert {r.image_name for r in report.results} == {
         f"{r.instance_id}-restart-010203" for r in report.results
