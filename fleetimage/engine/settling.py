@@ -18,9 +18,9 @@ never sooner than ``floor_s`` after the last poll, never later than ``ceiling_s`
 from the last poll, or skip: planning again, as a nudge does, never pushes a poll further
 out). The budget is ``polls_per_image`` DescribeImages calls (a poll of more than one chunk
 of images costs a call per chunk) for every image registered so far, less
-``PAST_BUDGET_SHARE``. That 20 % is never planned: it pays for the polls the rules below make past the
-budget (the ceiling's, a last straggler's), which otherwise came on top of a budget spent
-whole (the benchmarks' noisy-neighbour: 0.066 polls per image, small-buckets 0.087).
+``PAST_BUDGET_SHARE``. That 20 % is never planned: it pays for the polls the rules below make
+past the budget (the ceiling's, a last straggler's), which otherwise came on top of a budget
+spent whole (the benchmarks' noisy-neighbour: 0.066 polls per image, small-buckets 0.087).
 
 **The ceiling's polls are paid first.** Whatever the body does, the lane polls at least once
 a ceiling until its watched images have settled; the body spends only what those polls
