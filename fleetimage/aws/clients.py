@@ -30,6 +30,7 @@ from aiobotocore.session import AioSession
 from botocore.awsrequest import AWSRequest
 from botocore.parsers import ResponseParserError
 
+from fleetimage.aws.loading import open_client
 from fleetimage.aws.model import LeanLoader
 from fleetimage.aws.parsing import LeanParserFactory
 from fleetimage.core.errors import AwsError, ErrorKind
@@ -229,7 +230,8 @@ def client_config(*, max_pool_connections: int, request_timeout_s: float) -> Aio
         max_pool_connections=max_pool_connections,
         connect_timeout=min(10.0, request_timeout_s),
         read_timeout=request_timeout_s,
-        warm_up_loader_caches=True,
+        # Not True: that loads the models in a thread for every client (aws/loading.py).
+        warm_up_loader_caches=False,
         http_session_cls=SharedTLSSession,
     )
 
@@ -253,9 +255,7 @@ def ec2_client(
         kwargs["endpoint_url"] = endpoint_url
     if credentials is not None:
         kwargs.update(credentials.client_kwargs())
-    return cast(
-        contextlib.AbstractAsyncContextManager[Any], session.create_client(service, **kwargs)
-    )
+    return open_client(session, service, **kwargs)
 
 
 def _sts_client(
@@ -264,7 +264,7 @@ def _sts_client(
     kwargs: dict[str, Any] = {"region_name": region, "config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
-    return cast(contextlib.AbstractAsyncContextManager[Any], session.create_client("sts", **kwargs))
+    return open_client(session, "sts", **kwargs)
 
 
 def account_of_role(role_arn: str) -> str:

@@ -90,8 +90,8 @@ class LeanLoader(Loader):  # type: ignore[misc]
             key = _cut_key(source, self.operations) if source is not None else None
             self._keys[name] = (key, key or f"{name}:{sorted(self.operations)}")
         key, memo = self._keys[name]
-        # aiobotocore warms the cache up in worker threads, one per client being created:
-        # one of them cuts, the others wait for its model.
+        # Models are loaded in worker threads (aws/loading.py), one per loader: with several
+        # loaders (sessions made apart), one thread cuts, the others wait for its model.
         with _CUTTING:
             lean = _LEAN_MODELS.get(memo)
             if lean is None and key is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 
 from fleetimage.aws.clients import to_aws_error
+from fleetimage.aws.loading import open_client
 
 __all__ = [
     "ORGANIZATIONS_PERMISSIONS",
@@ -62,10 +63,7 @@ def organizations_client(
     kwargs: dict[str, Any] = {"region_name": organizations_region(region), "config": config}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
-    return cast(
-        contextlib.AbstractAsyncContextManager[Any],
-        session.create_client("organizations", **kwargs),
-    )
+    return open_client(session, "organizations", **kwargs)
 
 
 async def children_page(
