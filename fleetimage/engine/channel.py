@@ -81,10 +81,14 @@ class Channel:
         while True:
             try:
                 header = await self._receive(_HEADER.size)
+                (size,) = _HEADER.unpack(header)
+                if size > MAX_FRAME:
+                    raise ChannelClosed(f"a frame of {size} bytes: the pipe carries something else")
+                body = await self._receive(size)
             except ChannelClosed:
+                # Gone, even in the middle of a frame (a kill -9 while it wrote): what the
+                # frame carried was never acted on, and the other end's going is handled as
+                # any other (a worker is started again, a parent's workers stop).
                 return
-            (size,) = _HEADER.unpack(header)
-            if size > MAX_FRAME:
-                raise ChannelClosed(f"a frame of {size} bytes: the pipe carries something else")
-            for message in pickle.loads(await self._receive(size)):
+            for message in pickle.loads(body):
                 yield message

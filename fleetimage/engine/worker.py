@@ -19,29 +19,34 @@ printed goes to stderr.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import pickle
 import sys
+from collections.abc import AsyncIterator
 
 import anyio
 from aiobotocore.session import AioSession
 
 from fleetimage.aws import clients
+from fleetimage.aws.loading import loaded
 from fleetimage.config import FleetConfig
 from fleetimage.core.copies import CopyRequested
 from fleetimage.core.errors import FleetImageError
 from fleetimage.core.models import Event, Requested
 from fleetimage.core.shards import Shard
-from fleetimage.engine.channel import Channel, ChannelClosed
+from fleetimage.engine.channel import Channel, ChannelClosed, Receive, Send
 from fleetimage.engine.run import execute
 from fleetimage.engine.runstate import RunState, StopReason
 from fleetimage.engine.workers import WorkerJob
 
-__all__ = ["main"]
+__all__ = ["main", "parent_pipes"]
 
 # A parent that never answers a write-ahead is gone or wedged: the send is not made.
 _WRITE_AHEAD_TIMEOUT_S = 120.0
+# The last frames are written within this after the work ends, or never (the parent is gone).
+_FLUSH_TIMEOUT_S = 30.0
 EXIT_PARENT_GONE = 3
 
 
@@ -171,22 +176,34 @@ def _warmed_session() -> AioSession:
     not on the way to the first CreateImage (up to ~0.2 s of CPU before the cut EC2 model is
     on disk, see aws/model.py)."""
     session = clients.new_session()
-    try:
-        for service in ("sts", "ec2"):
-            session.warm_up_loader_caches(service)
-    except Exception:  # the first client says what is wrong, as it would without this
-        pass
+    loaded(session, "sts", "ec2")  # what fails here, the first client says
     return session
 
 
-async def _main(out_fd: int, session: AioSession) -> int:
+class _WriteProtocol(asyncio.streams.FlowControlMixin):
+    """The pipe to the parent: paced like a stream's, and it tells when the pipe is closed
+    (after a close, once what was buffered is written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gone = anyio.Event()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self.gone.set()
+
+
+@contextlib.asynccontextmanager
+async def parent_pipes(in_fd: int, out_fd: int) -> AsyncIterator[tuple[Receive, Send]]:
+    """The channel's two ends on the run's pipes: ``in_fd`` read, ``out_fd`` written. On the
+    way out, what is still buffered is written before the process may exit."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(0, "rb", buffering=0)
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", buffering=0)
     )
     transport, protocol = await loop.connect_write_pipe(
-        asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
+        _WriteProtocol, os.fdopen(out_fd, "wb", buffering=0)
     )
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
@@ -204,9 +221,19 @@ async def _main(out_fd: int, session: AioSession) -> int:
             raise ChannelClosed(str(exc)) from None
 
     try:
-        return await _work(Channel(receive, send), session)
+        yield receive, send
     finally:
         writer.close()
+        # drain() returns with up to 64 KiB still buffered: an exit right after it would cut
+        # off the last frame (the end of the run's events, "done"), and the parent would take
+        # a worker that finished for one that died. Bounded: the parent may not be reading.
+        with anyio.move_on_after(_FLUSH_TIMEOUT_S):
+            await protocol.gone.wait()
+
+
+async def _main(out_fd: int, session: AioSession) -> int:
+    async with parent_pipes(0, out_fd) as (receive, send):
+        return await _work(Channel(receive, send), session)
 
 
 def main() -> None:
