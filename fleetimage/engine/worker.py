@@ -23,6 +23,7 @@ import contextlib
 import itertools
 import os
 import pickle
+import stat
 import sys
 from collections.abc import AsyncIterator
 
@@ -237,6 +238,16 @@ async def _main(out_fd: int, session: AioSession) -> int:
 
 
 def main() -> None:
+    # asyncio cannot watch a terminal, a file or /dev/null for reading: such a worker would
+    # wait for its job for ever.
+    mode = os.fstat(0).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        print(
+            "fleetimage: this process is a worker of `fleetimage run --workers N`, which "
+            "starts it; it cannot be run by hand",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     # The channel is our stdout: keep it for frames, and point fd 1 (print, any library's
     # chatter) at stderr so nothing else can land in the middle of a frame.
     out_fd = os.dup(1)

@@ -8,6 +8,8 @@ nobody journals sends its write-aheads to the parent as ordinary events, without
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -129,3 +131,22 @@ def test_without_a_journal_each_write_ahead_reaches_the_run_once_and_before_its_
         first.setdefault(key, kind)
     assert set(first.values()) == {"Requested"}  # each target's Created came after it
     assert mock.call(lambda m: m.duplicates()) == {}
+
+
+@pytest.mark.parametrize("stdin", ["/dev/null", "file"])
+def test_a_worker_started_by_hand_says_so_and_exits(stdin: str, tmp_path: Path) -> None:
+    # Without the check, asyncio fails to watch such a stdin and the worker waits for ever.
+    source = Path(os.devnull) if stdin == "/dev/null" else tmp_path / "job"
+    if stdin == "file":
+        source.write_bytes(b"")
+    with source.open("rb") as job:
+        done = subprocess.run(
+            [sys.executable, "-m", WORKER_MODULE],
+            stdin=job,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 2
+    assert "fleetimage run --workers N" in done.stderr
+    assert done.stdout == ""
