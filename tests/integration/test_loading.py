@@ -35,11 +35,10 @@ async def test_the_first_wave_of_clients_loads_each_model_once_off_the_loop(
     own = clients.Credentials(creds["aws_access_key_id"], creds["aws_secret_access_key"])
     found: list[int] = []
 
-    async def lane(region: str, credentials: clients.Credentials | None = own) -> None:
+    async def lane(region: str) -> None:
         async with clients.ec2_client(
-            session, region=region, endpoint_url=mock.endpoint_url, config=config,
-            credentials=credentials,
-        ) as ec2:  # fmt: skip
+            session, region=region, endpoint_url=mock.endpoint_url, config=config, credentials=own
+        ) as ec2:
             page = await ec2.describe_instances()
             found.append(sum(len(r["Instances"]) for r in page["Reservations"]))
 
